@@ -1,0 +1,74 @@
+"""Assigned numbers: RFC 4250 §4, RFC 8308, and OpenSSH's PROTOCOL extensions."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["DisconnectReason", "MsgType", "OpenFailureReason"]
+
+
+class MsgType(IntEnum):
+    """RFC 4250 §4.1.2 message numbers (plus RFC 8308 and PROTOCOL §1.9)."""
+
+    DISCONNECT = 1
+    IGNORE = 2
+    UNIMPLEMENTED = 3
+    DEBUG = 4
+    SERVICE_REQUEST = 5
+    SERVICE_ACCEPT = 6
+    EXT_INFO = 7  # RFC 8308 §2.3
+    KEXINIT = 20
+    NEWKEYS = 21
+    KEX_ECDH_INIT = 30  # RFC 5656 §7.1; also curve25519 (RFC 8731) and the ML-KEM hybrid
+    KEX_ECDH_REPLY = 31
+    USERAUTH_REQUEST = 50
+    USERAUTH_FAILURE = 51
+    USERAUTH_SUCCESS = 52
+    USERAUTH_BANNER = 53
+    USERAUTH_INFO_REQUEST = 60  # also USERAUTH_PK_OK / PASSWD_CHANGEREQ, by method
+    USERAUTH_INFO_RESPONSE = 61
+    GLOBAL_REQUEST = 80
+    REQUEST_SUCCESS = 81
+    REQUEST_FAILURE = 82
+    CHANNEL_OPEN = 90
+    CHANNEL_OPEN_CONFIRMATION = 91
+    CHANNEL_OPEN_FAILURE = 92
+    CHANNEL_WINDOW_ADJUST = 93
+    CHANNEL_DATA = 94
+    CHANNEL_EXTENDED_DATA = 95
+    CHANNEL_EOF = 96
+    CHANNEL_CLOSE = 97
+    CHANNEL_REQUEST = 98
+    CHANNEL_SUCCESS = 99
+    CHANNEL_FAILURE = 100
+    PING = 192  # OpenSSH PROTOCOL §1.9, ping@openssh.com
+    PONG = 193
+
+
+class DisconnectReason(IntEnum):
+    """RFC 4250 §4.2.2."""
+
+    HOST_NOT_ALLOWED_TO_CONNECT = 1
+    PROTOCOL_ERROR = 2
+    KEY_EXCHANGE_FAILED = 3
+    RESERVED = 4
+    MAC_ERROR = 5
+    COMPRESSION_ERROR = 6
+    SERVICE_NOT_AVAILABLE = 7
+    PROTOCOL_VERSION_NOT_SUPPORTED = 8
+    HOST_KEY_NOT_VERIFIABLE = 9
+    CONNECTION_LOST = 10
+    BY_APPLICATION = 11
+    TOO_MANY_CONNECTIONS = 12
+    AUTH_CANCELLED_BY_USER = 13
+    NO_MORE_AUTH_METHODS_AVAILABLE = 14
+    ILLEGAL_USER_NAME = 15
+
+
+class OpenFailureReason(IntEnum):
+    """RFC 4250 §4.3 / RFC 4254 §5.1."""
+
+    ADMINISTRATIVELY_PROHIBITED = 1
+    CONNECT_FAILED = 2
+    UNKNOWN_CHANNEL_TYPE = 3
+    RESOURCE_SHORTAGE = 4

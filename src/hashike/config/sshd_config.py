@@ -1,0 +1,420 @@
+"""hashiked's configuration: the sshd_config(5) syntax, a subset of its keywords.
+
+Theory of operation. Every source of configuration is a sequence of lines:
+``-o`` options first (each one is a line of the pseudo-file ``command-line``,
+numbered 0), then the lines of ``-f FILE``. That order is sshd's, and together
+with sshd's rule that *the first value obtained wins* it is what makes ``-o``
+override the file. Keywords that may be given many times (``HostKey``,
+``ListenAddress``) accumulate in that same order instead.
+
+Each keyword is one row of ``_KEYWORDS``: the settings field it fills, the
+function that turns its arguments into a value, and whether it accumulates.
+Adding a keyword is adding a row. Values are checked even when an earlier
+value already won, as sshd does, so a typo is reported wherever it is.
+
+Every error is a ``ConfigError`` whose message is one line in sshd's shape:
+``/etc/hashike/sshd_config line 3: Bad configuration option: Foo``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hashike.proto.config import (
+    DEFAULT_CIPHERS,
+    DEFAULT_HOST_KEY_ALGORITHMS,
+    DEFAULT_KEX,
+    DEFAULT_MACS,
+    SUPPORTED_CIPHERS,
+    SUPPORTED_HOST_KEY_ALGORITHMS,
+    SUPPORTED_KEX,
+    SUPPORTED_MACS,
+    TransportConfig,
+    apply_algorithm_spec,
+)
+
+__all__ = [
+    "COMMAND_LINE",
+    "DEFAULT_LISTEN_HOSTS",
+    "NO_REKEY_BYTES",
+    "ConfigError",
+    "ServerSettings",
+    "listen_endpoints",
+    "parse_listen_address",
+    "parse_server_config",
+    "parse_size",
+    "parse_time",
+    "transport_config",
+]
+
+# The pseudo-file name sshd gives to -o options in its error messages.
+COMMAND_LINE = "command-line"
+
+# Deliberate deviation from sshd (which listens on every address): with no
+# ListenAddress, hashiked listens on loopback only.
+DEFAULT_LISTEN_HOSTS: tuple[str, ...] = ("127.0.0.1", "::1")
+
+# ``RekeyLimit none``: no byte-count rekeying from configuration. A value no
+# connection reaches, so `sent >= rekey_bytes` needs no special case; the
+# packet layer still applies each cipher's own safety limit.
+NO_REKEY_BYTES = (1 << 63) - 1
+
+_DEFAULT_REKEY_BYTES = TransportConfig().rekey_bytes
+_DEFAULT_REKEY_SECONDS = TransportConfig().rekey_seconds
+
+
+class ConfigError(ValueError):
+    """A configuration line hashiked cannot accept; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """The server's settings after all configuration sources were applied.
+
+    ``listen_addresses`` empty means the default: loopback only (see
+    ``listen_endpoints``); a ``None`` port means "the Port setting".
+    ``rekey_bytes == NO_REKEY_BYTES`` and ``rekey_seconds == math.inf`` mean no
+    limit of that kind. ``login_grace_time == 0`` means no limit, as in sshd.
+    ``max_startups`` is sshd's ``(start, rate, full)``.
+    """
+
+    port: int = 22
+    listen_addresses: tuple[tuple[str, int | None], ...] = ()
+    host_key_files: tuple[str, ...] = ()
+    ciphers: tuple[str, ...] = DEFAULT_CIPHERS
+    kex_algorithms: tuple[str, ...] = DEFAULT_KEX
+    host_key_algorithms: tuple[str, ...] = DEFAULT_HOST_KEY_ALGORITHMS
+    macs: tuple[str, ...] = DEFAULT_MACS
+    rekey_bytes: int = _DEFAULT_REKEY_BYTES
+    rekey_seconds: float = _DEFAULT_REKEY_SECONDS
+    login_grace_time: float = 120.0
+    max_startups: tuple[int, int, int] = (10, 30, 100)
+
+
+class _ValueError(Exception):
+    """Raised by value parsers; the caller adds "<file> line <n>: " and, when
+    ``name_keyword`` is set, the keyword (sshd: "... line 3: Port missing argument.")."""
+
+    def __init__(self, message: str, *, name_keyword: bool = False) -> None:
+        super().__init__(message)
+        self.name_keyword = name_keyword
+
+
+_Parser = Callable[[list[str]], Any]
+
+
+# --- value formats -----------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_SIZE_RE = re.compile(r"(\d+)([kmg]?)", re.IGNORECASE)
+
+_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TIME_PART_RE = re.compile(r"(\d+)([smhdw]?)", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """A byte count with an optional K, M or G suffix (powers of 1024)."""
+    m = _SIZE_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"invalid size '{text}'")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def parse_time(text: str) -> int:
+    """sshd_config(5) TIME FORMATS: ``time[qualifier]`` repeated and summed,
+    qualifiers s, m, h, d, w (none means seconds): ``1h30m`` is 5400."""
+    if not text:
+        raise ValueError("empty time value")
+    total = 0
+    pos = 0
+    while pos < len(text):
+        m = _TIME_PART_RE.match(text, pos)
+        if m is None:
+            raise ValueError(f"invalid time value '{text}'")
+        total += int(m.group(1)) * _TIME_UNITS[m.group(2).lower()]
+        pos = m.end()
+    return total
+
+
+def parse_listen_address(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]:port``, ``[v6]`` or a bare IPv6 address."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 2:
+            raise ValueError(f"invalid address '{text}'")
+        host, rest = text[1:end], text[end + 1 :]
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise ValueError(f"invalid address '{text}'")
+        return host, _port(rest[1:])
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not host:
+            raise ValueError(f"invalid address '{text}'")
+        return host, _port(port)
+    if not text:
+        raise ValueError("empty address")
+    # No colon: a host name or IPv4 address. Two or more: a bare IPv6 address.
+    return text, None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 65535:
+        raise ValueError(f"invalid port '{text}'")
+    return int(text)
+
+
+# --- keyword parsers: list of arguments -> value ------------------------------
+
+
+def _one(args: list[str]) -> str:
+    if not args:
+        raise _ValueError("missing argument.", name_keyword=True)
+    if len(args) > 1:
+        raise _ValueError(f"garbage at end of line: '{args[1]}'.", name_keyword=True)
+    return args[0]
+
+
+def _parse_port(args: list[str]) -> int:
+    arg = _one(args)
+    try:
+        return _port(arg)
+    except ValueError:
+        raise _ValueError(f"Badly formatted port number '{arg}'.") from None
+
+
+def _parse_listen(args: list[str]) -> tuple[str, int | None]:
+    arg = _one(args)
+    try:
+        return parse_listen_address(arg)
+    except ValueError as exc:
+        raise _ValueError(f"Bad ListenAddress '{arg}': {exc}.") from None
+
+
+def _parse_host_key(args: list[str]) -> str:
+    arg = _one(args)
+    if not arg:
+        raise _ValueError("HostKey: empty path.")
+    return arg
+
+
+def _algorithms(what: str, defaults: tuple[str, ...], supported: tuple[str, ...]) -> _Parser:
+    def parse(args: list[str]) -> tuple[str, ...]:
+        arg = _one(args)
+        try:
+            return apply_algorithm_spec(arg, defaults, supported)
+        except ValueError as exc:
+            raise _ValueError(f"Bad {what} '{arg}': {exc}.") from None
+
+    return parse
+
+
+def _parse_rekey_limit(args: list[str]) -> tuple[int, float]:
+    if not args:
+        raise _ValueError("missing argument.", name_keyword=True)
+    if len(args) > 2:
+        raise _ValueError(f"garbage at end of line: '{args[2]}'.", name_keyword=True)
+    size_arg = args[0]
+    if size_arg == "default":
+        size = _DEFAULT_REKEY_BYTES
+    elif size_arg == "none":
+        size = NO_REKEY_BYTES
+    else:
+        try:
+            size = parse_size(size_arg)
+        except ValueError:
+            raise _ValueError(f"Bad RekeyLimit size '{size_arg}'.") from None
+        # Below a few blocks every packet would trigger a key exchange (sshd: 16).
+        if size < 16:
+            raise _ValueError(f"RekeyLimit too small: '{size_arg}'.")
+    seconds = _DEFAULT_REKEY_SECONDS
+    if len(args) == 2:
+        time_arg = args[1]
+        if time_arg == "none":
+            seconds = math.inf
+        elif time_arg != "default":
+            try:
+                seconds = float(parse_time(time_arg)) or math.inf
+            except ValueError:
+                raise _ValueError(f"Bad RekeyLimit time '{time_arg}'.") from None
+    return size, seconds
+
+
+def _parse_login_grace_time(args: list[str]) -> float:
+    arg = _one(args)
+    try:
+        return float(parse_time(arg))
+    except ValueError:
+        raise _ValueError(f"Invalid LoginGraceTime '{arg}'.") from None
+
+
+def _parse_max_startups(args: list[str]) -> tuple[int, int, int]:
+    arg = _one(args)
+    parts = arg.split(":")
+    if len(parts) not in (1, 3) or not all(p.isdigit() for p in parts):
+        raise _ValueError(f"Bad MaxStartups spec '{arg}'.")
+    if len(parts) == 1:
+        # A single number: refuse every connection beyond it (rate 100%).
+        start = full = int(parts[0])
+        rate = 100
+    else:
+        start, rate, full = (int(p) for p in parts)
+    if not (0 < start <= full and 1 <= rate <= 100):
+        raise _ValueError(f"Illegal MaxStartups spec '{arg}'.")
+    return start, rate, full
+
+
+# --- the keyword table --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyword:
+    # ServerSettings field names this keyword fills; a parser returning a tuple
+    # fills several fields at once (RekeyLimit).
+    fields: tuple[str, ...]
+    parse: _Parser
+    accumulate: bool = False
+
+
+_KEYWORDS: dict[str, _Keyword] = {
+    "port": _Keyword(("port",), _parse_port),
+    "listenaddress": _Keyword(("listen_addresses",), _parse_listen, accumulate=True),
+    "hostkey": _Keyword(("host_key_files",), _parse_host_key, accumulate=True),
+    "ciphers": _Keyword(("ciphers",), _algorithms("SSH2 cipher spec", DEFAULT_CIPHERS, SUPPORTED_CIPHERS)),
+    "kexalgorithms": _Keyword(
+        ("kex_algorithms",), _algorithms("SSH2 KexAlgorithms", DEFAULT_KEX, SUPPORTED_KEX)
+    ),
+    "hostkeyalgorithms": _Keyword(
+        ("host_key_algorithms",),
+        _algorithms("key types", DEFAULT_HOST_KEY_ALGORITHMS, SUPPORTED_HOST_KEY_ALGORITHMS),
+    ),
+    "macs": _Keyword(("macs",), _algorithms("SSH2 mac spec", DEFAULT_MACS, SUPPORTED_MACS)),
+    "rekeylimit": _Keyword(("rekey_bytes", "rekey_seconds"), _parse_rekey_limit),
+    "logingracetime": _Keyword(("login_grace_time",), _parse_login_grace_time),
+    "maxstartups": _Keyword(("max_startups",), _parse_max_startups),
+}
+
+
+# --- lines --------------------------------------------------------------------
+
+# sshd separates the keyword from its arguments by whitespace or one '='.
+_KEYWORD_RE = re.compile(r"\s*([^\s=]+)\s*(?:=\s*)?(.*)", re.DOTALL)
+
+
+def _split_arguments(text: str) -> list[str]:
+    """Split like sshd's argv_split: whitespace separates, '...' and "..." quote,
+    backslash escapes a quote, backslash or blank, and an unquoted '#' that
+    starts a word begins a comment."""
+    args: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        if text[i] == "#":
+            break
+        word: list[str] = []
+        quote = ""
+        while i < n and (quote or not text[i].isspace()):
+            c = text[i]
+            if c == "\\" and i + 1 < n and text[i + 1] in "\\\"' \t":
+                word.append(text[i + 1])
+                i += 2
+                continue
+            if quote and c == quote:
+                quote = ""
+            elif not quote and c in "\"'":
+                quote = c
+            else:
+                word.append(c)
+            i += 1
+        if quote:
+            raise _ValueError("unterminated quote.", name_keyword=True)
+        args.append("".join(word))
+    return args
+
+
+@dataclass(slots=True)
+class _Builder:
+    values: dict[str, Any] = field(default_factory=dict)
+    lists: dict[str, list[Any]] = field(default_factory=dict)
+
+    def apply_line(self, line: str, source: str, lineno: int) -> None:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            return
+        m = _KEYWORD_RE.fullmatch(stripped)
+        assert m is not None  # the line is non-blank, so a keyword matches
+        keyword, rest = m.group(1), m.group(2)
+        spec = _KEYWORDS.get(keyword.lower())
+        if spec is None:
+            raise ConfigError(f"{source} line {lineno}: Bad configuration option: {keyword}")
+        try:
+            value = spec.parse(_split_arguments(rest))
+        except _ValueError as exc:
+            where = f"{source} line {lineno}:"
+            message = f"{where} {keyword} {exc}" if exc.name_keyword else f"{where} {exc}"
+            raise ConfigError(message) from None
+        if spec.accumulate:
+            self.lists.setdefault(spec.fields[0], []).append(value)
+            return
+        values = value if len(spec.fields) > 1 else (value,)
+        for name, v in zip(spec.fields, values, strict=True):
+            # sshd: the first value obtained for a keyword is the one used.
+            self.values.setdefault(name, v)
+
+    def build(self) -> ServerSettings:
+        fields = dict(self.values)
+        fields.update((name, tuple(items)) for name, items in self.lists.items())
+        return ServerSettings(**fields)
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
+
+
+def parse_server_config(path: str | None, overrides: Iterable[str] = ()) -> ServerSettings:
+    """Read hashiked's settings from ``-o`` lines (``overrides``) and the file at
+    ``path`` (if any), in that order; the first value of a keyword wins.
+
+    Raises ConfigError with a one-line, sshd-style message.
+    """
+    builder = _Builder()
+    for option in overrides:
+        builder.apply_line(option, COMMAND_LINE, 0)
+    if path is not None:
+        for lineno, line in enumerate(_read_lines(path), start=1):
+            builder.apply_line(line, path, lineno)
+    return builder.build()
+
+
+def listen_endpoints(settings: ServerSettings) -> tuple[tuple[str, int], ...]:
+    """The (host, port) pairs to listen on: ListenAddress entries with the Port
+    setting filled in, or loopback only when none was given."""
+    if not settings.listen_addresses:
+        return tuple((host, settings.port) for host in DEFAULT_LISTEN_HOSTS)
+    return tuple((host, settings.port if port is None else port) for host, port in settings.listen_addresses)
+
+
+def transport_config(settings: ServerSettings, base: TransportConfig | None = None) -> TransportConfig:
+    """The core's TransportConfig for these settings (other fields from ``base``)."""
+    return replace(
+        base or TransportConfig(),
+        kex_algorithms=settings.kex_algorithms,
+        host_key_algorithms=settings.host_key_algorithms,
+        ciphers=settings.ciphers,
+        macs=settings.macs,
+        rekey_bytes=settings.rekey_bytes,
+        rekey_seconds=settings.rekey_seconds,
+    )

@@ -1,0 +1,404 @@
+"""hashiked's sshd_config(5) parser: keywords, precedence, syntax and errors."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from hashike.config.sshd_config import (
+    NO_REKEY_BYTES,
+    ConfigError,
+    ServerSettings,
+    listen_endpoints,
+    parse_listen_address,
+    parse_server_config,
+    parse_size,
+    parse_time,
+    transport_config,
+)
+from hashike.proto.config import (
+    DEFAULT_CIPHERS,
+    DEFAULT_HOST_KEY_ALGORITHMS,
+    DEFAULT_KEX,
+    DEFAULT_MACS,
+    TransportConfig,
+)
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "sshd_config"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def where(path: str, lineno: int) -> str:
+    """A regex matching the start of an error message for this file and line."""
+    return "^" + re.escape(f"{path} line {lineno}: ")
+
+
+def parse_text(tmp_path: Path, text: str, overrides: list[str] | None = None) -> ServerSettings:
+    return parse_server_config(write(tmp_path, text), overrides or [])
+
+
+# --- defaults -----------------------------------------------------------------
+
+
+def test_defaults_without_any_source() -> None:
+    s = parse_server_config(None, [])
+    assert s == ServerSettings()
+    assert s.port == 22
+    assert s.listen_addresses == ()
+    assert s.host_key_files == ()
+    assert s.ciphers == DEFAULT_CIPHERS
+    assert s.kex_algorithms == DEFAULT_KEX
+    assert s.host_key_algorithms == DEFAULT_HOST_KEY_ALGORITHMS
+    assert s.macs == DEFAULT_MACS
+    assert s.rekey_bytes == TransportConfig().rekey_bytes
+    assert s.rekey_seconds == TransportConfig().rekey_seconds
+    assert s.login_grace_time == 120.0
+    assert s.max_startups == (10, 30, 100)
+
+
+def test_settings_are_frozen() -> None:
+    s = ServerSettings()
+    with pytest.raises(AttributeError):
+        s.port = 2222  # type: ignore[misc]
+
+
+def test_empty_file_and_comments_only(tmp_path: Path) -> None:
+    assert parse_text(tmp_path, "") == ServerSettings()
+    assert parse_text(tmp_path, "# Port 1\n   # indented comment\n\n\t\n") == ServerSettings()
+
+
+def test_default_listen_is_loopback_only() -> None:
+    assert listen_endpoints(ServerSettings(port=2200)) == (("127.0.0.1", 2200), ("::1", 2200))
+
+
+# --- every keyword --------------------------------------------------------------
+
+
+def test_port(tmp_path: Path) -> None:
+    assert parse_text(tmp_path, "Port 2222\n").port == 2222
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "x", "-1", "22a"])
+def test_bad_port(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"Port {value}\n")
+    with pytest.raises(ConfigError, match=where(path, 1) + rf"Badly formatted port number '{value}'\.$"):
+        parse_server_config(path, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1", ("127.0.0.1", None)),
+        ("localhost", ("localhost", None)),
+        ("127.0.0.1:2022", ("127.0.0.1", 2022)),
+        ("example.org:22", ("example.org", 22)),
+        ("[::1]:2022", ("::1", 2022)),
+        ("[::1]", ("::1", None)),
+        ("::1", ("::1", None)),
+        ("fe80::1:2", ("fe80::1:2", None)),
+    ],
+)
+def test_parse_listen_address(text: str, expected: tuple[str, int | None]) -> None:
+    assert parse_listen_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "[]:22", "[::1]22", "[::1]:", "host:", ":22", "host:99999", "[::1"])
+def test_parse_listen_address_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen_address(text)
+
+
+def test_listen_address_accumulates_and_takes_port(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "ListenAddress 127.0.0.1\nListenAddress [::1]:2022\nPort 2200\n")
+    assert s.listen_addresses == (("127.0.0.1", None), ("::1", 2022))
+    assert listen_endpoints(s) == (("127.0.0.1", 2200), ("::1", 2022))
+
+
+def test_bad_listen_address(tmp_path: Path) -> None:
+    path = write(tmp_path, "Port 22\nListenAddress [::1]x\n")
+    with pytest.raises(ConfigError, match=where(path, 2) + r"Bad ListenAddress '\[::1\]x'"):
+        parse_server_config(path, [])
+
+
+def test_host_key_accumulates_in_order(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "HostKey /k/ed25519\nHostKey /k/rsa\n", ["HostKey=/k/first"])
+    assert s.host_key_files == ("/k/first", "/k/ed25519", "/k/rsa")
+
+
+def test_ciphers(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "Ciphers aes128-ctr,chacha20-poly1305@openssh.com\n")
+    assert s.ciphers == ("aes128-ctr", "chacha20-poly1305@openssh.com")
+
+
+def test_algorithm_spec_modifiers(tmp_path: Path) -> None:
+    s = parse_text(
+        tmp_path,
+        "Ciphers -aes128-ctr,aes256-ctr\n"
+        "KexAlgorithms +ecdh-sha2-nistp256\n"
+        "HostKeyAlgorithms ^rsa-sha2-256\n"
+        "MACs hmac-sha2-512-etm@openssh.com\n",
+    )
+    assert s.ciphers == tuple(c for c in DEFAULT_CIPHERS if c not in ("aes128-ctr", "aes256-ctr"))
+    assert s.kex_algorithms == (*DEFAULT_KEX, "ecdh-sha2-nistp256")
+    assert s.host_key_algorithms[0] == "rsa-sha2-256"
+    assert sorted(s.host_key_algorithms) == sorted(DEFAULT_HOST_KEY_ALGORITHMS)
+    assert s.macs == ("hmac-sha2-512-etm@openssh.com",)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("Ciphers aes128-cbc", "Bad SSH2 cipher spec 'aes128-cbc'"),
+        ("KexAlgorithms diffie-hellman-group1-sha1", "Bad SSH2 KexAlgorithms 'diffie-hellman-group1-sha1'"),
+        ("HostKeyAlgorithms ssh-dss", "Bad key types 'ssh-dss'"),
+        ("MACs hmac-sha1", "Bad SSH2 mac spec 'hmac-sha1'"),
+        ("MACs -hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com", "Bad SSH2 mac spec"),
+    ],
+)
+def test_unsupported_algorithms(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path, f"# header\n{line}\n")
+    with pytest.raises(ConfigError, match=where(path, 2) + rf"{message}"):
+        parse_server_config(path, [])
+
+
+@pytest.mark.parametrize(
+    ("value", "nbytes", "seconds"),
+    [
+        ("default none", TransportConfig().rekey_bytes, math.inf),
+        ("1G 1h", 1 << 30, 3600.0),
+        ("500M", 500 << 20, TransportConfig().rekey_seconds),
+        ("none", NO_REKEY_BYTES, TransportConfig().rekey_seconds),
+        ("none none", NO_REKEY_BYTES, math.inf),
+        ("64k 10m30s", 64 << 10, 630.0),
+        ("1024 default", 1024, TransportConfig().rekey_seconds),
+        ("2g 0", 2 << 30, math.inf),
+    ],
+)
+def test_rekey_limit(tmp_path: Path, value: str, nbytes: int, seconds: float) -> None:
+    s = parse_text(tmp_path, f"RekeyLimit {value}\n")
+    assert (s.rekey_bytes, s.rekey_seconds) == (nbytes, seconds)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1X", "Bad RekeyLimit size '1X'"),
+        ("15", "RekeyLimit too small"),
+        ("1G 1y", "Bad RekeyLimit time '1y'"),
+        ("", "RekeyLimit missing argument"),
+        ("1G 1h 1", "RekeyLimit garbage at end of line"),
+    ],
+)
+def test_bad_rekey_limit(tmp_path: Path, value: str, message: str) -> None:
+    path = write(tmp_path, f"RekeyLimit {value}\n")
+    with pytest.raises(ConfigError, match=where(path, 1) + rf"{message}"):
+        parse_server_config(path, [])
+
+
+def test_rekey_limit_first_wins_for_both_parts(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "RekeyLimit 1M 1m\nRekeyLimit 2M 2m\n")
+    assert (s.rekey_bytes, s.rekey_seconds) == (1 << 20, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("600", 600),
+        ("600s", 600),
+        ("10m", 600),
+        ("10M", 600),
+        ("1h30m", 5400),
+        ("1d", 86400),
+        ("2w", 1209600),
+        ("1h15m10s", 4510),
+        ("0", 0),
+    ],
+)
+def test_parse_time(text: str, seconds: int) -> None:
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "1x", "1h-", "-1", "1.5h", " 1"])
+def test_parse_time_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_time(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "nbytes"), [("0", 0), ("16", 16), ("4K", 4096), ("3m", 3 << 20), ("1G", 1 << 30)]
+)
+def test_parse_size(text: str, nbytes: int) -> None:
+    assert parse_size(text) == nbytes
+
+
+@pytest.mark.parametrize("text", ["", "K", "1T", "1.5G", "-1", "1 G"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_login_grace_time(tmp_path: Path) -> None:
+    assert parse_text(tmp_path, "LoginGraceTime 2m\n").login_grace_time == 120.0
+    assert parse_text(tmp_path, "LoginGraceTime 45\n").login_grace_time == 45.0
+    assert parse_text(tmp_path, "LoginGraceTime 0\n").login_grace_time == 0.0
+
+
+def test_bad_login_grace_time(tmp_path: Path) -> None:
+    path = write(tmp_path, "LoginGraceTime soon\n")
+    with pytest.raises(ConfigError, match=where(path, 1) + r"Invalid LoginGraceTime 'soon'\.$"):
+        parse_server_config(path, [])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("10:30:100", (10, 30, 100)), ("5:50:20", (5, 50, 20)), ("7", (7, 100, 7))]
+)
+def test_max_startups(tmp_path: Path, value: str, expected: tuple[int, int, int]) -> None:
+    assert parse_text(tmp_path, f"MaxStartups {value}\n").max_startups == expected
+
+
+@pytest.mark.parametrize("value", ["10:30", "a:b:c", "20:30:10", "10:0:100", "10:101:100", "0", "1:2:3:4"])
+def test_bad_max_startups(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"MaxStartups {value}\n")
+    with pytest.raises(ConfigError, match=where(path, 1) + rf"(Bad|Illegal) MaxStartups spec '{value}'\.$"):
+        parse_server_config(path, [])
+
+
+# --- precedence -------------------------------------------------------------------
+
+
+def test_first_value_wins_in_file(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "Port 2222\nPort 3333\nCiphers aes128-ctr\nCiphers aes256-ctr\n")
+    assert s.port == 2222
+    assert s.ciphers == ("aes128-ctr",)
+
+
+def test_command_line_overrides_file(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "Port 2222\nLoginGraceTime 30\n", ["Port=4444"])
+    assert s.port == 4444
+    assert s.login_grace_time == 30.0
+
+
+def test_first_command_line_option_wins() -> None:
+    assert parse_server_config(None, ["Port 1111", "Port 2222"]).port == 1111
+
+
+def test_listen_addresses_from_command_line_come_first(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "ListenAddress 10.0.0.1\n", ["ListenAddress=127.0.0.1:2022"])
+    assert s.listen_addresses == (("127.0.0.1", 2022), ("10.0.0.1", None))
+
+
+def test_later_values_are_still_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "Port 2222\nPort nope\n")
+    with pytest.raises(ConfigError, match=r"line 2: Badly formatted port number"):
+        parse_server_config(path, [])
+
+
+# --- syntax -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["Port 2222", "port 2222", "PORT\t2222", "Port=2222", "Port = 2222", "Port =2222", "  Port  2222  "],
+)
+def test_keyword_syntax(tmp_path: Path, line: str) -> None:
+    assert parse_text(tmp_path, line + "\n").port == 2222
+
+
+def test_quoted_values(tmp_path: Path) -> None:
+    s = parse_text(
+        tmp_path,
+        'HostKey "/etc/my keys/host key"\nHostKey \'/a b\'\nHostKey /c\\ d\nPort "2222"\n',
+    )
+    assert s.host_key_files == ("/etc/my keys/host key", "/a b", "/c d")
+    assert s.port == 2222
+
+
+def test_trailing_comment(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "Port 2222 # the test port\nHostKey '/x#y' #c\n")
+    assert s.port == 2222
+    assert s.host_key_files == ("/x#y",)
+
+
+def test_crlf_line_endings(tmp_path: Path) -> None:
+    assert parse_text(tmp_path, "Port 2222\r\nLoginGraceTime 5\r\n").login_grace_time == 5.0
+
+
+def test_unterminated_quote(tmp_path: Path) -> None:
+    path = write(tmp_path, 'HostKey "/etc/key\n')
+    with pytest.raises(ConfigError, match=where(path, 1) + r"HostKey unterminated quote\.$"):
+        parse_server_config(path, [])
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def test_unknown_keyword_in_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "Port 22\n# comment\nFoo bar\n")
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(path, [])
+    assert str(info.value) == f"{path} line 3: Bad configuration option: Foo"
+    assert isinstance(info.value, ValueError)
+
+
+def test_unknown_keyword_on_command_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(None, ["Foo=bar"])
+    assert str(info.value) == "command-line line 0: Bad configuration option: Foo"
+
+
+def test_bad_value_on_command_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(None, ["Port=x"])
+    assert str(info.value) == "command-line line 0: Badly formatted port number 'x'."
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("Port", "Port missing argument."), ("HostKey a b", "HostKey garbage at end of line: 'b'.")],
+)
+def test_argument_count(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(path, [])
+    assert str(info.value) == f"{path} line 1: {message}"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "absent")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(path)}: No such file or directory$"):
+        parse_server_config(path, [])
+
+
+def test_error_messages_are_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "Ciphers nope\n")
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(path, [])
+    assert "\n" not in str(info.value)
+
+
+# --- to the core ------------------------------------------------------------------------
+
+
+def test_transport_config(tmp_path: Path) -> None:
+    s = parse_text(
+        tmp_path,
+        "Ciphers aes256-ctr\nKexAlgorithms curve25519-sha256\nHostKeyAlgorithms ssh-ed25519\n"
+        "MACs hmac-sha2-256-etm@openssh.com\nRekeyLimit 1M 10m\n",
+    )
+    tc = transport_config(s)
+    assert tc.ciphers == ("aes256-ctr",)
+    assert tc.kex_algorithms == ("curve25519-sha256",)
+    assert tc.host_key_algorithms == ("ssh-ed25519",)
+    assert tc.macs == ("hmac-sha2-256-etm@openssh.com",)
+    assert (tc.rekey_bytes, tc.rekey_seconds) == (1 << 20, 600.0)
+    assert tc.software_version == TransportConfig().software_version
+
+
+def test_transport_config_defaults_match_core_defaults() -> None:
+    assert transport_config(ServerSettings()) == TransportConfig()

@@ -1,0 +1,183 @@
+"""RFC 4253 §6 binary packet protocol: framing, padding, sequence numbers.
+
+Theory of operation. :class:`PacketWriter` assembles each packet in one
+preallocated plaintext buffer and seals it straight into a growing output
+buffer, so many packets leave in one socket write (ANCHORS.md: one ``send()``
+per packet dominates a Python client's cost). :class:`PacketReader` buffers
+wire bytes, checks ``packet_length`` *before* waiting for or allocating
+anything, and opens each packet into a second preallocated buffer; the payload
+it returns is a memoryview into that buffer, valid until the next call.
+
+Both count packets and bytes since the last key exchange, for rekeying (§9).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from hashike.proto.ciphers import NONE_OPENER, NONE_SEALER, Opener, Sealer
+from hashike.proto.errors import RemoteProtocolError
+
+__all__ = ["MAX_PACKET_LENGTH", "MAX_PAYLOAD", "MIN_PACKET_LENGTH", "PacketReader", "PacketWriter"]
+
+# OpenSSH accepts packets up to 256 KiB (PACKET_MAX_SIZE); RFC 4253 §6.1 asks
+# for at least 35000. This bounds every allocation driven by the peer.
+MAX_PACKET_LENGTH = 256 * 1024
+# padding_length byte + at least 4 bytes of padding (RFC 4253 §6).
+MIN_PACKET_LENGTH = 5
+MAX_PAYLOAD = MAX_PACKET_LENGTH - 1 - 4 - 16
+_MAX_TAG = 64  # hmac-sha2-512
+_SLACK = 16  # update_into wants block_size - 1 spare bytes
+
+_HEAD = struct.Struct(">IB")
+_PAD_POOL = 4096
+
+
+class PacketWriter:
+    """Seals payloads into wire bytes; :meth:`take` hands them to the runtime."""
+
+    def __init__(self, rng: Callable[[int], bytes]) -> None:
+        self.seq = 0
+        self.packets = 0  # since the last key exchange
+        self.bytes = 0
+        self._sealer: Sealer = NONE_SEALER
+        self._rng = rng
+        self._pad = rng(_PAD_POOL)
+        self._pad_pos = 0
+        self._plain = bytearray(MAX_PACKET_LENGTH + 4 + 256)
+        self._out = bytearray(64 * 1024)
+        self._out_len = 0
+
+    def set_sealer(self, sealer: Sealer, reset_seq: bool) -> None:
+        """Install new keys after sending NEWKEYS (RFC 4253 §7.3)."""
+        self._sealer = sealer
+        self.packets = 0
+        self.bytes = 0
+        if reset_seq:  # strict kex: PROTOCOL §1.10
+            self.seq = 0
+
+    def _padding(self, n: int) -> bytes:
+        # Random padding (RFC 4253 §6), drawn from a pool so that the injected rng
+        # is called once per 4 KiB rather than once per packet.
+        if self._pad_pos + n > _PAD_POOL:
+            self._pad = self._rng(_PAD_POOL)
+            self._pad_pos = 0
+        start = self._pad_pos
+        self._pad_pos += n
+        return self._pad[start : self._pad_pos]
+
+    def write(self, payload: bytes | bytearray | memoryview, data: bytes | memoryview = b"") -> None:
+        """Queue one packet whose payload is ``payload`` followed by ``data``.
+
+        Passing channel data separately lets the caller avoid building the
+        concatenated payload: it is copied once, into the plaintext buffer."""
+        sealer = self._sealer
+        n = len(payload) + len(data)
+        if n > MAX_PAYLOAD:
+            raise ValueError(f"payload of {n} bytes exceeds {MAX_PAYLOAD}")
+        block = sealer.block_size
+        unpadded = 1 + n + (4 if sealer.aligns_length else 0)
+        pad = block - unpadded % block
+        if pad < 4:
+            pad += block
+        packet_length = 1 + n + pad
+        total = 4 + packet_length
+        wire = total + sealer.tag_size
+        plain = self._plain
+        _HEAD.pack_into(plain, 0, packet_length, pad)
+        plain[5 : 5 + len(payload)] = payload
+        if data:
+            plain[5 + len(payload) : 5 + n] = data
+        plain[5 + n : total] = self._padding(pad)
+        need = self._out_len + wire + _SLACK
+        if need > len(self._out):
+            self._out.extend(bytes(max(need - len(self._out), len(self._out))))
+        with memoryview(plain) as pv, memoryview(self._out) as ov:
+            sealer.seal(self.seq, pv[:total], ov[self._out_len : self._out_len + wire + _SLACK])
+        self._out_len += wire
+        # RFC 4253 §6.4: the sequence number wraps at 2^32.
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        self.packets += 1
+        self.bytes += wire
+
+    @property
+    def pending(self) -> int:
+        """Bytes sealed but not yet taken by the runtime."""
+        return self._out_len
+
+    def take(self) -> bytes:
+        """Everything sealed so far, in one piece, for one socket write."""
+        if not self._out_len:
+            return b""
+        with memoryview(self._out) as ov:
+            data = bytes(ov[: self._out_len])
+        self._out_len = 0
+        if len(self._out) > 4 * 1024 * 1024:  # give back a burst's memory
+            self._out = bytearray(64 * 1024)
+        return data
+
+
+class PacketReader:
+    """Buffers wire bytes and yields one opened payload at a time."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.packets = 0
+        self.bytes = 0
+        self._opener: Opener = NONE_OPENER
+        self._buf = bytearray()
+        self._plain = bytearray(MAX_PACKET_LENGTH + _SLACK)
+        self._length: int | None = None  # packet_length of the packet being awaited
+
+    def set_opener(self, opener: Opener, reset_seq: bool) -> None:
+        """Install new keys after receiving NEWKEYS (RFC 4253 §7.3)."""
+        self._opener = opener
+        self.packets = 0
+        self.bytes = 0
+        if reset_seq:
+            self.seq = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def _check_length(self, length: int) -> None:
+        opener = self._opener
+        aligned = length + (4 if opener.aligns_length else 0)
+        if length < MIN_PACKET_LENGTH or length > MAX_PACKET_LENGTH or aligned % opener.block_size:
+            # Checked before anything is allocated or awaited (RFC 4253 §6.1).
+            raise RemoteProtocolError(f"bad packet length {length}")
+
+    def next_payload(self) -> memoryview | None:
+        """The next packet's payload, or None until more bytes arrive.
+
+        The returned view points into a buffer the next call overwrites."""
+        opener = self._opener
+        buf = self._buf
+        if self._length is None:
+            if len(buf) < 4:
+                return None
+            with memoryview(buf) as bv:
+                length = opener.packet_length(self.seq, bv[:4])
+            self._check_length(length)
+            self._length = length
+        length = self._length
+        wire = 4 + length + opener.tag_size
+        if len(buf) < wire:
+            return None
+        with memoryview(buf) as bv:
+            opener.open(self.seq, bv[:wire], memoryview(self._plain))
+        del buf[:wire]  # CPython makes deleting from the front of a bytearray cheap
+        self._length = None
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        self.packets += 1
+        self.bytes += wire
+        pad = self._plain[0]
+        # RFC 4253 §6: at least four bytes of padding, and a non-empty payload.
+        if pad < 4 or pad >= length - 1:
+            raise RemoteProtocolError(f"bad padding length {pad} in a packet of {length}")
+        return memoryview(self._plain)[1 : length - pad]

@@ -1,0 +1,609 @@
+"""The SSH transport layer (RFC 4253) as a sans-IO state machine.
+
+Theory of operation. Bytes from the socket go to :meth:`Transport.receive_data`.
+Until the peer's identification line is complete they go to the version
+parser; after that to the packet reader, which yields one payload at a time.
+Each payload is dispatched by the pair (state, message number) through
+:data:`_KEX_TABLE`; a kex message that is not in the table for the current
+state is a protocol error. Messages above the transport range (service,
+authentication, connection, ping) are handed to the owner's ``deliver``
+function, but only while no key exchange from the peer is in progress.
+
+States::
+
+    VERSION -> KEXINIT_SENT -> AWAIT_ECDH -> AWAIT_NEWKEYS -> OPEN
+                   ^                                           |
+                   +---------- rekey (either side) ------------+
+
+Our KEXINIT is sent at once, and again whenever a rekey starts. While a kex
+is in progress, outgoing upper-layer messages wait in a bounded queue
+(RFC 4253 §7.1 forbids sending them) and leave, in order, when it completes.
+
+Strict kex (OpenSSH PROTOCOL §1.10, the Terrapin countermeasure,
+CVE-2023-48795): when both sides signal it in the first KEXINIT, that KEXINIT
+must be the peer's first packet, nothing but kex messages may arrive during
+the first exchange, and each NEWKEYS resets the sequence number of its
+direction for the rest of the connection.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+
+from hashike.keys.keypair import PrivateKey, PublicKey
+from hashike.proto.ciphers import CIPHERS, MACS, make_opener, make_sealer
+from hashike.proto.config import TransportConfig
+from hashike.proto.constants import DisconnectReason, MsgType
+from hashike.proto.errors import KeyExchangeFailed, LocalProtocolError, RemoteProtocolError, SSHError
+from hashike.proto.events import (
+    DebugReceived,
+    Disconnected,
+    Event,
+    ExtInfoReceived,
+    HostKeyReceived,
+    KexCompleted,
+    PeerVersionReceived,
+    PongReceived,
+    UnimplementedReceived,
+)
+from hashike.proto.kex import KEX_METHODS
+from hashike.proto.kex.base import ClientKex, derive_key, exchange_hash, exchange_hash_input
+from hashike.proto.kex.negotiate import (
+    EXT_INFO_C,
+    EXT_INFO_S,
+    STRICT_C,
+    STRICT_S,
+    KexInit,
+    Negotiated,
+    negotiate,
+)
+from hashike.proto.packet import MAX_PACKET_LENGTH, PacketReader, PacketWriter
+from hashike.proto.version import PeerVersion, VersionParser, identification_line
+from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string, encode_uint32
+
+__all__ = ["MAX_DEFERRED_BYTES", "Deliver", "State", "Transport"]
+
+# Upper-layer messages queued while a kex runs (RFC 4253 §7.1). The runtime
+# stops reading its sockets while ``send_blocked`` is true, so this bound is
+# only reached by a runtime that ignores it.
+MAX_DEFERRED_BYTES = 16 * 1024 * 1024
+# Non-kex packets a peer may send after we started a rekey and before its own
+# KEXINIT arrives: data already in flight, bounded by our channel windows.
+MAX_PACKETS_BEFORE_PEER_KEXINIT = 16384
+# IGNORE/DEBUG/UNIMPLEMENTED packets tolerated inside one exchange.
+MAX_CHATTER_DURING_KEX = 256
+# Our own transport extension (RFC 8308 §2.2 naming): the largest packet we
+# accept, so two hashike peers can use packets beyond RFC 4253's 35000 bytes.
+EXT_MAX_PACKET = "max-packet-length@hashike.dev"
+DEFAULT_PEER_MAX_PACKET = 35000  # RFC 4253 §6.1
+
+Deliver = Callable[[int, memoryview], None]
+
+
+class State(enum.Enum):
+    VERSION = "version"
+    KEXINIT_SENT = "kexinit-sent"
+    AWAIT_ECDH = "await-ecdh"
+    AWAIT_NEWKEYS = "await-newkeys"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class _Kex:
+    """Everything one exchange accumulates before NEWKEYS."""
+
+    __slots__ = ("chatter", "client", "derived", "keys", "negotiated", "ours", "peer", "skip_guess")
+
+    def __init__(self, ours: bytes) -> None:
+        self.ours = ours  # our KEXINIT payload (I_C or I_S)
+        self.peer: bytes | None = None
+        self.negotiated: Negotiated | None = None
+        self.client: ClientKex | None = None
+        self.skip_guess = False
+        self.keys: tuple[bytes, bytes] | None = None  # (K encoded, H)
+        self.derived: tuple[tuple[bytes, bytes, bytes], tuple[bytes, bytes, bytes]] | None = None
+        self.chatter = 0
+
+
+class Transport:
+    """One side of the transport layer. Owned by a Client/ServerConnection."""
+
+    def __init__(
+        self,
+        config: TransportConfig,
+        *,
+        is_client: bool,
+        rng: Callable[[int], bytes],
+        deliver: Deliver,
+        events: list[Event],
+        host_keys: Sequence[PrivateKey] = (),
+    ) -> None:
+        self.config = config
+        self.is_client = is_client
+        self._rng = rng
+        self._deliver = deliver
+        self._events = events
+        self._host_keys = tuple(host_keys)
+        if not is_client and not self._host_key_algorithms():
+            raise LocalProtocolError("server has no host key for any configured host key algorithm")
+        self.state = State.VERSION
+        self._version = VersionParser(peer_is_server=is_client)
+        self._our_version = identification_line(config.software_version)
+        self._peer_version: PeerVersion | None = None
+        self._prefix = self._our_version
+        self._writer = PacketWriter(rng)
+        self._reader = PacketReader()
+        self.session_id: bytes | None = None
+        self.server_host_key: PublicKey | None = None
+        self.negotiated: Negotiated | None = None
+        self.strict = False
+        self.peer_max_packet = DEFAULT_PEER_MAX_PACKET
+        self.peer_extensions: dict[str, bytes] = {}
+        self._kex: _Kex | None = None
+        self._kex_count = 0
+        self._ext_info_window = False
+        self._deferred: list[tuple[bytes, bytes]] = []
+        self._deferred_bytes = 0
+        self._last_kex_at: float | None = None
+        self._start_kex()
+
+    # ----------------------------------------------------------------- input
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self.state is State.CLOSED:
+            return
+        try:
+            if self.state is State.VERSION:
+                done = self._version.feed(data)
+                if done is None:
+                    return
+                self._peer_version, data = done
+                self._events.append(
+                    PeerVersionReceived(
+                        software=self._peer_version.software,
+                        comments=self._peer_version.comments,
+                        banner_lines=self._peer_version.banner_lines,
+                    )
+                )
+                self.state = State.KEXINIT_SENT
+            self._reader.feed(data)
+            while self.state is not State.CLOSED:
+                payload = self._reader.next_payload()
+                if payload is None:
+                    break
+                self._dispatch(payload)
+        except SSHError as exc:
+            self.fail(exc)
+
+    def receive_eof(self) -> None:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._events.append(
+                Disconnected(
+                    reason=DisconnectReason.CONNECTION_LOST, description="Connection closed", by_peer=True
+                )
+            )
+
+    def fail(self, exc: SSHError) -> None:
+        """End the connection because of ``exc``: queue DISCONNECT with its reason."""
+        reason = getattr(exc, "reason", DisconnectReason.PROTOCOL_ERROR)
+        self.disconnect(int(reason), str(exc))
+
+    def disconnect(self, reason: int, description: str) -> None:
+        """RFC 4253 §11.1: send DISCONNECT and stop processing anything."""
+        if self.state is State.CLOSED:
+            return
+        self._writer.write(
+            encode_byte(MsgType.DISCONNECT)
+            + encode_uint32(reason)
+            + encode_string(description)
+            + encode_string(b"")
+        )
+        self.state = State.CLOSED
+        self._events.append(Disconnected(reason=reason, description=description, by_peer=False))
+
+    def data_to_send(self) -> bytes:
+        prefix, self._prefix = self._prefix, b""
+        return prefix + self._writer.take() if prefix else self._writer.take()
+
+    # ------------------------------------------------------------- dispatch
+
+    def _dispatch(self, payload: memoryview) -> None:
+        msg = payload[0]
+        window, self._ext_info_window = self._ext_info_window, False
+        kex = self._kex
+        if kex is not None:
+            if 20 <= msg <= 49:
+                handler = _KEX_TABLE.get((self.is_client, self.state, msg))
+                if handler is None:
+                    raise RemoteProtocolError(
+                        f"unexpected key exchange message {msg} in state {self.state.value}"
+                    )
+                handler(self, bytes(payload))
+                return
+            if msg != MsgType.DISCONNECT:
+                self._check_during_kex(kex, msg)
+        elif 20 <= msg <= 49:
+            if msg != MsgType.KEXINIT:
+                raise RemoteProtocolError(f"unexpected key exchange message {msg}")
+            self._start_kex()
+            self._on_kexinit(bytes(payload))
+            return
+        if msg == MsgType.DISCONNECT:
+            self._on_disconnect(bytes(payload))
+        elif msg == MsgType.IGNORE:
+            pass  # RFC 4253 §11.2
+        elif msg == MsgType.DEBUG:
+            self._on_debug(bytes(payload))
+        elif msg == MsgType.UNIMPLEMENTED:
+            r = Reader(bytes(payload), 1)
+            seq = r.uint32()
+            r.check_end()
+            self._events.append(UnimplementedReceived(seq=seq))
+        elif msg == MsgType.EXT_INFO:
+            if not window:
+                raise RemoteProtocolError("EXT_INFO outside the places RFC 8308 §2.4 allows")
+            self._on_ext_info(bytes(payload))
+        elif msg == MsgType.PING:
+            r = Reader(bytes(payload), 1)
+            data = r.string()
+            r.check_end()
+            self.send(encode_byte(MsgType.PONG) + encode_string(data))
+        elif msg == MsgType.PONG:
+            r = Reader(bytes(payload), 1)
+            data = r.string()
+            r.check_end()
+            self._events.append(PongReceived(data=data))
+        elif msg < 5 or 7 <= msg < 20:
+            self.send_unimplemented()
+        else:
+            self._deliver(msg, payload)
+        self._maybe_rekey()
+
+    def _check_during_kex(self, kex: _Kex, msg: int) -> None:
+        """RFC 4253 §7.1: what the peer may send while an exchange runs."""
+        kex.chatter += 1
+        if self._kex_count == 0:
+            if self.strict:
+                raise RemoteProtocolError(f"strict kex: unexpected message {msg} during initial key exchange")
+            if msg not in _TRANSPORT_GENERIC:
+                raise RemoteProtocolError(f"unexpected message {msg} before the first key exchange completed")
+            limit = MAX_CHATTER_DURING_KEX
+        elif kex.peer is None:
+            # Rekey we started: the peer may not have seen our KEXINIT yet.
+            limit = MAX_PACKETS_BEFORE_PEER_KEXINIT
+        elif msg in _TRANSPORT_GENERIC:
+            limit = MAX_CHATTER_DURING_KEX
+        else:
+            raise RemoteProtocolError(f"unexpected message {msg} during key exchange")
+        if kex.chatter > limit:
+            raise RemoteProtocolError("too many non-kex messages during key exchange")
+
+    def send_unimplemented(self) -> None:
+        """RFC 4253 §11.4: answer the packet just received with UNIMPLEMENTED."""
+        seq = (self._reader.seq - 1) & 0xFFFFFFFF
+        self._writer.write(encode_byte(MsgType.UNIMPLEMENTED) + encode_uint32(seq))
+
+    def _on_disconnect(self, payload: bytes) -> None:
+        r = Reader(payload, 1)
+        reason = r.uint32()
+        description = r.string().decode("utf-8", "replace")
+        r.string()  # language tag
+        self.state = State.CLOSED
+        self._events.append(Disconnected(reason=reason, description=description, by_peer=True))
+
+    def _on_debug(self, payload: bytes) -> None:
+        r = Reader(payload, 1)
+        always = r.boolean()
+        message = r.string().decode("utf-8", "replace")
+        r.string()
+        r.check_end()
+        self._events.append(DebugReceived(message=message, always_display=always))
+
+    def _on_ext_info(self, payload: bytes) -> None:
+        # RFC 8308 §2.3
+        r = Reader(payload, 1)
+        count = r.uint32()
+        if count > 64:
+            raise RemoteProtocolError(f"EXT_INFO with {count} extensions")
+        extensions: dict[str, bytes] = {}
+        for _ in range(count):
+            name = r.ascii(256)
+            extensions[name] = r.string(64 * 1024)
+        r.check_end()
+        self.peer_extensions.update(extensions)
+        value = extensions.get(EXT_MAX_PACKET)
+        if value is not None and value.isdigit():
+            self.peer_max_packet = max(DEFAULT_PEER_MAX_PACKET, min(int(value), MAX_PACKET_LENGTH))
+        self._events.append(ExtInfoReceived(extensions=extensions))
+
+    # --------------------------------------------------------------- output
+
+    @property
+    def send_blocked(self) -> bool:
+        """True while a kex runs: upper-layer sends are queued, not sent."""
+        return self._kex is not None or self.state is State.CLOSED
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._writer.pending + self._deferred_bytes
+
+    def send(self, payload: bytes | bytearray | memoryview, data: bytes | memoryview = b"") -> None:
+        """Send one upper-layer message (payload followed by data)."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("connection is closed")
+        if self._kex is not None:
+            size = len(payload) + len(data)
+            if self._deferred_bytes + size > MAX_DEFERRED_BYTES:
+                raise LocalProtocolError("send queue full during key exchange")
+            self._deferred.append((bytes(payload), bytes(data)))
+            self._deferred_bytes += size
+            return
+        self._writer.write(payload, data)
+        self._maybe_rekey()
+
+    def send_ignore(self, data: bytes = b"") -> None:
+        self._writer.write(encode_byte(MsgType.IGNORE) + encode_string(data))
+
+    def send_debug(self, message: str, always_display: bool = False) -> None:
+        self._writer.write(
+            encode_byte(MsgType.DEBUG)
+            + encode_bool(always_display)
+            + encode_string(message)
+            + encode_string(b"")
+        )
+
+    def send_ping(self, data: bytes = b"") -> None:
+        if "ping@openssh.com" not in self.peer_extensions:
+            raise LocalProtocolError("peer does not support ping@openssh.com")
+        self.send(encode_byte(MsgType.PING) + encode_string(data))
+
+    # ------------------------------------------------------------- rekeying
+
+    def start_rekey(self) -> None:
+        """Begin a key re-exchange (RFC 4253 §9). No-op if one is running."""
+        if self.state is State.OPEN:
+            self._start_kex()
+
+    def handle_timer(self, now: float) -> None:
+        """Called by the runtime now and then with the current time, so that
+        RekeyLimit's time part can trigger a rekey."""
+        if self._last_kex_at is None:
+            self._last_kex_at = now
+        elif self.state is State.OPEN and now - self._last_kex_at >= self.config.rekey_seconds:
+            self._last_kex_at = now
+            self._start_kex()
+
+    def _maybe_rekey(self) -> None:
+        limit = self.config.rekey_bytes
+        if self.state is State.OPEN and (self._writer.bytes >= limit or self._reader.bytes >= limit):
+            self._start_kex()
+
+    # ------------------------------------------------------------ key exchange
+
+    def _host_key_algorithms(self) -> tuple[str, ...]:
+        if self.is_client:
+            return self.config.host_key_algorithms
+        available = {alg for key in self._host_keys for alg in key.signature_algorithms()}
+        return tuple(alg for alg in self.config.host_key_algorithms if alg in available)
+
+    def _start_kex(self) -> None:
+        first = self._kex_count == 0
+        kex_names = self.config.kex_algorithms
+        if first:
+            # RFC 8308 §2.1 and PROTOCOL §1.10 markers go in the first KEXINIT only.
+            kex_names = (
+                (*kex_names, EXT_INFO_C, STRICT_C) if self.is_client else (*kex_names, EXT_INFO_S, STRICT_S)
+            )
+        macs = self.config.macs
+        init = KexInit(
+            cookie=self._rng(16),
+            kex=kex_names,
+            host_key=self._host_key_algorithms(),
+            cipher_c2s=self.config.ciphers,
+            cipher_s2c=self.config.ciphers,
+            mac_c2s=macs,
+            mac_s2c=macs,
+        )
+        payload = init.encode()
+        self._kex = _Kex(payload)
+        self._writer.write(payload)
+        if self.state is State.OPEN:
+            self.state = State.KEXINIT_SENT
+
+    def _on_kexinit(self, payload: bytes) -> None:
+        kex = self._kex
+        assert kex is not None
+        if kex.peer is not None:
+            raise RemoteProtocolError("second KEXINIT during one key exchange")
+        peer = KexInit.decode(payload)
+        ours = KexInit.decode(kex.ours)
+        client, server = (ours, peer) if self.is_client else (peer, ours)
+        first = self._kex_count == 0
+        negotiated = negotiate(client, server, we_are_client=self.is_client, first_kex=first)
+        if first:
+            self.strict = negotiated.strict
+            if self.strict and self._reader.packets != 1:
+                # PROTOCOL §1.10: KEXINIT must be the very first packet.
+                raise RemoteProtocolError("strict kex: KEXINIT was not the first packet")
+        if negotiated.kex not in KEX_METHODS:
+            raise KeyExchangeFailed(f"no matching key exchange method: {negotiated.kex}")
+        kex.peer = payload
+        kex.negotiated = negotiated
+        kex.skip_guess = peer.first_kex_follows and not negotiated.guess_was_right
+        self.state = State.AWAIT_ECDH
+        if self.is_client:
+            method = KEX_METHODS[negotiated.kex]
+            kex.client = method.start(self._rng)
+            self._writer.write(encode_byte(MsgType.KEX_ECDH_INIT) + encode_string(kex.client.public))
+
+    def _versions(self) -> tuple[bytes, bytes]:
+        assert self._peer_version is not None
+        ours = self._our_version.rstrip(b"\r\n")
+        peer = self._peer_version.line
+        return (ours, peer) if self.is_client else (peer, ours)
+
+    def _kexinits(self, kex: _Kex) -> tuple[bytes, bytes]:
+        assert kex.peer is not None
+        return (kex.ours, kex.peer) if self.is_client else (kex.peer, kex.ours)
+
+    def _on_ecdh_init(self, payload: bytes) -> None:
+        """Server: RFC 5656 §4 / RFC 8731 §3 — answer the client's value."""
+        kex = self._kex
+        assert kex is not None and kex.negotiated is not None
+        if kex.skip_guess:  # RFC 4253 §7: a wrongly guessed packet is ignored
+            kex.skip_guess = False
+            return
+        r = Reader(payload, 1)
+        q_c = r.string(4096)
+        r.check_end()
+        method = KEX_METHODS[kex.negotiated.kex]
+        q_s, k = method.reply(q_c, self._rng)
+        key = self._host_key_for(kex.negotiated.host_key)
+        k_s = key.public_key.blob
+        v_c, v_s = self._versions()
+        i_c, i_s = self._kexinits(kex)
+        h = exchange_hash(method, exchange_hash_input(v_c, v_s, i_c, i_s, k_s, q_c, q_s, k))
+        signature = key.sign(h, kex.negotiated.host_key)
+        self._writer.write(
+            encode_byte(MsgType.KEX_ECDH_REPLY)
+            + encode_string(k_s)
+            + encode_string(q_s)
+            + encode_string(signature)
+        )
+        kex.keys = (k, h)
+        self._send_newkeys()
+
+    def _host_key_for(self, algorithm: str) -> PrivateKey:
+        for key in self._host_keys:
+            if algorithm in key.signature_algorithms():
+                return key
+        raise KeyExchangeFailed(f"no host key for {algorithm}")  # negotiate() made this unreachable
+
+    def _on_ecdh_reply(self, payload: bytes) -> None:
+        """Client: check the server's signature over H, then send NEWKEYS."""
+        kex = self._kex
+        assert kex is not None and kex.negotiated is not None and kex.client is not None
+        r = Reader(payload, 1)
+        k_s = r.string(16 * 1024)
+        q_s = r.string(4096)
+        signature = r.string(16 * 1024)
+        r.check_end()
+        host_key = PublicKey.from_blob(k_s)
+        method = KEX_METHODS[kex.negotiated.kex]
+        k = kex.client.finish(q_s)
+        v_c, v_s = self._versions()
+        i_c, i_s = self._kexinits(kex)
+        h = exchange_hash(method, exchange_hash_input(v_c, v_s, i_c, i_s, k_s, kex.client.public, q_s, k))
+        if not host_key.verify(signature, h, (kex.negotiated.host_key,)):
+            raise KeyExchangeFailed("incorrect signature on the key exchange hash")
+        if self.server_host_key is None:
+            self.server_host_key = host_key
+            self._events.append(
+                HostKeyReceived(
+                    key=host_key, algorithm=kex.negotiated.host_key, fingerprint=host_key.fingerprint()
+                )
+            )
+        elif host_key != self.server_host_key:
+            raise KeyExchangeFailed("server host key changed during re-exchange")
+        kex.keys = (k, h)
+        self._send_newkeys()
+
+    def _derived(self, kex: _Kex) -> tuple[tuple[bytes, bytes, bytes], tuple[bytes, bytes, bytes]]:
+        """RFC 4253 §7.2: (iv, key, mac key) for client->server and server->client."""
+        assert kex.negotiated is not None and kex.keys is not None
+        if kex.derived is not None:
+            return kex.derived
+        n = kex.negotiated
+        k, h = kex.keys
+        if self.session_id is None:
+            self.session_id = h  # the first H names the session for ever (§7.2)
+        algorithm = KEX_METHODS[n.kex].hash
+
+        def derive(letter: bytes, size: int) -> bytes:
+            assert self.session_id is not None
+            return derive_key(algorithm, k, h, letter, self.session_id, size) if size else b""
+
+        def direction(cipher: str, mac: str | None, letters: bytes) -> tuple[bytes, bytes, bytes]:
+            spec = CIPHERS[cipher]
+            mac_size = MACS[mac].key_size if mac else 0
+            return (
+                derive(letters[0:1], spec.iv_size),
+                derive(letters[1:2], spec.key_size),
+                derive(letters[2:3], mac_size),
+            )
+
+        kex.derived = direction(n.cipher_c2s, n.mac_c2s, b"ACE"), direction(n.cipher_s2c, n.mac_s2c, b"BDF")
+        return kex.derived
+
+    def _send_newkeys(self) -> None:
+        kex = self._kex
+        assert kex is not None and kex.negotiated is not None
+        self._writer.write(encode_byte(MsgType.NEWKEYS))
+        c2s, s2c = self._derived(kex)
+        n = kex.negotiated
+        cipher, mac, (iv, key, mac_key) = (
+            (n.cipher_c2s, n.mac_c2s, c2s) if self.is_client else (n.cipher_s2c, n.mac_s2c, s2c)
+        )
+        self._writer.set_sealer(make_sealer(cipher, mac, key, iv, mac_key), reset_seq=self.strict)
+        if self._kex_count == 0 and n.peer_wants_ext_info:
+            # RFC 8308 §2.4: EXT_INFO goes right after our first NEWKEYS.
+            self._writer.write(self._ext_info())
+        self.state = State.AWAIT_NEWKEYS
+
+    def _ext_info(self) -> bytes:
+        extensions: list[tuple[str, bytes]] = [(EXT_MAX_PACKET, str(MAX_PACKET_LENGTH).encode())]
+        if not self.is_client:
+            sig_algs = ",".join(
+                dict.fromkeys(
+                    (
+                        "ssh-ed25519",
+                        "ecdsa-sha2-nistp256",
+                        "ecdsa-sha2-nistp384",
+                        "ecdsa-sha2-nistp521",
+                        "rsa-sha2-512",
+                        "rsa-sha2-256",
+                    )
+                )
+            )
+            extensions = [("server-sig-algs", sig_algs.encode()), ("ping@openssh.com", b"0"), *extensions]
+        return (
+            encode_byte(MsgType.EXT_INFO)
+            + encode_uint32(len(extensions))
+            + b"".join(encode_string(name) + encode_string(value) for name, value in extensions)
+        )
+
+    def _on_newkeys(self, payload: bytes) -> None:
+        kex = self._kex
+        assert kex is not None and kex.negotiated is not None
+        if len(payload) != 1:
+            raise RemoteProtocolError("malformed NEWKEYS")
+        c2s, s2c = self._derived(kex)
+        n = kex.negotiated
+        cipher, mac, (iv, key, mac_key) = (
+            (n.cipher_s2c, n.mac_s2c, s2c) if self.is_client else (n.cipher_c2s, n.mac_c2s, c2s)
+        )
+        self._reader.set_opener(make_opener(cipher, mac, key, iv, mac_key), reset_seq=self.strict)
+        initial = self._kex_count == 0
+        self._ext_info_window = initial
+        self._kex_count += 1
+        self._kex = None
+        self.negotiated = n
+        self.state = State.OPEN
+        self._last_kex_at = None
+        self._events.append(KexCompleted(negotiated=n, initial=initial))
+        deferred, self._deferred, self._deferred_bytes = self._deferred, [], 0
+        for head, data in deferred:
+            self._writer.write(head, data)
+
+
+_TRANSPORT_GENERIC = frozenset({MsgType.DISCONNECT, MsgType.IGNORE, MsgType.DEBUG, MsgType.UNIMPLEMENTED})
+
+# (state, message) -> handler. A kex message not listed is a protocol error.
+_KEX_TABLE: dict[tuple[bool, State, int], Callable[[Transport, bytes], None]] = {
+    **{(side, State.KEXINIT_SENT, MsgType.KEXINIT): Transport._on_kexinit for side in (True, False)},
+    (False, State.AWAIT_ECDH, MsgType.KEX_ECDH_INIT): Transport._on_ecdh_init,
+    (True, State.AWAIT_ECDH, MsgType.KEX_ECDH_REPLY): Transport._on_ecdh_reply,
+    **{(side, State.AWAIT_NEWKEYS, MsgType.NEWKEYS): Transport._on_newkeys for side in (True, False)},
+}

@@ -1,0 +1,59 @@
+"""ConnectionPair: a client core wired to a server core in memory, no sockets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from hashike.keys.keypair import PrivateKey, generate_private_key
+from hashike.proto.config import TransportConfig
+from hashike.proto.connection import ClientConnection, ServerConnection
+from hashike.proto.events import Event, HostKeyReceived
+
+_KEYS: dict[str, PrivateKey] = {}
+
+
+def host_key(key_type: str = "ssh-ed25519") -> PrivateKey:
+    """One cached key per type: RSA generation is slow."""
+    if key_type not in _KEYS:
+        _KEYS[key_type] = generate_private_key(key_type)
+    return _KEYS[key_type]
+
+
+class ConnectionPair:
+    def __init__(
+        self,
+        client_config: TransportConfig | None = None,
+        server_config: TransportConfig | None = None,
+        host_keys: tuple[PrivateKey, ...] | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+        accept_host_key: bool = True,
+    ) -> None:
+        self.client = ClientConnection(client_config or TransportConfig(), rng=rng)
+        self.server = ServerConnection(
+            server_config or TransportConfig(), host_keys=host_keys or (host_key(),), rng=rng
+        )
+        self.accept = accept_host_key
+        self.client_events: list[Event] = []
+        self.server_events: list[Event] = []
+
+    def pump(self, rounds: int = 50) -> None:
+        """Move bytes both ways until both sides are quiet."""
+        for _ in range(rounds):
+            c2s = self.client.data_to_send()
+            s2c = self.server.data_to_send()
+            if not c2s and not s2c:
+                return
+            if c2s:
+                self.server.receive_data(c2s)
+            if s2c:
+                self.client.receive_data(s2c)
+            self._collect()
+        raise AssertionError("connection pair did not settle")
+
+    def _collect(self) -> None:
+        for event in self.client.events_received():
+            self.client_events.append(event)
+            if isinstance(event, HostKeyReceived) and self.accept:
+                self.client.accept_host_key()
+        self.server_events.extend(self.server.events_received())

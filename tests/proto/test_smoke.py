@@ -1,5 +1,4 @@
 from hashike.proto.events import ServiceAccepted
-
 from tests.proto.pair import ConnectionPair
 
 

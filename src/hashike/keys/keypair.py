@@ -337,7 +337,7 @@ def _is_encrypted(data: bytes) -> bool:
     except TypeError:  # cryptography's way of saying "needs a password"
         return True
     except (ValueError, UnsupportedAlgorithm):
-        return False
+        pass
     return False
 
 

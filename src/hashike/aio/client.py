@@ -1,0 +1,157 @@
+"""``connect()``: an SSH client connection on asyncio.
+
+The host-key decision is the caller's: ``check_host_key`` is awaited with the
+server's key and must return True to go on. There is no default that
+accepts everything (security first); the CLI passes its known_hosts check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+from collections.abc import Awaitable, Callable
+
+from hashike.keys.keypair import PublicKey
+from hashike.proto.config import TransportConfig
+from hashike.proto.connection import ClientConnection
+from hashike.proto.constants import DisconnectReason
+from hashike.proto.errors import ConnectionClosed, HostKeyNotVerified
+from hashike.proto.events import (
+    Disconnected,
+    Event,
+    HostKeyReceived,
+    KexCompleted,
+    PeerVersionReceived,
+    ServiceAccepted,
+)
+from hashike.proto.kex.negotiate import Negotiated
+
+from .pump import CorePump
+
+__all__ = ["HostKeyCheck", "SSHClient", "connect"]
+
+HostKeyCheck = Callable[[PublicKey], "bool | Awaitable[bool]"]
+
+
+class _ClientPump(CorePump[ClientConnection]):
+    def __init__(
+        self, config: TransportConfig, check_host_key: HostKeyCheck, log: Callable[[str], None] | None
+    ) -> None:
+        super().__init__(ClientConnection(config, rng=os.urandom))
+        self._check = check_host_key
+        self._log = log or (lambda _line: None)
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.server_version = ""
+        self.negotiated: Negotiated | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def handle_event(self, event: Event) -> None:
+        if isinstance(event, PeerVersionReceived):
+            self.server_version = event.software
+            self._log(f"Remote protocol version 2.0, remote software version {event.software}")
+        elif isinstance(event, HostKeyReceived):
+            self._log(f"Server host key: {event.key.key_type} {event.fingerprint}")
+            task = asyncio.get_running_loop().create_task(self._decide(event.key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, KexCompleted):
+            self.negotiated = event.negotiated
+            if event.initial:
+                self._log(event.negotiated.describe())
+        elif isinstance(event, ServiceAccepted):
+            if not self.ready.done():
+                self.ready.set_result(None)
+        elif isinstance(event, Disconnected) and not self.ready.done():
+            if event.reason == DisconnectReason.HOST_KEY_NOT_VERIFIABLE and not event.by_peer:
+                self.ready.set_exception(HostKeyNotVerified(event.description))
+            else:
+                who = "by remote host" if event.by_peer else "locally"
+                self.ready.set_exception(ConnectionClosed(f"Connection closed {who}: {event.description}"))
+
+    async def _decide(self, key: PublicKey) -> None:
+        result = self._check(key)
+        ok = await result if inspect.isawaitable(result) else result
+        if self.core.closed:
+            return
+        if ok:
+            self.core.accept_host_key()
+        else:
+            self.core.reject_host_key()
+        self.process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionClosed("Connection closed by remote host"))
+
+
+class SSHClient:
+    """An established client connection, authenticated-service ready."""
+
+    def __init__(self, pump: _ClientPump) -> None:
+        self._pump = pump
+
+    @property
+    def core(self) -> ClientConnection:
+        return self._pump.core
+
+    @property
+    def server_version(self) -> str:
+        return self._pump.server_version
+
+    @property
+    def negotiated(self) -> Negotiated:
+        assert self._pump.negotiated is not None
+        return self._pump.negotiated
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return self._pump.sockname
+
+    def rekey(self) -> None:
+        self.core.start_rekey()
+        self._pump.process()
+
+    def close(self) -> None:
+        self._pump.close()
+
+    async def wait_closed(self) -> None:
+        await self._pump.closed
+
+    async def __aenter__(self) -> SSHClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def connect(
+    host: str,
+    port: int = 22,
+    *,
+    check_host_key: HostKeyCheck,
+    config: TransportConfig | None = None,
+    family: int = socket.AF_UNSPEC,
+    timeout: float | None = 30.0,
+    log: Callable[[str], None] | None = None,
+) -> SSHClient:
+    """Connect, run the key exchange, verify the host key with
+    ``check_host_key`` and request the ``ssh-userauth`` service."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> _ClientPump:
+        return _ClientPump(config or TransportConfig(), check_host_key, log)
+
+    async def establish() -> SSHClient:
+        _transport, pump = await loop.create_connection(factory, host, port, family=family)
+        try:
+            await pump.ready
+        except BaseException:
+            pump.close()
+            raise
+        return SSHClient(pump)
+
+    return await asyncio.wait_for(establish(), timeout)

@@ -1,0 +1,109 @@
+"""The asyncio side of one connection: moves bytes between a socket and a core.
+
+It is deliberately thin. ``data_received`` feeds the core, turns the events it
+emits into calls on ``handle_event`` and writes everything the core wants to
+send in one ``transport.write`` (ANCHORS.md: one write per packet is the
+largest cost of a Python SSH implementation). No protocol decision is made
+here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Generic, TypeVar
+
+from hashike.proto.connection import ClientConnection, ServerConnection
+from hashike.proto.events import Disconnected, Event
+
+__all__ = ["CorePump", "TIMER_INTERVAL"]
+
+log = logging.getLogger("hashike")
+
+# How often the core is told the time (RekeyLimit's time part).
+TIMER_INTERVAL = 30.0
+
+CoreT = TypeVar("CoreT", ClientConnection, ServerConnection)
+
+
+class CorePump(asyncio.Protocol, Generic[CoreT]):
+    """asyncio Protocol that drives one sans-IO connection core."""
+
+    def __init__(self, core: CoreT) -> None:
+        self.core = core
+        self.transport: asyncio.Transport | None = None
+        self.peername: tuple[str, int] | None = None
+        self.sockname: tuple[str, int] | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self.disconnect: Disconnected | None = None
+
+    # asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Message sequences OpenSSH sends back to back must not wait on
+            # Nagle's algorithm meeting delayed ACKs (ANCHORS.md).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peername = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        self._tick()
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.core.receive_data(data)
+        self.process()
+
+    def eof_received(self) -> bool | None:
+        self.core.receive_eof()
+        self.process()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.core.closed:
+            self.core.receive_eof()
+            self._dispatch_events()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # driving the core ---------------------------------------------------
+
+    def process(self) -> None:
+        """Handle the core's events, then flush what it wants to send."""
+        self._dispatch_events()
+        self.flush()
+
+    def _dispatch_events(self) -> None:
+        for event in self.core.events_received():
+            if isinstance(event, Disconnected):
+                self.disconnect = event
+            self.handle_event(event)
+
+    def flush(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        data = self.core.data_to_send()
+        if data:
+            transport.write(data)
+        if self.core.closed:
+            transport.close()
+
+    def close(self, description: str = "disconnected by user") -> None:
+        self.core.close(description)
+        self.process()
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.core.handle_timer(loop.time())
+        self.flush()
+        self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
+
+    def handle_event(self, event: Event) -> None:
+        """Subclasses react to the core's events here."""

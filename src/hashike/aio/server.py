@@ -1,0 +1,161 @@
+"""``listen()``: an SSH server in-process, on asyncio.
+
+Each accepted socket gets a :class:`ServerConnection` core and a pump. The
+runtime enforces what needs a clock or a global view: LoginGraceTime (an
+event-loop timer, never a signal) and MaxStartups (sshd's random early drop
+of unauthenticated connections, ``start:rate:full``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hashike.keys.keypair import PrivateKey
+from hashike.proto.config import TransportConfig
+from hashike.proto.connection import ServerConnection
+from hashike.proto.constants import DisconnectReason
+from hashike.proto.events import Disconnected, Event, KexCompleted, PeerVersionReceived
+
+from .pump import CorePump
+
+__all__ = ["LISTEN_BACKLOG", "Server", "ServerOptions", "listen"]
+
+log = logging.getLogger("hashike.server")
+
+# A burst of 1000 connections must not overflow the accept queue (ANCHORS.md:
+# sshtunnel's backlog of 5 loses most of a 200-connection burst).
+LISTEN_BACKLOG = 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerOptions:
+    transport: TransportConfig = TransportConfig()
+    login_grace_time: float = 120.0  # sshd's default; 0 means no limit
+    max_startups: tuple[int, int, int] = (10, 30, 100)  # sshd's default
+
+
+class _ServerPump(CorePump[ServerConnection]):
+    def __init__(self, server: Server) -> None:
+        super().__init__(
+            ServerConnection(server.options.transport, host_keys=server.host_keys, rng=os.urandom)
+        )
+        self._server = server
+        self._grace: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self._server.admit(self):
+            log.info("drop connection #%d from %s: MaxStartups", len(self._server.startups), self.peername)
+            transport.close()
+            return
+        log.debug("Connection from %s port %s", *(self.peername or ("?", 0))[:2])
+        grace = self._server.options.login_grace_time
+        if grace > 0:
+            self._grace = asyncio.get_running_loop().call_later(grace, self._grace_expired)
+
+    def _grace_expired(self) -> None:
+        host, port = (self.peername or ("?", 0))[:2]
+        log.info("Timeout before authentication for %s port %s", host, port)
+        self.close("Timeout before authentication")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+        self._server.forget(self)
+        super().connection_lost(exc)
+
+    def handle_event(self, event: Event) -> None:
+        host, port = (self.peername or ("?", 0))[:2]
+        if isinstance(event, PeerVersionReceived):
+            log.debug("Remote protocol version 2.0, remote software version %s", event.software)
+        elif isinstance(event, KexCompleted):
+            log.debug("%s", event.negotiated.describe())
+        elif isinstance(event, Disconnected):
+            who = "Received disconnect from" if event.by_peer else "Disconnecting"
+            level = logging.DEBUG if event.reason == DisconnectReason.BY_APPLICATION else logging.INFO
+            log.log(level, "%s %s port %s: %s", who, host, port, event.description)
+
+
+class Server:
+    """A listening hashike server. ``port`` is the port actually bound."""
+
+    def __init__(self, host_keys: Sequence[PrivateKey], options: ServerOptions) -> None:
+        self.host_keys = tuple(host_keys)
+        self.options = options
+        self.startups: set[_ServerPump] = set()
+        self._servers: list[asyncio.Server] = []
+
+    @property
+    def sockets(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for srv in self._servers for sock in srv.sockets]
+
+    @property
+    def port(self) -> int:
+        return self.sockets[0][1]
+
+    def admit(self, pump: _ServerPump) -> bool:
+        """sshd's MaxStartups: refuse unauthenticated connections beyond ``full``,
+        and drop them with growing probability from ``start`` on."""
+        start, rate, full = self.options.max_startups
+        n = len(self.startups)
+        if n >= full:
+            return False
+        if n >= start and full > start:
+            drop = rate + (100 - rate) * (n - start) / (full - start)
+            if random.random() * 100 < drop:
+                return False
+        self.startups.add(pump)
+        return True
+
+    def forget(self, pump: _ServerPump) -> None:
+        self.startups.discard(pump)
+
+    async def start(self, hosts: Sequence[str], port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for host in hosts:
+                srv = await loop.create_server(
+                    lambda: _ServerPump(self), host, port, backlog=LISTEN_BACKLOG, reuse_address=True
+                )
+                self._servers.append(srv)
+                # With port 0, every further address shares the first one's port.
+                port = port or srv.sockets[0].getsockname()[1]
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        for pump in list(self.startups):
+            pump.close("server shutting down")
+
+    async def wait_closed(self) -> None:
+        for srv in self._servers:
+            await srv.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def listen(
+    host: str | Sequence[str] = "127.0.0.1",
+    port: int = 0,
+    *,
+    host_keys: Sequence[PrivateKey],
+    options: ServerOptions | None = None,
+) -> Server:
+    """Start an SSH server on ``host`` (one address or several) and ``port``
+    (0 picks a free one; see ``Server.port``). Use as ``async with``."""
+    server = Server(host_keys, options or ServerOptions())
+    await server.start([host] if isinstance(host, str) else list(host), port)
+    return server

@@ -51,7 +51,8 @@ async def test_login_grace_time_disconnects() -> None:
 async def test_rekey_over_sockets() -> None:
     key = host_key()
     async with await listen("127.0.0.1", 0, host_keys=[key]) as server:
-        async with await connect("127.0.0.1", server.port, check_host_key=lambda k: True) as client:
+        client = await connect("127.0.0.1", server.port, check_host_key=lambda k: True)
+        async with client:
             first = client.core.transport.session_id
             client.rekey()
             for _ in range(100):

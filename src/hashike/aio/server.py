@@ -13,7 +13,7 @@ import logging
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hashike.keys.keypair import PrivateKey
 from hashike.proto.config import TransportConfig
@@ -34,7 +34,7 @@ LISTEN_BACKLOG = 1024
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerOptions:
-    transport: TransportConfig = TransportConfig()
+    transport: TransportConfig = field(default_factory=TransportConfig)
     login_grace_time: float = 120.0  # sshd's default; 0 means no limit
     max_startups: tuple[int, int, int] = (10, 30, 100)  # sshd's default
 

@@ -31,7 +31,7 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
     """asyncio Protocol that drives one sans-IO connection core."""
 
     def __init__(self, core: CoreT) -> None:
-        self.core = core
+        self.core: CoreT = core
         self.transport: asyncio.Transport | None = None
         self.peername: tuple[str, int] | None = None
         self.sockname: tuple[str, int] | None = None

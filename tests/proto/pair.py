@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from hashike.keys.keypair import PrivateKey, generate_private_key
 from hashike.proto.config import TransportConfig
@@ -11,6 +12,16 @@ from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.events import Event, HostKeyReceived
 
 _KEYS: dict[str, PrivateKey] = {}
+_E = TypeVar("_E")
+
+# One key of each type a server can hold; RSA serves both rsa-sha2-512 and rsa-sha2-256.
+HOST_KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+)
 
 
 def host_key(key_type: str = "ssh-ed25519") -> PrivateKey:
@@ -18,6 +29,16 @@ def host_key(key_type: str = "ssh-ed25519") -> PrivateKey:
     if key_type not in _KEYS:
         _KEYS[key_type] = generate_private_key(key_type)
     return _KEYS[key_type]
+
+
+def all_host_keys() -> tuple[PrivateKey, ...]:
+    """One cached host key of every supported type."""
+    return tuple(host_key(t) for t in HOST_KEY_TYPES)
+
+
+def events_of(events: Iterable[object], kind: type[_E]) -> list[_E]:
+    """The events of one type, in order."""
+    return [e for e in events if isinstance(e, kind)]
 
 
 class ConnectionPair:

@@ -497,6 +497,12 @@ class SshClient:
 
 
 @pytest.fixture
+def openssh_paths() -> dict[str, str]:
+    """Absolute paths of ssh, sshd, ssh-keygen and ssh-keyscan."""
+    return require_openssh()
+
+
+@pytest.fixture
 def ssh_client() -> SshClient:
     """Runs OpenSSH's ssh against a given port (for OpenSSH ssh -> hashiked tests)."""
     return SshClient(require_openssh("ssh")["ssh"])

@@ -282,6 +282,9 @@ def _config_text(
 ) -> str:
     # Caller's lines first (sshd: first value wins), their Match blocks last.
     caller = list(lines)
+    for line in caller:
+        if re.split(r"[\s=]", line.strip(), maxsplit=1)[0].lower() in ("port", "listenaddress"):
+            raise ValueError(f"the fixture chooses the address and port itself: {line!r}")
     match_at = next(
         (i for i, ln in enumerate(caller) if ln.strip().lower().startswith("match ")), len(caller)
     )

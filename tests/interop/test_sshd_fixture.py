@@ -170,6 +170,14 @@ def test_bad_config_line_is_reported(start_sshd: StartSshd) -> None:
         start_sshd("NoSuchOption yes")
 
 
+def test_port_and_address_are_the_fixtures(start_sshd: StartSshd) -> None:
+    for line in ("Port 2222", "ListenAddress=0.0.0.0"):
+        with pytest.raises(ValueError, match="chooses the address and port"):
+            start_sshd(line)
+    with pytest.raises(ValueError, match="chooses the address and port"):
+        start_sshd(Port=2222)
+
+
 def test_stop_closes_port_and_ends_connections(start_sshd: StartSshd) -> None:
     server = start_sshd()
     # An open connection has a per-connection sshd child; stop() must end it too.

@@ -375,6 +375,14 @@ def test_missing_file(tmp_path: Path) -> None:
         parse_server_config(path, [])
 
 
+@pytest.mark.parametrize(
+    "line", ["Port \u00b2", "MaxStartups \u00b2", "ListenAddress h:\u00b2", "RekeyLimit \u0663K"]
+)
+def test_non_ascii_digits_are_config_errors(line: str) -> None:
+    with pytest.raises(ConfigError, match=r"^command-line line 0: "):
+        parse_server_config(None, [line])
+
+
 def test_error_messages_are_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "Ciphers nope\n")
     with pytest.raises(ConfigError) as info:

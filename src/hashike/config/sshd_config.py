@@ -110,10 +110,10 @@ _Parser = Callable[[list[str]], Any]
 # --- value formats -----------------------------------------------------------
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_SIZE_RE = re.compile(r"(\d+)([kmg]?)", re.IGNORECASE)
+_SIZE_RE = re.compile(r"(\d+)([kmg]?)", re.IGNORECASE | re.ASCII)
 
 _TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_TIME_PART_RE = re.compile(r"(\d+)([smhdw]?)", re.IGNORECASE)
+_TIME_PART_RE = re.compile(r"(\d+)([smhdw]?)", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(text: str) -> int:
@@ -163,8 +163,13 @@ def parse_listen_address(text: str) -> tuple[str, int | None]:
     return text, None
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit alone admits '²' and other digits int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535:
+    if not _is_number(text) or not 0 < int(text) <= 65535:
         raise ValueError(f"invalid port '{text}'")
     return int(text)
 
@@ -256,7 +261,7 @@ def _parse_login_grace_time(args: list[str]) -> float:
 def _parse_max_startups(args: list[str]) -> tuple[int, int, int]:
     arg = _one(args)
     parts = arg.split(":")
-    if len(parts) not in (1, 3) or not all(p.isdigit() for p in parts):
+    if len(parts) not in (1, 3) or not all(_is_number(p) for p in parts):
         raise _ValueError(f"Bad MaxStartups spec '{arg}'.")
     if len(parts) == 1:
         # A single number: refuse every connection beyond it (rate 100%).

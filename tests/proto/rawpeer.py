@@ -111,6 +111,7 @@ class RawPeer:
         self.sent_since_newkeys = 0
         self.received_since_newkeys = 0
         self.sent_total = 0
+        self.sent_types: list[int] = []  # message number of every packet sent
         # Knobs for misbehaving.
         self.pre_newkeys: list[bytes] = []  # sent right before our next NEWKEYS, then cleared
         self.before_newkeys: Callable[[], None] | None = None  # called just before NEWKEYS is written
@@ -129,6 +130,7 @@ class RawPeer:
     def send(self, payload: bytes) -> None:
         """Write any payload as one packet under the current outgoing keys."""
         self.writer.write(payload)
+        self.sent_types.append(payload[0])
         self.sent_since_newkeys += 1
         self.sent_total += 1
 

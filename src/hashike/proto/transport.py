@@ -215,6 +215,11 @@ class Transport:
         kex = self._kex
         if kex is not None:
             if 20 <= msg <= 49:
+                if kex.skip_guess and msg >= 30 and not self.is_client:
+                    # RFC 4253 §7: the client's packet after a wrongly guessed KEXINIT
+                    # is ignored, whichever method (30-49, RFC 4250 §4.1.2) it was for.
+                    kex.skip_guess = False
+                    return
                 handler = _KEX_TABLE.get((self.is_client, self.state, msg))
                 if handler is None:
                     raise RemoteProtocolError(
@@ -452,9 +457,6 @@ class Transport:
         """Server: RFC 5656 §4 / RFC 8731 §3 — answer the client's value."""
         kex = self._kex
         assert kex is not None and kex.negotiated is not None
-        if kex.skip_guess:  # RFC 4253 §7: a wrongly guessed packet is ignored
-            kex.skip_guess = False
-            return
         r = Reader(payload, 1)
         q_c = r.string(4096)
         r.check_end()

@@ -84,7 +84,11 @@ def test_port(tmp_path: Path) -> None:
     assert parse_text(tmp_path, "Port 2222\n").port == 2222
 
 
-@pytest.mark.parametrize("value", ["0", "65536", "x", "-1", "22a"])
+def test_port_zero_means_any_free_port(tmp_path: Path) -> None:
+    assert parse_text(tmp_path, "Port 0\n").port == 0
+
+
+@pytest.mark.parametrize("value", ["65536", "x", "-1", "22a"])
 def test_bad_port(tmp_path: Path, value: str) -> None:
     path = write(tmp_path, f"Port {value}\n")
     with pytest.raises(ConfigError, match=where(path, 1) + rf"Badly formatted port number '{value}'\.$"):

@@ -23,7 +23,7 @@ from hashike.proto.events import Disconnected, Event, KexCompleted, PeerVersionR
 
 from .pump import CorePump
 
-__all__ = ["LISTEN_BACKLOG", "Server", "ServerOptions", "listen"]
+__all__ = ["LISTEN_BACKLOG", "BindError", "Server", "ServerOptions", "listen"]
 
 log = logging.getLogger("hashike.server")
 
@@ -37,6 +37,18 @@ class ServerOptions:
     transport: TransportConfig = field(default_factory=TransportConfig)
     login_grace_time: float = 120.0  # sshd's default; 0 means no limit
     max_startups: tuple[int, int, int] = (10, 30, 100)  # sshd's default
+
+
+class BindError(OSError):
+    """A listening address could not be bound; the message is sshd's line."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        super().__init__(error.errno, f"Bind to port {port} on {host} failed: {error.strerror or error}.")
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class _ServerPump(CorePump[ServerConnection]):
@@ -115,16 +127,26 @@ class Server:
     def forget(self, pump: _ServerPump) -> None:
         self.startups.discard(pump)
 
-    async def start(self, hosts: Sequence[str], port: int) -> None:
+    async def start(self, endpoints: Sequence[tuple[str, int]]) -> None:
+        """Listen on every (host, port); port 0 picks one free port for all.
+
+        Raises BindError naming the address that failed; nothing stays bound."""
         loop = asyncio.get_running_loop()
+        chosen = 0
         try:
-            for host in hosts:
-                srv = await loop.create_server(
-                    lambda: _ServerPump(self), host, port, backlog=LISTEN_BACKLOG, reuse_address=True
-                )
+            for host, port in endpoints:
+                try:
+                    srv = await loop.create_server(
+                        lambda: _ServerPump(self),
+                        host,
+                        port or chosen,
+                        backlog=LISTEN_BACKLOG,
+                        reuse_address=True,
+                    )
+                except OSError as exc:
+                    raise BindError(host, port or chosen, exc) from exc
                 self._servers.append(srv)
-                # With port 0, every further address shares the first one's port.
-                port = port or srv.sockets[0].getsockname()[1]
+                chosen = chosen or srv.sockets[0].getsockname()[1]
         except BaseException:
             self.close()
             raise
@@ -157,5 +179,5 @@ async def listen(
     """Start an SSH server on ``host`` (one address or several) and ``port``
     (0 picks a free one; see ``Server.port``). Use as ``async with``."""
     server = Server(host_keys, options or ServerOptions())
-    await server.start([host] if isinstance(host, str) else list(host), port)
+    await server.start([(h, port) for h in ([host] if isinstance(host, str) else host)])
     return server

@@ -1,0 +1,168 @@
+"""``hashiked``: the server, with sshd's option syntax where it applies.
+
+It runs in the foreground, prints one line once it is listening (addresses,
+port, host key fingerprints) and logs to stderr: ``-d`` adds debug lines.
+Every startup failure is one line and exit status 255, as with sshd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from hashike.aio.server import BindError, Server, ServerOptions
+from hashike.config.sshd_config import (
+    DEFAULT_LISTEN_HOSTS,
+    ConfigError,
+    ServerSettings,
+    listen_endpoints,
+    parse_server_config,
+    transport_config,
+)
+from hashike.keys.keypair import (
+    KeyFileError,
+    PrivateKey,
+    generate_private_key,
+    load_private_key,
+    write_private_key,
+)
+
+__all__ = ["main"]
+
+EXIT_FAILURE = 255
+DEFAULT_HOST_KEY = Path("~/.hashike/ssh_host_ed25519_key")
+
+
+class _Fatal(Exception):
+    """A startup failure: one line for the user, exit 255."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hashiked",
+        add_help=False,
+        usage="hashiked [-d] [-f config_file] [-h host_key_file] [-o option] [-p port]",
+        description="hashike's SSH server. Options follow sshd(8); it runs in the foreground "
+        "and, unlike sshd, listens on loopback only unless ListenAddress says otherwise.",
+        epilog="With no host key, hashiked creates ~/.hashike/ssh_host_ed25519_key on first start.",
+    )
+    p.add_argument("-d", dest="debug", action="count", default=0, help="debug output to stderr (repeatable)")
+    p.add_argument(
+        "-f", dest="config", metavar="config_file", help="read sshd_config keywords from this file"
+    )
+    p.add_argument(
+        "-h",
+        dest="host_keys",
+        metavar="host_key_file",
+        action="append",
+        default=[],
+        help="host key (repeatable)",
+    )
+    p.add_argument(
+        "-o",
+        dest="options",
+        metavar="option",
+        action="append",
+        default=[],
+        help="Keyword=value, as in sshd_config",
+    )
+    p.add_argument(
+        "-p", dest="port", metavar="port", help="port to listen on (default 22; 0 picks a free one)"
+    )
+    p.add_argument("--help", action="help", help="show this help and exit")
+    return p
+
+
+def _load_host_keys(settings: ServerSettings, extra: list[str]) -> list[PrivateKey]:
+    paths = [*extra, *settings.host_key_files]
+    if not paths:
+        default = DEFAULT_HOST_KEY.expanduser()
+        if not default.exists():
+            default.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private_key(generate_private_key("ssh-ed25519", comment="hashiked host key"), default)
+            logging.getLogger("hashike.server").warning("generated a new ed25519 host key: %s", default)
+        paths = [str(default)]
+    keys = []
+    for path in paths:
+        try:
+            keys.append(load_private_key(os.path.expanduser(path)))
+        except KeyFileError as exc:
+            raise _Fatal(f"Unable to load host key: {exc}") from None
+    return keys
+
+
+async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
+    options = ServerOptions(
+        transport=transport_config(settings),
+        login_grace_time=settings.login_grace_time,
+        max_startups=settings.max_startups,
+    )
+    endpoints = list(listen_endpoints(settings))
+    server = Server(keys, options)
+    try:
+        await server.start(endpoints)
+    except BindError as exc:
+        # The default ::1 is skipped on a machine without IPv6; anything the
+        # user asked for, and any other failure, is fatal.
+        no_v6 = exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and exc.host == "::1"
+        if not (no_v6 and not settings.listen_addresses):
+            hint = ""
+            if exc.errno == errno.EACCES and exc.port < 1024:
+                hint = f" Ports below 1024 need root; use a port of 1024 or more, e.g. -p {exc.port + 40000}."
+            raise _Fatal(f"{exc}{hint}") from None
+        server = Server(keys, options)
+        try:
+            await server.start([e for e in endpoints if e[0] not in DEFAULT_LISTEN_HOSTS[1:]])
+        except BindError as retry:
+            raise _Fatal(str(retry)) from None
+    where = " and ".join(f"{host} port {port}" for host, port in server.sockets)
+    fingerprints = ", ".join(f"{k.public_key.fingerprint()} ({k.key_type})" for k in keys)
+    print(f"hashiked: listening on {where}; host key {fingerprints}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    await server.wait_closed()
+
+
+class _Formatter(logging.Formatter):
+    """sshd's stderr style: ``debug1: ...`` for debug lines, plain otherwise."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return f"debug1: {text}" if record.levelno <= logging.DEBUG else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("hashike")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.debug else logging.INFO)
+    overrides = list(args.options)
+    if args.port is not None:
+        overrides.insert(0, f"Port {args.port}")
+    try:
+        settings = parse_server_config(args.config, overrides)
+        keys = _load_host_keys(settings, args.host_keys)
+        asyncio.run(_serve(settings, keys))
+    except (ConfigError, _Fatal, KeyFileError) as exc:
+        print(f"hashiked: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -107,6 +107,11 @@ class SSHClient:
         return self._pump.negotiated
 
     @property
+    def disconnect_event(self) -> Disconnected | None:
+        """How the connection ended, once it has."""
+        return self._pump.disconnect
+
+    @property
     def local_address(self) -> tuple[str, int] | None:
         return self._pump.sockname
 

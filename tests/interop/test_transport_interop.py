@@ -23,7 +23,6 @@ import pytest
 from hashike.aio.client import connect
 from hashike.keys.keypair import PublicKey, generate_private_key, write_private_key
 from hashike.proto.config import SUPPORTED_CIPHERS, SUPPORTED_KEX, TransportConfig
-
 from tests.interop.conftest import openssh_ciphers, openssh_kex
 
 if TYPE_CHECKING:
@@ -74,7 +73,7 @@ def hashiked(tmp_path: Path) -> Iterator[Hashiked]:
             # ecdh-sha2-nistp256 is accepted but not offered by default.
             "-o",
             "KexAlgorithms=+ecdh-sha2-nistp256",
-        ],  # fmt: skip
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -141,7 +140,7 @@ async def test_hashike_client_reaches_userauth_on_sshd(
         kex_algorithms=(kex,),
         ciphers=(cipher,),
         host_key_algorithms=("ssh-ed25519",),
-        **({"macs": (mac,)} if mac else {}),
+        macs=(mac,) if mac else TransportConfig().macs,
     )
     async with await connect(
         sshd.host, sshd.port, check_host_key=lambda k: k == expected, config=config

@@ -58,7 +58,7 @@ from hashike.proto.kex.negotiate import (
     Negotiated,
     negotiate,
 )
-from hashike.proto.packet import MAX_PACKET_LENGTH, PacketReader, PacketWriter
+from hashike.proto.packet import MAX_PACKET_LENGTH, MAX_PAYLOAD, PacketReader, PacketWriter
 from hashike.proto.version import PeerVersion, VersionParser, identification_line
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string, encode_uint32
 
@@ -93,10 +93,21 @@ class State(enum.Enum):
 class _Kex:
     """Everything one exchange accumulates before NEWKEYS."""
 
-    __slots__ = ("chatter", "client", "derived", "keys", "negotiated", "ours", "peer", "skip_guess")
+    __slots__ = (
+        "chatter",
+        "client",
+        "derived",
+        "kexinit_seq",
+        "keys",
+        "negotiated",
+        "ours",
+        "peer",
+        "skip_guess",
+    )
 
-    def __init__(self, ours: bytes) -> None:
+    def __init__(self, ours: bytes, kexinit_seq: int) -> None:
         self.ours = ours  # our KEXINIT payload (I_C or I_S)
+        self.kexinit_seq = kexinit_seq
         self.peer: bytes | None = None
         self.negotiated: Negotiated | None = None
         self.client: ClientKex | None = None
@@ -245,6 +256,12 @@ class Transport:
             r = Reader(bytes(payload), 1)
             seq = r.uint32()
             r.check_end()
+            if kex is not None and seq == kex.kexinit_seq:
+                # OpenSSH's sshd answers a KEXINIT sent before authentication
+                # this way; waiting would hang the connection for ever.
+                raise KeyExchangeFailed(
+                    "peer refused key re-exchange (it may allow it only after authentication)"
+                )
             self._events.append(UnimplementedReceived(seq=seq))
         elif msg == MsgType.EXT_INFO:
             if not window:
@@ -252,7 +269,8 @@ class Transport:
             self._on_ext_info(bytes(payload))
         elif msg == MsgType.PING:
             r = Reader(bytes(payload), 1)
-            data = r.string()
+            # The PONG echoes the data: it must fit in a packet we can send.
+            data = r.string(MAX_PAYLOAD - 5)
             r.check_end()
             self.send(encode_byte(MsgType.PONG) + encode_string(data))
         elif msg == MsgType.PONG:
@@ -412,7 +430,7 @@ class Transport:
             mac_s2c=macs,
         )
         payload = init.encode()
-        self._kex = _Kex(payload)
+        self._kex = _Kex(payload, self._writer.seq)
         self._writer.write(payload)
         if self.state is State.OPEN:
             self.state = State.KEXINIT_SENT

@@ -43,7 +43,9 @@ class BindError(OSError):
     """A listening address could not be bound; the message is sshd's line."""
 
     def __init__(self, host: str, port: int, error: OSError) -> None:
-        super().__init__(error.errno, f"Bind to port {port} on {host} failed: {error.strerror or error}.")
+        # asyncio rewords the OS error; sshd prints the C library's text.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        super().__init__(error.errno, f"Bind to port {port} on {host} failed: {reason}.")
         self.host = host
         self.port = port
 

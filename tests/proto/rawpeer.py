@@ -96,6 +96,7 @@ class RawPeer:
         self._first_markers = markers
         self.our_version = identification_line(software)
         self._prefix = self.our_version
+        self._queued = b""  # sealed by send_packet, ahead of the writer's output
         self._version = VersionParser(peer_is_server=is_client)
         self.peer_version: bytes | None = None
         self.writer = PacketWriter(rng)
@@ -130,13 +131,33 @@ class RawPeer:
     def send(self, payload: bytes) -> None:
         """Write any payload as one packet under the current outgoing keys."""
         self.writer.write(payload)
-        self.sent_types.append(payload[0])
+        self.sent_types.append(payload[0] if payload else -1)
+        self.sent_since_newkeys += 1
+        self.sent_total += 1
+
+    def send_packet(self, payload: bytes, pad: int | None = None) -> None:
+        """Seal one packet by hand under the current keys, bypassing the writer's
+        payload cap and padding rule: for packets up to the peer's limit, or
+        beyond it. ``pad`` is the padding length (default: the smallest legal)."""
+        sealer = self.writer._sealer
+        block = sealer.block_size
+        if pad is None:
+            unpadded = 1 + len(payload) + (4 if sealer.aligns_length else 0)
+            pad = block - unpadded % block
+            pad += block if pad < 4 else 0
+        plain = bytearray(encode_uint32(1 + len(payload) + pad) + bytes([pad]) + payload + self.rng(pad))
+        out = bytearray(len(plain) + sealer.tag_size + 16)
+        sealer.seal(self.writer.seq, memoryview(plain), memoryview(out))
+        self._queued += self.writer.take() + bytes(out[: len(plain) + sealer.tag_size])
+        self.writer.seq = (self.writer.seq + 1) & 0xFFFFFFFF
+        self.sent_types.append(payload[0] if payload else -1)
         self.sent_since_newkeys += 1
         self.sent_total += 1
 
     def data_to_send(self) -> bytes:
         prefix, self._prefix = self._prefix, b""
-        return prefix + self.writer.take()
+        queued, self._queued = self._queued, b""
+        return prefix + queued + self.writer.take()
 
     def send_kexinit(
         self, *, first_kex_follows: bool = False, guess: str | None = None, **fields: Any

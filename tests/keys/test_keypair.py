@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -396,13 +397,23 @@ def test_load_errors(tmp_path: Path) -> None:
         load_public_key_file(missing)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
 def test_load_permission_denied(keys: dict[str, PrivateKey], tmp_path: Path) -> None:
+    """Root reads any file, so as root the check runs in a child without the
+    capabilities that bypass file permissions."""
     path = tmp_path / "k"
     write_private_key(keys["ssh-ed25519"], path)
     path.chmod(0)
-    with pytest.raises(KeyFileError, match="Permission denied"):
-        load_private_key(path)
+    code = (
+        "import sys\n"
+        "from hashike.keys.keypair import KeyFileError, load_private_key\n"
+        "try:\n    load_private_key(sys.argv[1])\n"
+        "except KeyFileError as exc:\n    print(exc)\n"
+    )
+    argv = [sys.executable, "-c", code, str(path)]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all", *argv]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.stdout.strip() == f'Load key "{path}": Permission denied', result.stderr
 
 
 def test_load_pkcs8_ed25519_and_unsupported_types(tmp_path: Path) -> None:

@@ -356,8 +356,10 @@ class Transport:
         """Send one upper-layer message (payload followed by data)."""
         if self.state is State.CLOSED:
             raise LocalProtocolError("connection is closed")
+        size = len(payload) + len(data)
+        if size > MAX_PAYLOAD:
+            raise LocalProtocolError(f"message of {size} bytes exceeds the largest packet ({MAX_PAYLOAD})")
         if self._kex is not None:
-            size = len(payload) + len(data)
             if self._deferred_bytes + size > MAX_DEFERRED_BYTES:
                 raise LocalProtocolError("send queue full during key exchange")
             self._deferred.append((bytes(payload), bytes(data)))
@@ -367,7 +369,10 @@ class Transport:
         self._maybe_rekey()
 
     def send_ignore(self, data: bytes = b"") -> None:
+        if len(data) > MAX_PAYLOAD - 5:
+            raise LocalProtocolError(f"IGNORE of {len(data)} bytes exceeds the largest packet")
         self._writer.write(encode_byte(MsgType.IGNORE) + encode_string(data))
+        self._maybe_rekey()
 
     def send_debug(self, message: str, always_display: bool = False) -> None:
         self._writer.write(

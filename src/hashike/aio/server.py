@@ -19,7 +19,14 @@ from hashike.keys.keypair import PrivateKey
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
 from hashike.proto.constants import DisconnectReason
-from hashike.proto.events import Disconnected, Event, KexCompleted, PeerVersionReceived
+from hashike.proto.events import (
+    Disconnected,
+    Event,
+    KexCompleted,
+    PasswordAuthRequested,
+    PeerVersionReceived,
+    PublicKeyAuthRequested,
+)
 
 from .pump import CorePump
 
@@ -93,6 +100,9 @@ class _ServerPump(CorePump[ServerConnection]):
             who = "Received disconnect from" if event.by_peer else "Disconnecting"
             level = logging.DEBUG if event.reason == DisconnectReason.BY_APPLICATION else logging.INFO
             log.log(level, "%s %s port %s: %s", who, host, port, event.description)
+        elif isinstance(event, PublicKeyAuthRequested | PasswordAuthRequested):
+            # No user database is wired in yet: every request is refused.
+            self.core.reject_auth()
 
 
 class Server:

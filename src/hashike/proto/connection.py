@@ -3,38 +3,36 @@
 The runtime feeds bytes in with ``receive_data()``, collects events with
 ``events_received()`` and writes ``data_to_send()`` to the socket. Decisions
 the core cannot make alone arrive as events and are answered with a method
-(``accept_host_key()`` / ``reject_host_key()``), never with a callback.
+(``accept_host_key()`` / ``reject_host_key()``, ``accept_auth()`` /
+``reject_auth()``), never with a callback.
 
 Above the transport sit the service request (RFC 4253 §10) and the user
-authentication service (RFC 4252). Until authentication succeeds, nothing
-from the connection protocol (message numbers 80-127) is processed: such a
-message ends the connection (CVE-2018-7750, CVE-2025-32433).
+authentication service (RFC 4252, :mod:`hashike.proto.auth`), which gets
+every message numbered 50-79. Until authentication succeeds, nothing from the
+connection protocol (message numbers 80-127) is processed: such a message
+ends the connection (CVE-2018-7750, CVE-2025-32433). After it succeeds,
+connection-layer messages go to ``_on_connection_message``, which for now
+answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from hashike.keys.keypair import PrivateKey
+from hashike.keys.keypair import PrivateKey, PublicKey
+from hashike.proto.auth import ClientAuth, ServerAuth
 from hashike.proto.config import TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError, RemoteProtocolError, SSHError
 from hashike.proto.events import Event, ServiceAccepted
 from hashike.proto.transport import State, Transport
-from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_namelist, encode_string
+from hashike.proto.wire import Reader, encode_byte, encode_string
 
 __all__ = ["ClientConnection", "ServerConnection"]
 
 USERAUTH = "ssh-userauth"
-_SERVER_ONLY = frozenset(
-    {
-        MsgType.SERVICE_ACCEPT,
-        MsgType.USERAUTH_FAILURE,
-        MsgType.USERAUTH_SUCCESS,
-        MsgType.USERAUTH_BANNER,
-        MsgType.USERAUTH_INFO_REQUEST,
-    }
-)
+_AUTH_MESSAGES = range(50, 80)  # RFC 4250 §4.1.2: user authentication
+_CONNECTION_MESSAGES = range(80, 128)  # RFC 4250 §4.1.2: connection protocol
 
 
 class _Connection:
@@ -90,7 +88,11 @@ class _Connection:
 
 class ClientConnection(_Connection):
     """The client's core. After the host key is accepted it requests the
-    ``ssh-userauth`` service and reports :class:`ServiceAccepted`."""
+    ``ssh-userauth`` service and reports :class:`ServiceAccepted`; then the
+    ``auth_*`` commands each send one authentication request (RFC 4252), and
+    :class:`AuthFailed`, :class:`PublicKeyAccepted`, :class:`AuthPrompts` or
+    :class:`AuthSucceeded` answers it. Which method and key to try, in which
+    order, is the runtime's choice."""
 
     def __init__(self, config: TransportConfig, *, rng: Callable[[int], bytes]) -> None:
         super().__init__(
@@ -99,6 +101,7 @@ class ClientConnection(_Connection):
         self._host_key_accepted = False
         self._service_requested = False
         self.service_accepted = False
+        self._auth = ClientAuth(self._transport, self._events)
 
     def accept_host_key(self) -> None:
         if self._transport.server_host_key is None:
@@ -108,6 +111,59 @@ class ClientConnection(_Connection):
 
     def reject_host_key(self) -> None:
         self._transport.disconnect(DisconnectReason.HOST_KEY_NOT_VERIFIABLE, "Host key verification failed.")
+
+    # ------------------------------------------------ user authentication
+
+    @property
+    def authenticated(self) -> bool:
+        return self._auth.authenticated
+
+    @property
+    def server_sig_algs(self) -> tuple[str, ...] | None:
+        """RFC 8308 §3.1: the signature algorithms the server accepts for
+        public key authentication, or None if it did not say."""
+        value = self._transport.peer_extensions.get("server-sig-algs")
+        if value is None:
+            return None
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            return ()
+        return tuple(name for name in text.split(",") if name)
+
+    def auth_none(self, username: str) -> None:
+        """RFC 4252 §5.2: ask for the methods that can continue."""
+        self._auth.none(username)
+
+    def auth_publickey_query(self, username: str, public_key: PublicKey, algorithm: str) -> None:
+        """RFC 4252 §7: would ``public_key`` do? :class:`PublicKeyAccepted` or
+        :class:`AuthFailed` answers; nothing is signed."""
+        self._auth.publickey_query(username, public_key, algorithm)
+
+    def auth_publickey_sign(self, username: str, public_key: PublicKey, algorithm: str) -> bytes:
+        """RFC 4252 §7: return the exact data to sign with ``public_key``'s
+        private half (locally or through ssh-agent); then call
+        :meth:`auth_publickey_signed` with the signature blob."""
+        return self._auth.publickey_sign(username, public_key, algorithm)
+
+    def auth_publickey_signed(self, signature: bytes) -> None:
+        """Send the request :meth:`auth_publickey_sign` prepared, with
+        ``signature`` (an RFC 4253 §6.6 blob: string algorithm, string sig)."""
+        self._auth.publickey_signed(signature)
+
+    def auth_password(self, username: str, password: str) -> None:
+        """RFC 4252 §8 (at most 1 KiB of UTF-8)."""
+        self._auth.password(username, password)
+
+    def auth_keyboard_interactive(self, username: str, submethods: str = "") -> None:
+        """RFC 4256: prompts arrive as :class:`AuthPrompts`."""
+        self._auth.keyboard_interactive(username, submethods)
+
+    def answer_prompts(self, responses: Sequence[str]) -> None:
+        """Answer the last :class:`AuthPrompts`: one response per prompt."""
+        self._auth.answer_prompts(responses)
+
+    # ------------------------------------------------------------- input
 
     def _after_input(self) -> None:
         t = self._transport
@@ -128,17 +184,32 @@ class ClientConnection(_Connection):
             if name != USERAUTH:
                 raise RemoteProtocolError(f"server accepted a service we did not request: {name}")
             self.service_accepted = True
+            self._auth.start()
             self._events.append(ServiceAccepted(service=name))
-        elif msg == MsgType.SERVICE_REQUEST or 80 <= msg <= 127 or msg in _SERVER_ONLY:
-            # Nothing of this is valid before we authenticated.
+        elif msg in _AUTH_MESSAGES:
+            self._auth.receive(msg, payload)
+        elif msg in _CONNECTION_MESSAGES and self._auth.authenticated:
+            self._on_connection_message(msg, payload)
+        elif msg in (MsgType.SERVICE_REQUEST, MsgType.SERVICE_ACCEPT) or msg in _CONNECTION_MESSAGES:
             raise RemoteProtocolError(f"unexpected message {msg} before authentication")
         else:
             self._transport.send_unimplemented()
 
+    def _on_connection_message(self, msg: int, payload: bytes) -> None:
+        """RFC 4254 messages after authentication: not implemented yet."""
+        self._transport.send_unimplemented()
+
 
 class ServerConnection(_Connection):
     """The server's core: accepts the ``ssh-userauth`` service and answers
-    authentication requests."""
+    authentication requests (RFC 4252). What only the runtime knows (is this
+    key in authorized_keys, is this the password) arrives as
+    :class:`PublicKeyAuthRequested` / :class:`PasswordAuthRequested`, answered
+    with :meth:`accept_auth` or :meth:`reject_auth`.
+
+    ``auth_methods`` are the methods offered (of "publickey", "password",
+    "keyboard-interactive"); ``max_auth_tries`` is sshd's MaxAuthTries;
+    ``banner`` is sent once, before the reply to the first request."""
 
     def __init__(
         self,
@@ -147,14 +218,52 @@ class ServerConnection(_Connection):
         host_keys: Sequence[PrivateKey],
         rng: Callable[[int], bytes],
         auth_methods: tuple[str, ...] = ("publickey",),
+        max_auth_tries: int = 6,
+        banner: str | None = None,
     ) -> None:
         super().__init__(
             lambda events: Transport(
                 config, is_client=False, rng=rng, deliver=self._deliver, events=events, host_keys=host_keys
             )
         )
-        self._auth_methods = auth_methods
+        self._auth = ServerAuth(
+            self._transport, self._events, methods=auth_methods, max_tries=max_auth_tries, banner=banner
+        )
         self.service_accepted = False
+
+    @property
+    def authenticated(self) -> bool:
+        return self._auth.authenticated
+
+    @property
+    def auth_username(self) -> str | None:
+        """The user name of the latest request; once authenticated, the user's."""
+        return self._auth.username
+
+    @property
+    def auth_policy(self) -> object:
+        """What the runtime passed to :meth:`accept_auth` when authentication
+        succeeded (for the connection layer: permitopen and the like).
+        Placeholder type until ``hashike.keys.authorized_keys.KeyOptions`` exists."""
+        return self._auth.policy
+
+    @property
+    def auth_failures(self) -> int:
+        """Failed attempts so far, as counted for MaxAuthTries."""
+        return self._auth.failures
+
+    def accept_auth(self, policy: object = None) -> None:
+        """Accept the request of the last PublicKeyAuthRequested /
+        PasswordAuthRequested: SSH_MSG_USERAUTH_PK_OK for an unsigned public key
+        query, otherwise USERAUTH_SUCCESS and :class:`AuthSucceeded`, with
+        ``policy`` kept as :attr:`auth_policy`. A no-op once the connection is
+        closed; LocalProtocolError if no request awaits a decision."""
+        self._auth.accept(policy)
+
+    def reject_auth(self) -> None:
+        """Refuse the pending request: USERAUTH_FAILURE listing the methods
+        offered, or DISCONNECT once the failures reach ``max_auth_tries``."""
+        self._auth.reject()
 
     def _handle(self, msg: int, payload: bytes) -> None:
         if msg == MsgType.SERVICE_REQUEST:
@@ -167,24 +276,24 @@ class ServerConnection(_Connection):
                 )
                 return
             self.service_accepted = True
+            self._auth.start()
             self._transport.send(encode_byte(MsgType.SERVICE_ACCEPT) + encode_string(USERAUTH))
-        elif msg == MsgType.USERAUTH_REQUEST and self.service_accepted:
-            self._on_userauth_request(payload)
-        elif 50 <= msg <= 127 or msg in _SERVER_ONLY:
-            # Connection-layer messages before authentication (CVE-2018-7750,
-            # CVE-2025-32433) and messages only a server may send
-            # (CVE-2018-10933) end the connection.
-            raise RemoteProtocolError(f"unexpected message {msg} before authentication")
+        elif msg in _AUTH_MESSAGES:
+            # Before SERVICE_ACCEPT, and for messages only a server may send
+            # (CVE-2018-10933, CVE-2018-1000805), the auth table has no entry:
+            # the connection ends.
+            self._auth.receive(msg, payload)
+        elif msg in _CONNECTION_MESSAGES:
+            if not self._auth.authenticated:
+                # CVE-2018-7750, CVE-2025-32433: nothing of the connection
+                # protocol before authentication succeeded.
+                raise RemoteProtocolError(f"unexpected message {msg} before authentication")
+            self._on_connection_message(msg, payload)
+        elif msg == MsgType.SERVICE_ACCEPT:
+            raise RemoteProtocolError("client sent SERVICE_ACCEPT, which only a server may send")
         else:
             self._transport.send_unimplemented()
 
-    def _on_userauth_request(self, payload: bytes) -> None:
-        # RFC 4252 §5: decode the common fields; every method is refused
-        # until an authentication method is configured.
-        r = Reader(payload, 1)
-        r.text(1024)  # user name
-        r.ascii(64)  # service name
-        r.ascii(64)  # method name
-        self._transport.send(
-            encode_byte(MsgType.USERAUTH_FAILURE) + encode_namelist(self._auth_methods) + encode_bool(False)
-        )
+    def _on_connection_message(self, msg: int, payload: bytes) -> None:
+        """RFC 4254 messages after authentication: not implemented yet."""
+        self._transport.send_unimplemented()

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hashike.keys.keypair import PublicKey
 from hashike.proto.kex.negotiate import Negotiated
 
 __all__ = [
+    "AuthBanner",
+    "AuthFailed",
+    "AuthPrompts",
+    "AuthSucceeded",
     "DebugReceived",
     "Disconnected",
     "Event",
     "ExtInfoReceived",
     "HostKeyReceived",
     "KexCompleted",
+    "PasswordAuthRequested",
     "PeerVersionReceived",
     "PongReceived",
+    "PublicKeyAccepted",
+    "PublicKeyAuthRequested",
     "ServiceAccepted",
     "UnimplementedReceived",
 ]
@@ -82,6 +89,89 @@ class Disconnected:
     by_peer: bool
 
 
+# --------------------------------------------------------------------------
+# User authentication (RFC 4252, RFC 4256), hashike.proto.auth
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthBanner:
+    """Client: RFC 4252 §5.4 text the server wants shown before authentication.
+    It comes from the peer: strip control characters before displaying it."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthFailed:
+    """Client: the last request failed (RFC 4252 §5.1). ``methods`` are the
+    methods that can continue. ``password_change_requested`` is set (and
+    ``methods`` empty) when the server answered a password request with
+    SSH_MSG_USERAUTH_PASSWD_CHANGEREQ (RFC 4252 §8), which hashike does not
+    follow: ``prompt`` is the server's explanation."""
+
+    methods: tuple[str, ...]
+    partial_success: bool
+    password_change_requested: bool = False
+    prompt: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSucceeded:
+    """Both sides: ``username`` is authenticated by ``method``; the connection
+    layer may start. On the server, ``policy`` is what the runtime passed to
+    ``accept_auth()`` (e.g. the authorized_keys options of the key); on the
+    client it is None."""
+
+    username: str
+    method: str
+    policy: object = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublicKeyAccepted:
+    """Client: SSH_MSG_USERAUTH_PK_OK (RFC 4252 §7) — the server would accept
+    a signature by this key; call ``auth_publickey_sign()`` next."""
+
+    key: PublicKey
+    algorithm: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthPrompts:
+    """Client: a keyboard-interactive SSH_MSG_USERAUTH_INFO_REQUEST (RFC 4256
+    §3.2). ``prompts`` are (text, echo) pairs; answer with ``answer_prompts()``
+    (one response per prompt, possibly none). All text comes from the peer."""
+
+    name: str
+    instruction: str
+    prompts: tuple[tuple[str, bool], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublicKeyAuthRequested:
+    """Server: may ``username`` log in with ``key``? When ``signed`` the core
+    has already verified the signature (RFC 4252 §7); otherwise this is a query
+    and accepting it only sends SSH_MSG_USERAUTH_PK_OK. Answer with
+    ``accept_auth(policy)`` or ``reject_auth()``."""
+
+    username: str
+    key: PublicKey
+    algorithm: str
+    signed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordAuthRequested:
+    """Server: is ``password`` right for ``username``? ``method`` is
+    ``"password"`` or ``"keyboard-interactive"`` (whose single "Password: "
+    prompt the core asked). Answer with ``accept_auth(policy)`` or
+    ``reject_auth()``."""
+
+    username: str
+    password: str = field(repr=False)  # never in logs
+    method: str = "password"
+
+
 Event = (
     PeerVersionReceived
     | HostKeyReceived
@@ -92,4 +182,11 @@ Event = (
     | UnimplementedReceived
     | PongReceived
     | Disconnected
+    | AuthBanner
+    | AuthFailed
+    | AuthSucceeded
+    | PublicKeyAccepted
+    | AuthPrompts
+    | PublicKeyAuthRequested
+    | PasswordAuthRequested
 )

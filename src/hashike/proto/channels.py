@@ -1,0 +1,898 @@
+"""The SSH connection protocol's channel layer (RFC 4254 §4, §5, §7) as a sans-IO core.
+
+Theory of operation. A :class:`Channels` table is owned by a connection after
+user authentication. The connection feeds it every message numbered 80-100
+through :meth:`Channels.handle`; the table answers through the injected
+``send(head, data)`` function and reports what happened by appending event
+objects to the injected ``events`` list. It never does I/O, never buffers
+channel data, and never looks at the clock.
+
+Channel states (local view)::
+
+    open()  --> OPENING --CONFIRMATION--> OPEN --close()--> CLOSING
+                   |                        |                 |
+                   +---FAILURE--> (freed)   +--peer CLOSE--+  +--peer CLOSE--> (freed)
+    peer OPEN --> PENDING --accept_open()--> OPEN          |
+                     +-----reject_open()--> (freed)        +--> we answer CLOSE --> (freed)
+
+EOF is a flag per direction, not a state (RFC 4254 §5.3: half-close). A
+channel's local id is freed, and may be reused, only once CLOSE has been both
+sent and received; that moment is reported once as :class:`ChannelClosed`.
+Each id's life ends in exactly one :class:`ChannelOpenRefused` or
+:class:`ChannelClosed` event, except a peer's open that the runtime itself
+answered with :meth:`Channels.reject_open`. After :meth:`Channels.close`, the
+only further event for that id is its ChannelClosed (or ChannelOpenRefused if
+it was still opening): data, EOF and requests racing our CLOSE are checked and
+then dropped.
+
+Flow control (RFC 4254 §5.2): ``local_window`` is what the peer may still send
+us; it shrinks with each data message and grows only when the runtime calls
+:meth:`Channels.acknowledge` for bytes it has written onward, batched into one
+WINDOW_ADJUST per half initial window. ``remote_window`` is what we may send;
+:meth:`Channels.send_data` never sends past it and never queues the rest.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from hashike.proto.constants import MsgType, OpenFailureReason
+from hashike.proto.errors import ChannelOpenFailed, DecodeError, LocalProtocolError, RemoteProtocolError
+from hashike.proto.packet import MAX_PAYLOAD
+from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string
+
+__all__ = [
+    "MAX_PENDING_REQUESTS",
+    "Channel",
+    "ChannelClosed",
+    "ChannelData",
+    "ChannelEofReceived",
+    "ChannelEvent",
+    "ChannelOpenConfirmed",
+    "ChannelOpenRefused",
+    "ChannelOpenRequested",
+    "ChannelRequestReceived",
+    "ChannelRequestReplied",
+    "ChannelState",
+    "ChannelWindowOpened",
+    "Channels",
+    "EventSink",
+    "GlobalRequestReceived",
+    "GlobalRequestReplied",
+    "KEEPALIVE",
+    "Send",
+]
+
+MAX_UINT32 = 0xFFFF_FFFF
+KEEPALIVE = "keepalive@openssh.com"
+# Requests from the peer awaiting our reply, per channel and per connection.
+# Replies must go in order (RFC 4254 §4, §5.4), so an unanswered request holds
+# back every later one; this bounds what a peer can make us remember.
+MAX_PENDING_REQUESTS = 256
+MAX_PENDING_GLOBAL_REQUESTS = 1024
+_NAME_LIMIT = 256  # request names and channel types are short ASCII tokens
+_HOST_LIMIT = 1024
+_PATH_LIMIT = 4096
+_DESCRIPTION_LIMIT = 4096
+# What a transport packet adds around a channel data payload, worst case:
+# packet_length (4) + padding_length (1) + padding (<= 4 + 15) + MAC (<= 64),
+# plus the CHANNEL_EXTENDED_DATA header (13). RFC 4253 §6.1 counts all of it
+# against the peer's maximum packet size.
+_PACKET_OVERHEAD = 4 + 1 + 19 + 64 + 13
+
+_DATA_HEAD = struct.Struct(">BII")  # msg, recipient channel, data length
+_EXT_HEAD = struct.Struct(">BIII")  # msg, recipient channel, data type code, data length
+_U32 = struct.Struct(">I")
+
+
+class ChannelState(enum.Enum):
+    OPENING = "opening"  # we sent CHANNEL_OPEN, no answer yet
+    PENDING = "pending"  # the peer sent CHANNEL_OPEN, the runtime has not answered
+    OPEN = "open"
+    CLOSING = "closing"  # we sent CHANNEL_CLOSE, the peer's has not arrived
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelOpenRequested:
+    """The peer wants a channel (RFC 4254 §5.1). Answer with ``accept_open``
+    or ``reject_open``. ``extra`` is the type-specific data; for the types
+    below it is also decoded: host/port/orig_host/orig_port for
+    ``direct-tcpip`` (§7.2) and ``forwarded-tcpip`` (§7.1, where host/port
+    are the address and port that were connected), socket_path for
+    ``direct-streamlocal@openssh.com`` and ``forwarded-streamlocal@openssh.com``
+    (OpenSSH PROTOCOL §2.4)."""
+
+    channel_id: int
+    kind: str
+    window: int
+    max_packet: int
+    extra: bytes
+    host: str | None = None
+    port: int | None = None
+    orig_host: str | None = None
+    orig_port: int | None = None
+    socket_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelOpenConfirmed:
+    channel_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelOpenRefused:
+    """The peer refused our open; the id is free again. ``reason`` is an
+    RFC 4254 §5.1 code (see :class:`OpenFailureReason`)."""
+
+    channel_id: int
+    reason: int
+    description: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelData:
+    """Data from the peer. Call ``acknowledge(channel_id, len(data))`` once it
+    has been written onward; that is what reopens the peer's window."""
+
+    channel_id: int
+    data: bytes
+    extended: int | None  # None for CHANNEL_DATA, else the data type code (1 = stderr)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelWindowOpened:
+    """The peer's window for us went from 0 to ``window``: resume sending."""
+
+    channel_id: int
+    window: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelEofReceived:
+    channel_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelClosed:
+    """CLOSE has been sent and received: the id is free and may be reused."""
+
+    channel_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelRequestReceived:
+    """RFC 4254 §5.4. If ``want_reply``, answer with ``reply_request``; the
+    replies go out in the order the requests came."""
+
+    channel_id: int
+    name: str
+    want_reply: bool
+    extra: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelRequestReplied:
+    channel_id: int
+    name: str  # the request this answers (replies are matched in order)
+    success: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GlobalRequestReceived:
+    """RFC 4254 §4. If ``want_reply``, answer with ``reply_global_request``."""
+
+    name: str
+    want_reply: bool
+    extra: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GlobalRequestReplied:
+    name: str  # the request this answers (replies are matched in order)
+    success: bool
+    extra: bytes  # e.g. the allocated port of "tcpip-forward" with port 0 (§7.1)
+
+
+ChannelEvent = (
+    ChannelOpenRequested
+    | ChannelOpenConfirmed
+    | ChannelOpenRefused
+    | ChannelData
+    | ChannelWindowOpened
+    | ChannelEofReceived
+    | ChannelClosed
+    | ChannelRequestReceived
+    | ChannelRequestReplied
+    | GlobalRequestReceived
+    | GlobalRequestReplied
+)
+
+
+class EventSink(Protocol):
+    """Where events go: a ``list[object]``, or a connection's list of a wider
+    event union that includes :data:`ChannelEvent`."""
+
+    def append(self, event: ChannelEvent, /) -> None: ...
+
+
+Send = Callable[[bytes, bytes | memoryview], None]
+_OpenFields = tuple[str | None, int | None, str | None, int | None, str | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Channel:
+    """A snapshot of one channel, from :meth:`Channels.channel`."""
+
+    channel_id: int
+    kind: str
+    state: ChannelState
+    remote_id: int | None  # None until the peer confirmed our open
+    local_window: int  # what the peer may still send us
+    remote_window: int  # what we may still send the peer
+    local_max_packet: int
+    remote_max_packet: int
+    eof_sent: bool
+    eof_received: bool
+    close_sent: bool
+
+
+# ------------------------------------------------------------------ state
+
+
+class _Chan:
+    __slots__ = (
+        "close_on_confirm",
+        "close_sent",
+        "consumed",
+        "eof_received",
+        "eof_sent",
+        "id",
+        "in_requests",
+        "kind",
+        "local_initial",
+        "local_max_packet",
+        "local_window",
+        "out_requests",
+        "remote_id",
+        "remote_max_packet",
+        "remote_window",
+        "state",
+        "unacked",
+    )
+
+    def __init__(self, cid: int, kind: str, state: ChannelState, window: int, max_packet: int) -> None:
+        self.id = cid
+        self.kind = kind
+        self.state = state
+        self.remote_id = 0
+        self.local_initial = window
+        self.local_window = window
+        self.local_max_packet = max_packet
+        self.unacked = 0  # received, not yet acknowledged by the runtime
+        self.consumed = 0  # acknowledged, not yet granted back in a WINDOW_ADJUST
+        self.remote_window = 0
+        self.remote_max_packet = 0
+        self.eof_sent = False
+        self.eof_received = False
+        self.close_sent = False
+        self.close_on_confirm = False
+        self.out_requests: deque[str] = deque()  # our want_reply requests, oldest first
+        # The peer's want_reply requests, oldest first: None while the runtime
+        # decides, a bool once the reply is known but waits for earlier ones.
+        self.in_requests: deque[bool | None] = deque()
+
+
+def _check_uint32(name: str, value: int, minimum: int = 0) -> None:
+    if not minimum <= value <= MAX_UINT32:
+        raise ValueError(f"{name} must be between {minimum} and {MAX_UINT32}, not {value}")
+
+
+def _cstring(r: Reader, limit: int) -> str:
+    """A host name or path: UTF-8, and no NUL, which no OS call would accept."""
+    value = r.text(limit)
+    if "\x00" in value:
+        raise DecodeError("NUL byte in a host name or socket path")
+    return value
+
+
+class Channels:
+    """The channel table of one connection (RFC 4254 §5)."""
+
+    def __init__(
+        self,
+        send: Send,
+        events: EventSink,
+        *,
+        window: int = 2 * 1024 * 1024,
+        max_packet: int = 32 * 1024,
+        max_channels: int = 4096,
+        peer_max_packet: int = 35000,
+    ) -> None:
+        _check_uint32("window", window)
+        self._check_max_packet(max_packet)
+        if max_channels < 1:
+            raise ValueError("max_channels must be at least 1")
+        self._send = send
+        self._events = events
+        self.window = window
+        self.max_packet = max_packet
+        self.max_channels = max_channels
+        # The largest transport packet the peer accepts (RFC 4253 §6.1, or
+        # larger if it said so in EXT_INFO). The connection may update this.
+        self.peer_max_packet = peer_max_packet
+        self._channels: dict[int, _Chan] = {}
+        self._free: list[int] = []  # heap of freed ids below _next_id
+        self._next_id = 0
+        self._out_global: deque[str] = deque()
+        self._in_global: deque[tuple[bool | None, bytes]] = deque()
+        self._handlers: dict[int, Callable[[memoryview], None]] = {
+            MsgType.GLOBAL_REQUEST: self._on_global_request,
+            MsgType.REQUEST_SUCCESS: self._on_global_success,
+            MsgType.REQUEST_FAILURE: self._on_global_failure,
+            MsgType.CHANNEL_OPEN: self._on_open,
+            MsgType.CHANNEL_OPEN_CONFIRMATION: self._on_open_confirmation,
+            MsgType.CHANNEL_OPEN_FAILURE: self._on_open_failure,
+            MsgType.CHANNEL_WINDOW_ADJUST: self._on_window_adjust,
+            MsgType.CHANNEL_DATA: self._on_data,
+            MsgType.CHANNEL_EXTENDED_DATA: self._on_extended_data,
+            MsgType.CHANNEL_EOF: self._on_eof,
+            MsgType.CHANNEL_CLOSE: self._on_close,
+            MsgType.CHANNEL_REQUEST: self._on_request,
+            MsgType.CHANNEL_SUCCESS: self._on_request_success,
+            MsgType.CHANNEL_FAILURE: self._on_request_failure,
+        }
+
+    @staticmethod
+    def _check_max_packet(max_packet: int) -> None:
+        # Our transport must be able to receive a data message this large.
+        if not 1 <= max_packet <= MAX_PAYLOAD - 13:
+            raise ValueError(f"max_packet must be between 1 and {MAX_PAYLOAD - 13}, not {max_packet}")
+
+    # ------------------------------------------------------------ queries
+
+    def __len__(self) -> int:
+        """Live channels, in every state until CLOSE went both ways."""
+        return len(self._channels)
+
+    def ids(self) -> tuple[int, ...]:
+        return tuple(self._channels)
+
+    def channel(self, channel_id: int) -> Channel:
+        c = self._get(channel_id)
+        return Channel(
+            channel_id=c.id,
+            kind=c.kind,
+            state=c.state,
+            remote_id=None if c.state in (ChannelState.OPENING, ChannelState.PENDING) else c.remote_id,
+            local_window=c.local_window,
+            remote_window=c.remote_window,
+            local_max_packet=c.local_max_packet,
+            remote_max_packet=c.remote_max_packet,
+            eof_sent=c.eof_sent,
+            eof_received=c.eof_received,
+            close_sent=c.close_sent,
+        )
+
+    def window_available(self, channel_id: int) -> int:
+        """How many bytes ``send_data`` would accept now (0 if it cannot send)."""
+        c = self._get(channel_id)
+        if c.state is not ChannelState.OPEN or c.eof_sent:
+            return 0
+        return c.remote_window
+
+    # ------------------------------------------------------------ opening
+
+    def open(
+        self, kind: str, extra: bytes = b"", *, window: int | None = None, max_packet: int | None = None
+    ) -> int:
+        """Send CHANNEL_OPEN (RFC 4254 §5.1) and return the new local id.
+
+        Raises :class:`ChannelOpenFailed` (RESOURCE_SHORTAGE) when
+        ``max_channels`` channels are live."""
+        window = self.window if window is None else window
+        max_packet = self.max_packet if max_packet is None else max_packet
+        _check_uint32("window", window)
+        self._check_max_packet(max_packet)
+        if len(self._channels) >= self.max_channels:
+            raise ChannelOpenFailed(
+                f"too many channels ({self.max_channels})", OpenFailureReason.RESOURCE_SHORTAGE
+            )
+        c = self._allocate(kind, ChannelState.OPENING, window, max_packet)
+        self._send(
+            encode_byte(MsgType.CHANNEL_OPEN)
+            + encode_string(kind)
+            + _U32.pack(c.id)
+            + _U32.pack(window)
+            + _U32.pack(max_packet)
+            + extra,
+            b"",
+        )
+        return c.id
+
+    def open_direct_tcpip(self, host: str, port: int, orig_host: str, orig_port: int) -> int:
+        """RFC 4254 §7.2: ask the peer to connect to host:port for us."""
+        return self._open_tcpip("direct-tcpip", host, port, orig_host, orig_port)
+
+    def open_forwarded_tcpip(self, address: str, port: int, orig_host: str, orig_port: int) -> int:
+        """RFC 4254 §7.2: tell the peer a connection arrived on a port it
+        forwarded with "tcpip-forward" (address/port as it asked for them)."""
+        return self._open_tcpip("forwarded-tcpip", address, port, orig_host, orig_port)
+
+    def _open_tcpip(self, kind: str, host: str, port: int, orig_host: str, orig_port: int) -> int:
+        for p in (port, orig_port):
+            if not 0 <= p <= 0xFFFF:
+                raise ValueError(f"port must be between 0 and 65535, not {p}")
+        return self.open(
+            kind, encode_string(host) + _U32.pack(port) + encode_string(orig_host) + _U32.pack(orig_port)
+        )
+
+    def accept_open(self, channel_id: int) -> None:
+        """Confirm a :class:`ChannelOpenRequested` (RFC 4254 §5.1)."""
+        c = self._get_state(channel_id, ChannelState.PENDING, "accept")
+        c.state = ChannelState.OPEN
+        self._send(
+            encode_byte(MsgType.CHANNEL_OPEN_CONFIRMATION)
+            + _U32.pack(c.remote_id)
+            + _U32.pack(c.id)
+            + _U32.pack(c.local_window)
+            + _U32.pack(c.local_max_packet),
+            b"",
+        )
+
+    def reject_open(self, channel_id: int, reason: int, description: str) -> None:
+        """Refuse a :class:`ChannelOpenRequested`; the id is free at once."""
+        c = self._get_state(channel_id, ChannelState.PENDING, "reject")
+        self._release(c)
+        self._send_open_failure(c.remote_id, reason, description)
+
+    def _send_open_failure(self, remote_id: int, reason: int, description: str) -> None:
+        self._send(
+            encode_byte(MsgType.CHANNEL_OPEN_FAILURE)
+            + _U32.pack(remote_id)
+            + _U32.pack(reason)
+            + encode_string(description)
+            + encode_string(b""),  # language tag
+            b"",
+        )
+
+    # ------------------------------------------------------------ sending
+
+    def send_data(self, channel_id: int, data: bytes | memoryview, extended: int | None = None) -> int:
+        """Send as much of ``data`` as the peer's window allows (RFC 4254 §5.2),
+        in packets no larger than the peer's maximum; return how many bytes
+        were consumed. Nothing is buffered: the caller keeps the rest and
+        retries after :class:`ChannelWindowOpened`."""
+        c = self._sendable(channel_id, "send data")
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        total = min(len(view), c.remote_window)
+        if total == 0:
+            return 0
+        chunk = min(c.remote_max_packet, self.peer_max_packet - _PACKET_OVERHEAD)
+        if chunk < 1:
+            raise LocalProtocolError(f"peer's maximum packet size {self.peer_max_packet} is too small")
+        send, rid = self._send, c.remote_id
+        offset = 0
+        while offset < total:
+            n = min(chunk, total - offset)
+            if extended is None:
+                head = _DATA_HEAD.pack(MsgType.CHANNEL_DATA, rid, n)
+            else:
+                head = _EXT_HEAD.pack(MsgType.CHANNEL_EXTENDED_DATA, rid, extended, n)
+            send(head, view[offset : offset + n])
+            offset += n
+        c.remote_window -= total
+        return total
+
+    def send_eof(self, channel_id: int) -> None:
+        """RFC 4254 §5.3: we send no more data; the peer still may."""
+        c = self._sendable(channel_id, "send EOF")
+        c.eof_sent = True
+        self._send(encode_byte(MsgType.CHANNEL_EOF) + _U32.pack(c.remote_id), b"")
+
+    def close(self, channel_id: int) -> None:
+        """Send CHANNEL_CLOSE once (RFC 4254 §5.3). A second call does nothing.
+        On a channel still opening, CLOSE goes out when the peer confirms; on
+        a peer's open not yet answered, it is refused."""
+        c = self._get(channel_id)
+        if c.state is ChannelState.PENDING:
+            self.reject_open(channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "closed")
+        elif c.state is ChannelState.OPENING:
+            c.close_on_confirm = True
+        elif not c.close_sent:
+            self._send_close(c)
+
+    def _send_close(self, c: _Chan) -> None:
+        c.close_sent = True
+        c.state = ChannelState.CLOSING
+        c.in_requests.clear()  # we may not answer them any more
+        self._send(encode_byte(MsgType.CHANNEL_CLOSE) + _U32.pack(c.remote_id), b"")
+
+    def acknowledge(self, channel_id: int, n: int) -> None:
+        """The runtime has written ``n`` received bytes onward: give the peer
+        that much window back, batched (as OpenSSH does) into one
+        WINDOW_ADJUST per half initial window (RFC 4254 §5.2)."""
+        c = self._get(channel_id)
+        if not 0 <= n <= c.unacked:
+            raise LocalProtocolError(f"acknowledged {n} bytes, but only {c.unacked} are unacknowledged")
+        c.unacked -= n
+        c.consumed += n
+        if c.consumed < max(1, c.local_initial // 2):
+            return
+        if c.state is not ChannelState.OPEN or c.eof_received:
+            return  # the peer sends no more data: no credit needed
+        grant, c.consumed = c.consumed, 0
+        c.local_window += grant
+        self._send(
+            encode_byte(MsgType.CHANNEL_WINDOW_ADJUST) + _U32.pack(c.remote_id) + _U32.pack(grant), b""
+        )
+
+    # ----------------------------------------------------------- requests
+
+    def send_request(self, channel_id: int, name: str, want_reply: bool, extra: bytes = b"") -> None:
+        """RFC 4254 §5.4. Allowed after our EOF (exit-status follows it), not after CLOSE."""
+        c = self._get(channel_id)
+        if c.state is not ChannelState.OPEN:
+            raise LocalProtocolError(f"cannot send a request on channel {channel_id} ({c.state.value})")
+        if want_reply:
+            c.out_requests.append(name)
+        self._send(
+            encode_byte(MsgType.CHANNEL_REQUEST)
+            + _U32.pack(c.remote_id)
+            + encode_string(name)
+            + encode_bool(want_reply)
+            + extra,
+            b"",
+        )
+
+    def reply_request(self, channel_id: int, success: bool) -> None:
+        """Answer the oldest unanswered :class:`ChannelRequestReceived` with
+        want_reply. After our CLOSE the answer is dropped (§5.3)."""
+        c = self._get(channel_id)
+        if c.state is ChannelState.CLOSING:
+            return
+        queue = c.in_requests
+        if None not in queue:
+            raise LocalProtocolError(f"no request awaits a reply on channel {channel_id}")
+        queue[queue.index(None)] = success
+        self._flush_channel_replies(c)
+
+    def global_request(self, name: str, want_reply: bool, extra: bytes = b"") -> None:
+        """RFC 4254 §4."""
+        if want_reply:
+            self._out_global.append(name)
+        self._send(
+            encode_byte(MsgType.GLOBAL_REQUEST) + encode_string(name) + encode_bool(want_reply) + extra, b""
+        )
+
+    def reply_global_request(self, success: bool, extra: bytes = b"") -> None:
+        """Answer the oldest unanswered :class:`GlobalRequestReceived` with
+        want_reply; ``extra`` is only sent with success (§4)."""
+        queue = self._in_global
+        index = next((i for i, (ok, _) in enumerate(queue) if ok is None), None)
+        if index is None:
+            raise LocalProtocolError("no global request awaits a reply")
+        if extra and not success:
+            raise LocalProtocolError("REQUEST_FAILURE carries no data")
+        queue[index] = (success, extra)
+        self._flush_global_replies()
+
+    # ----------------------------------------------------------- dispatch
+
+    def handle(self, msg: int, payload: memoryview) -> None:
+        """One message numbered 80-100; ``payload`` starts with its message
+        byte. Raises :class:`RemoteProtocolError` if the peer broke the protocol."""
+        handler = self._handlers.get(msg)
+        if handler is None:
+            raise LocalProtocolError(f"message {msg} is not a connection protocol message")
+        handler(payload)
+
+    def _on_data(self, payload: memoryview) -> None:
+        # The data path: unpack the fixed header in place and slice; the one
+        # copy is bytes() of the slice for the event.
+        if len(payload) < 9:
+            raise DecodeError("CHANNEL_DATA truncated")
+        _, cid, n = _DATA_HEAD.unpack_from(payload)
+        if len(payload) != 9 + n:
+            raise DecodeError(f"CHANNEL_DATA length {n} does not match the message")
+        self._receive(cid, payload[9:], None)
+
+    def _on_extended_data(self, payload: memoryview) -> None:
+        if len(payload) < 13:
+            raise DecodeError("CHANNEL_EXTENDED_DATA truncated")
+        _, cid, code, n = _EXT_HEAD.unpack_from(payload)
+        if len(payload) != 13 + n:
+            raise DecodeError(f"CHANNEL_EXTENDED_DATA length {n} does not match the message")
+        self._receive(cid, payload[13:], code)
+
+    def _receive(self, cid: int, data: memoryview, extended: int | None) -> None:
+        c = self._peer_channel(cid, "data")
+        n = len(data)
+        # RFC 4254 §5.2: the peer may not send more than the window we granted,
+        # nor a packet larger than the maximum we announced.
+        if n > c.local_window:
+            raise RemoteProtocolError(
+                f"channel {cid}: peer sent {n} bytes with only {c.local_window} left in the window"
+            )
+        if n > c.local_max_packet:
+            raise RemoteProtocolError(
+                f"channel {cid}: peer sent a {n}-byte packet, larger than our maximum {c.local_max_packet}"
+            )
+        if c.eof_received:
+            raise RemoteProtocolError(f"channel {cid}: data after EOF")
+        c.local_window -= n
+        if c.close_sent:
+            return  # §5.3: data racing our CLOSE; nobody will read it, nor acknowledge it
+        if n:
+            c.unacked += n
+            self._events.append(ChannelData(channel_id=cid, data=bytes(data), extended=extended))
+
+    def _on_window_adjust(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        cid, n = r.uint32(), r.uint32()
+        r.check_end()
+        c = self._peer_channel(cid, "WINDOW_ADJUST")
+        # RFC 4254 §5.2: the window may not exceed 2^32 - 1 bytes.
+        if c.remote_window + n > MAX_UINT32:
+            raise RemoteProtocolError(f"channel {cid}: WINDOW_ADJUST overflows the window")
+        was = c.remote_window
+        c.remote_window += n
+        if was == 0 and n and c.state is ChannelState.OPEN and not c.eof_sent:
+            self._events.append(ChannelWindowOpened(channel_id=cid, window=c.remote_window))
+
+    def _on_eof(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        cid = r.uint32()
+        r.check_end()
+        c = self._peer_channel(cid, "EOF")
+        if c.eof_received:
+            raise RemoteProtocolError(f"channel {cid}: second EOF")
+        c.eof_received = True
+        if not c.close_sent:
+            self._events.append(ChannelEofReceived(channel_id=cid))
+
+    def _on_close(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        cid = r.uint32()
+        r.check_end()
+        c = self._peer_channel(cid, "CLOSE")
+        # RFC 4254 §5.3: answer with our CLOSE unless we sent one; the
+        # channel then is closed both ways and its id may be reused.
+        if not c.close_sent:
+            self._send_close(c)
+        self._release(c)
+        self._events.append(ChannelClosed(channel_id=cid))
+
+    def _on_open(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        kind = r.ascii(_NAME_LIMIT)
+        sender, window, max_packet = r.uint32(), r.uint32(), r.uint32()
+        extra = r.rest()
+        r.check_end()
+        if max_packet < 1:
+            raise RemoteProtocolError(f"CHANNEL_OPEN with maximum packet size {max_packet}")
+        decoded = self._decode_open_extra(kind, extra)
+        if decoded is None:
+            self._send_open_failure(sender, OpenFailureReason.CONNECT_FAILED, "invalid port")
+            return
+        if len(self._channels) >= self.max_channels:
+            # Bounded state per connection: refuse rather than grow.
+            self._send_open_failure(sender, OpenFailureReason.RESOURCE_SHORTAGE, "too many channels")
+            return
+        c = self._allocate(kind, ChannelState.PENDING, self.window, self.max_packet)
+        c.remote_id, c.remote_window, c.remote_max_packet = sender, window, max_packet
+        host, port, orig_host, orig_port, path = decoded
+        self._events.append(
+            ChannelOpenRequested(
+                channel_id=c.id,
+                kind=kind,
+                window=window,
+                max_packet=max_packet,
+                extra=extra,
+                host=host,
+                port=port,
+                orig_host=orig_host,
+                orig_port=orig_port,
+                socket_path=path,
+            )
+        )
+
+    @staticmethod
+    def _decode_open_extra(kind: str, extra: bytes) -> _OpenFields | None:
+        """Type-specific open data as (host, port, orig_host, orig_port,
+        socket_path); None if a port is out of range, which (as in OpenSSH)
+        refuses the open rather than ending the connection."""
+        r = Reader(extra)
+        if kind in ("direct-tcpip", "forwarded-tcpip"):  # RFC 4254 §7.2, §7.1
+            host, port = _cstring(r, _HOST_LIMIT), r.uint32()
+            orig_host, orig_port = _cstring(r, _HOST_LIMIT), r.uint32()
+            r.check_end()
+            if port > 0xFFFF or orig_port > 0xFFFF:
+                return None
+            return host, port, orig_host, orig_port, None
+        if kind in ("direct-streamlocal@openssh.com", "forwarded-streamlocal@openssh.com"):
+            # PROTOCOL §2.4: socket path, reserved string (, reserved uint32 for direct-)
+            path = _cstring(r, _PATH_LIMIT)
+            r.string(_HOST_LIMIT)
+            if kind.startswith("direct"):
+                r.uint32()
+            r.check_end()
+            return None, None, None, None, path
+        return None, None, None, None, None
+
+    def _on_open_confirmation(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        cid, sender, window, max_packet = r.uint32(), r.uint32(), r.uint32(), r.uint32()
+        # RFC 4254 §5.1: channel type specific data may follow; none of the
+        # types we open defines any, so it is read and ignored.
+        r.rest()
+        r.check_end()
+        c = self._channels.get(cid)
+        if c is None or c.state is not ChannelState.OPENING:
+            raise RemoteProtocolError(f"OPEN_CONFIRMATION for channel {cid}, which is not opening")
+        if max_packet < 1:
+            raise RemoteProtocolError(f"OPEN_CONFIRMATION with maximum packet size {max_packet}")
+        c.remote_id, c.remote_window, c.remote_max_packet = sender, window, max_packet
+        c.state = ChannelState.OPEN
+        if c.close_on_confirm:
+            self._send_close(c)  # close() was called while opening
+        else:
+            self._events.append(ChannelOpenConfirmed(channel_id=cid))
+
+    def _on_open_failure(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        cid, reason = r.uint32(), r.uint32()
+        # Descriptions are for display: a bad one is not worth the connection.
+        description = r.string(_DESCRIPTION_LIMIT).decode("utf-8", "replace")
+        r.string(_NAME_LIMIT)  # language tag
+        r.check_end()
+        c = self._channels.get(cid)
+        if c is None or c.state is not ChannelState.OPENING:
+            raise RemoteProtocolError(f"OPEN_FAILURE for channel {cid}, which is not opening")
+        self._release(c)
+        self._events.append(ChannelOpenRefused(channel_id=cid, reason=reason, description=description))
+
+    def _on_request(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        cid = r.uint32()
+        name = r.ascii(_NAME_LIMIT)
+        want_reply = r.boolean()
+        extra = r.rest()
+        r.check_end()
+        c = self._peer_channel(cid, "CHANNEL_REQUEST")
+        if c.close_sent:
+            return  # §5.3: we may send nothing more, not even a reply
+        if want_reply:
+            if len(c.in_requests) >= MAX_PENDING_REQUESTS:
+                raise RemoteProtocolError(f"channel {cid}: too many requests awaiting a reply")
+            if name == KEEPALIVE:
+                # Any reply proves we are alive; OpenSSH answers FAILURE.
+                c.in_requests.append(False)
+                self._flush_channel_replies(c)
+                return
+            c.in_requests.append(None)
+        elif name == KEEPALIVE:
+            return
+        self._events.append(
+            ChannelRequestReceived(channel_id=cid, name=name, want_reply=want_reply, extra=extra)
+        )
+
+    def _flush_channel_replies(self, c: _Chan) -> None:
+        queue = c.in_requests
+        while queue and queue[0] is not None:
+            msg = MsgType.CHANNEL_SUCCESS if queue.popleft() else MsgType.CHANNEL_FAILURE
+            self._send(encode_byte(msg) + _U32.pack(c.remote_id), b"")
+
+    def _on_request_success(self, payload: memoryview) -> None:
+        self._on_request_reply(payload, True)
+
+    def _on_request_failure(self, payload: memoryview) -> None:
+        self._on_request_reply(payload, False)
+
+    def _on_request_reply(self, payload: memoryview, success: bool) -> None:
+        r = Reader(payload, 1)
+        cid = r.uint32()
+        r.check_end()
+        c = self._peer_channel(cid, "request reply")
+        if not c.out_requests:
+            raise RemoteProtocolError(f"channel {cid}: reply to a request we did not make")
+        name = c.out_requests.popleft()  # §5.4: replies come in request order
+        if not c.close_sent:
+            self._events.append(ChannelRequestReplied(channel_id=cid, name=name, success=success))
+
+    def _on_global_request(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        name = r.ascii(_NAME_LIMIT)
+        want_reply = r.boolean()
+        extra = r.rest()
+        r.check_end()
+        if want_reply:
+            if len(self._in_global) >= MAX_PENDING_GLOBAL_REQUESTS:
+                raise RemoteProtocolError("too many global requests awaiting a reply")
+            if name == KEEPALIVE:
+                self._in_global.append((False, b""))
+                self._flush_global_replies()
+                return
+            self._in_global.append((None, b""))
+        elif name == KEEPALIVE:
+            return
+        self._events.append(GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra))
+
+    def _flush_global_replies(self) -> None:
+        queue = self._in_global
+        while queue and queue[0][0] is not None:
+            ok, data = queue.popleft()
+            if ok:
+                self._send(encode_byte(MsgType.REQUEST_SUCCESS) + data, b"")
+            else:
+                self._send(encode_byte(MsgType.REQUEST_FAILURE), b"")
+
+    def _on_global_success(self, payload: memoryview) -> None:
+        # RFC 4254 §4: REQUEST_SUCCESS may carry request-specific data.
+        extra = bytes(payload[1:])
+        self._on_global_reply(True, extra)
+
+    def _on_global_failure(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        r.check_end()
+        self._on_global_reply(False, b"")
+
+    def _on_global_reply(self, success: bool, extra: bytes) -> None:
+        if not self._out_global:
+            raise RemoteProtocolError("reply to a global request we did not make")
+        name = self._out_global.popleft()  # §4: replies come in request order
+        self._events.append(GlobalRequestReplied(name=name, success=success, extra=extra))
+
+    # ------------------------------------------------------------ helpers
+
+    def _allocate(self, kind: str, state: ChannelState, window: int, max_packet: int) -> _Chan:
+        # Lowest free id, so ids stay as small as the number of live channels.
+        if self._free:
+            cid = heapq.heappop(self._free)
+        else:
+            cid = self._next_id
+            self._next_id += 1
+        c = _Chan(cid, kind, state, window, max_packet)
+        self._channels[cid] = c
+        return c
+
+    def _release(self, c: _Chan) -> None:
+        del self._channels[c.id]
+        heapq.heappush(self._free, c.id)
+
+    def _get(self, channel_id: int) -> _Chan:
+        c = self._channels.get(channel_id)
+        if c is None:
+            raise LocalProtocolError(f"no channel {channel_id}")
+        return c
+
+    def _get_state(self, channel_id: int, state: ChannelState, action: str) -> _Chan:
+        c = self._get(channel_id)
+        if c.state is not state:
+            raise LocalProtocolError(f"cannot {action} channel {channel_id}: it is {c.state.value}")
+        return c
+
+    def _sendable(self, channel_id: int, action: str) -> _Chan:
+        c = self._get(channel_id)
+        if c.state is not ChannelState.OPEN or c.eof_sent:
+            why = "EOF was sent" if c.eof_sent and c.state is ChannelState.OPEN else c.state.value
+            raise LocalProtocolError(f"cannot {action} on channel {channel_id}: {why}")
+        return c
+
+    def _peer_channel(self, cid: int, what: str) -> _Chan:
+        """The channel a peer's message names; it must be one the peer knows:
+        confirmed by either side and not yet closed by the peer."""
+        c = self._channels.get(cid)
+        if c is None or c.state in (ChannelState.OPENING, ChannelState.PENDING):
+            raise RemoteProtocolError(f"{what} for unknown channel {cid}")
+        return c

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from hashike.proto.channels import (
     KEEPALIVE,
+    MAX_PENDING_GLOBAL_REQUESTS,
     MAX_PENDING_REQUESTS,
     ChannelClosed,
     ChannelData,
@@ -659,8 +660,14 @@ def test_pending_request_flood_is_bounded() -> None:
     req = encode_byte(MsgType.CHANNEL_REQUEST) + u32(bid) + encode_string("x") + encode_bool(True)
     for _ in range(MAX_PENDING_REQUESTS):
         p.b.feed(req)
-    with pytest.raises(RemoteProtocolError, match="too many"):
+    with pytest.raises(RemoteProtocolError, match="awaiting a reply"):
         p.b.feed(req)
+    glob = encode_byte(MsgType.GLOBAL_REQUEST) + encode_string(KEEPALIVE) + encode_bool(True)
+    p.b.feed(encode_byte(MsgType.GLOBAL_REQUEST) + encode_string("x") + encode_bool(True))
+    for _ in range(MAX_PENDING_GLOBAL_REQUESTS - 1):
+        p.b.feed(glob)  # automatic answers wait behind the undecided "x"
+    with pytest.raises(RemoteProtocolError, match="awaiting a reply"):
+        p.b.feed(glob)
 
 
 def test_requests_after_close_sent() -> None:

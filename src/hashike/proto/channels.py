@@ -39,7 +39,7 @@ import heapq
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hashike.proto.constants import MsgType, OpenFailureReason
@@ -48,6 +48,7 @@ from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string
 
 __all__ = [
+    "MAX_PENDING_GLOBAL_REQUESTS",
     "MAX_PENDING_REQUESTS",
     "Channel",
     "ChannelClosed",
@@ -89,6 +90,12 @@ _PACKET_OVERHEAD = 4 + 1 + 19 + 64 + 13
 _DATA_HEAD = struct.Struct(">BII")  # msg, recipient channel, data length
 _EXT_HEAD = struct.Struct(">BIII")  # msg, recipient channel, data type code, data length
 _U32 = struct.Struct(">I")
+_U32X3 = struct.Struct(">III")
+
+
+def _msg(msg: int, *uint32s: int) -> bytes:
+    """A message number followed by uint32 fields."""
+    return struct.pack(f">B{len(uint32s)}I", msg, *uint32s)
 
 
 class ChannelState(enum.Enum):
@@ -225,6 +232,9 @@ class EventSink(Protocol):
 
 
 Send = Callable[[bytes, bytes | memoryview], None]
+# A reply to one of the peer's want_reply requests: None while the runtime
+# decides, (success, data) once decided, waiting for earlier replies to go.
+_Reply = tuple[bool, bytes] | None
 _OpenFields = tuple[str | None, int | None, str | None, int | None, str | None]
 
 
@@ -248,47 +258,28 @@ class Channel:
 # ------------------------------------------------------------------ state
 
 
+@dataclass(slots=True, eq=False)
 class _Chan:
-    __slots__ = (
-        "close_on_confirm",
-        "close_sent",
-        "consumed",
-        "eof_received",
-        "eof_sent",
-        "id",
-        "in_requests",
-        "kind",
-        "local_initial",
-        "local_max_packet",
-        "local_window",
-        "out_requests",
-        "remote_id",
-        "remote_max_packet",
-        "remote_window",
-        "state",
-        "unacked",
-    )
+    id: int
+    kind: str
+    state: ChannelState
+    local_initial: int
+    local_window: int
+    local_max_packet: int
+    remote_id: int = 0
+    remote_window: int = 0
+    remote_max_packet: int = 0
+    unacked: int = 0  # received, not yet acknowledged by the runtime
+    consumed: int = 0  # acknowledged, not yet granted back in a WINDOW_ADJUST
+    eof_sent: bool = False
+    eof_received: bool = False
+    close_sent: bool = False
+    close_on_confirm: bool = False
+    out_requests: deque[str] = field(default_factory=deque)  # our want_reply requests, oldest first
+    in_requests: deque[_Reply] = field(default_factory=deque)  # the peer's, oldest first
 
-    def __init__(self, cid: int, kind: str, state: ChannelState, window: int, max_packet: int) -> None:
-        self.id = cid
-        self.kind = kind
-        self.state = state
-        self.remote_id = 0
-        self.local_initial = window
-        self.local_window = window
-        self.local_max_packet = max_packet
-        self.unacked = 0  # received, not yet acknowledged by the runtime
-        self.consumed = 0  # acknowledged, not yet granted back in a WINDOW_ADJUST
-        self.remote_window = 0
-        self.remote_max_packet = 0
-        self.eof_sent = False
-        self.eof_received = False
-        self.close_sent = False
-        self.close_on_confirm = False
-        self.out_requests: deque[str] = deque()  # our want_reply requests, oldest first
-        # The peer's want_reply requests, oldest first: None while the runtime
-        # decides, a bool once the reply is known but waits for earlier ones.
-        self.in_requests: deque[bool | None] = deque()
+
+_UNKNOWN_TO_PEER = frozenset((ChannelState.OPENING, ChannelState.PENDING))
 
 
 def _check_uint32(name: str, value: int, minimum: int = 0) -> None:
@@ -333,11 +324,11 @@ class Channels:
         self._free: list[int] = []  # heap of freed ids below _next_id
         self._next_id = 0
         self._out_global: deque[str] = deque()
-        self._in_global: deque[tuple[bool | None, bytes]] = deque()
+        self._in_global: deque[_Reply] = deque()
         self._handlers: dict[int, Callable[[memoryview], None]] = {
             MsgType.GLOBAL_REQUEST: self._on_global_request,
-            MsgType.REQUEST_SUCCESS: self._on_global_success,
-            MsgType.REQUEST_FAILURE: self._on_global_failure,
+            MsgType.REQUEST_SUCCESS: lambda p: self._on_global_reply(p, True),
+            MsgType.REQUEST_FAILURE: lambda p: self._on_global_reply(p, False),
             MsgType.CHANNEL_OPEN: self._on_open,
             MsgType.CHANNEL_OPEN_CONFIRMATION: self._on_open_confirmation,
             MsgType.CHANNEL_OPEN_FAILURE: self._on_open_failure,
@@ -347,8 +338,8 @@ class Channels:
             MsgType.CHANNEL_EOF: self._on_eof,
             MsgType.CHANNEL_CLOSE: self._on_close,
             MsgType.CHANNEL_REQUEST: self._on_request,
-            MsgType.CHANNEL_SUCCESS: self._on_request_success,
-            MsgType.CHANNEL_FAILURE: self._on_request_failure,
+            MsgType.CHANNEL_SUCCESS: lambda p: self._on_request_reply(p, True),
+            MsgType.CHANNEL_FAILURE: lambda p: self._on_request_reply(p, False),
         }
 
     @staticmethod
@@ -372,7 +363,7 @@ class Channels:
             channel_id=c.id,
             kind=c.kind,
             state=c.state,
-            remote_id=None if c.state in (ChannelState.OPENING, ChannelState.PENDING) else c.remote_id,
+            remote_id=None if c.state in _UNKNOWN_TO_PEER else c.remote_id,
             local_window=c.local_window,
             remote_window=c.remote_window,
             local_max_packet=c.local_max_packet,
@@ -410,9 +401,7 @@ class Channels:
         self._send(
             encode_byte(MsgType.CHANNEL_OPEN)
             + encode_string(kind)
-            + _U32.pack(c.id)
-            + _U32.pack(window)
-            + _U32.pack(max_packet)
+            + _U32X3.pack(c.id, window, max_packet)
             + extra,
             b"",
         )
@@ -439,14 +428,8 @@ class Channels:
         """Confirm a :class:`ChannelOpenRequested` (RFC 4254 §5.1)."""
         c = self._get_state(channel_id, ChannelState.PENDING, "accept")
         c.state = ChannelState.OPEN
-        self._send(
-            encode_byte(MsgType.CHANNEL_OPEN_CONFIRMATION)
-            + _U32.pack(c.remote_id)
-            + _U32.pack(c.id)
-            + _U32.pack(c.local_window)
-            + _U32.pack(c.local_max_packet),
-            b"",
-        )
+        fields = (c.remote_id, c.id, c.local_window, c.local_max_packet)
+        self._send(_msg(MsgType.CHANNEL_OPEN_CONFIRMATION, *fields), b"")
 
     def reject_open(self, channel_id: int, reason: int, description: str) -> None:
         """Refuse a :class:`ChannelOpenRequested`; the id is free at once."""
@@ -455,13 +438,9 @@ class Channels:
         self._send_open_failure(c.remote_id, reason, description)
 
     def _send_open_failure(self, remote_id: int, reason: int, description: str) -> None:
+        language = encode_string(b"")
         self._send(
-            encode_byte(MsgType.CHANNEL_OPEN_FAILURE)
-            + _U32.pack(remote_id)
-            + _U32.pack(reason)
-            + encode_string(description)
-            + encode_string(b""),  # language tag
-            b"",
+            _msg(MsgType.CHANNEL_OPEN_FAILURE, remote_id, reason) + encode_string(description) + language, b""
         )
 
     # ------------------------------------------------------------ sending
@@ -475,6 +454,8 @@ class Channels:
         view = data if isinstance(data, memoryview) else memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
+        if extended is not None:
+            _check_uint32("extended", extended)
         total = min(len(view), c.remote_window)
         if total == 0:
             return 0
@@ -498,7 +479,7 @@ class Channels:
         """RFC 4254 §5.3: we send no more data; the peer still may."""
         c = self._sendable(channel_id, "send EOF")
         c.eof_sent = True
-        self._send(encode_byte(MsgType.CHANNEL_EOF) + _U32.pack(c.remote_id), b"")
+        self._send(_msg(MsgType.CHANNEL_EOF, c.remote_id), b"")
 
     def close(self, channel_id: int) -> None:
         """Send CHANNEL_CLOSE once (RFC 4254 §5.3). A second call does nothing.
@@ -516,7 +497,7 @@ class Channels:
         c.close_sent = True
         c.state = ChannelState.CLOSING
         c.in_requests.clear()  # we may not answer them any more
-        self._send(encode_byte(MsgType.CHANNEL_CLOSE) + _U32.pack(c.remote_id), b"")
+        self._send(_msg(MsgType.CHANNEL_CLOSE, c.remote_id), b"")
 
     def acknowledge(self, channel_id: int, n: int) -> None:
         """The runtime has written ``n`` received bytes onward: give the peer
@@ -533,9 +514,7 @@ class Channels:
             return  # the peer sends no more data: no credit needed
         grant, c.consumed = c.consumed, 0
         c.local_window += grant
-        self._send(
-            encode_byte(MsgType.CHANNEL_WINDOW_ADJUST) + _U32.pack(c.remote_id) + _U32.pack(grant), b""
-        )
+        self._send(_msg(MsgType.CHANNEL_WINDOW_ADJUST, c.remote_id, grant), b"")
 
     # ----------------------------------------------------------- requests
 
@@ -546,26 +525,16 @@ class Channels:
             raise LocalProtocolError(f"cannot send a request on channel {channel_id} ({c.state.value})")
         if want_reply:
             c.out_requests.append(name)
-        self._send(
-            encode_byte(MsgType.CHANNEL_REQUEST)
-            + _U32.pack(c.remote_id)
-            + encode_string(name)
-            + encode_bool(want_reply)
-            + extra,
-            b"",
-        )
+        head = _msg(MsgType.CHANNEL_REQUEST, c.remote_id) + encode_string(name) + encode_bool(want_reply)
+        self._send(head + extra, b"")
 
     def reply_request(self, channel_id: int, success: bool) -> None:
         """Answer the oldest unanswered :class:`ChannelRequestReceived` with
         want_reply. After our CLOSE the answer is dropped (§5.3)."""
         c = self._get(channel_id)
-        if c.state is ChannelState.CLOSING:
-            return
-        queue = c.in_requests
-        if None not in queue:
-            raise LocalProtocolError(f"no request awaits a reply on channel {channel_id}")
-        queue[queue.index(None)] = success
-        self._flush_channel_replies(c)
+        if c.state is not ChannelState.CLOSING:
+            self._answer(c.in_requests, (success, b""), f"on channel {channel_id}")
+            self._flush_channel_replies(c)
 
     def global_request(self, name: str, want_reply: bool, extra: bytes = b"") -> None:
         """RFC 4254 §4."""
@@ -578,14 +547,27 @@ class Channels:
     def reply_global_request(self, success: bool, extra: bytes = b"") -> None:
         """Answer the oldest unanswered :class:`GlobalRequestReceived` with
         want_reply; ``extra`` is only sent with success (§4)."""
-        queue = self._in_global
-        index = next((i for i, (ok, _) in enumerate(queue) if ok is None), None)
-        if index is None:
-            raise LocalProtocolError("no global request awaits a reply")
         if extra and not success:
             raise LocalProtocolError("REQUEST_FAILURE carries no data")
-        queue[index] = (success, extra)
+        self._answer(self._in_global, (success, extra), "on the connection")
         self._flush_global_replies()
+
+    @staticmethod
+    def _answer(queue: deque[_Reply], reply: _Reply, where: str) -> None:
+        if None not in queue:
+            raise LocalProtocolError(f"no request awaits a reply {where}")
+        queue[queue.index(None)] = reply
+
+    @staticmethod
+    def _queue_request(queue: deque[_Reply], name: str, want_reply: bool, limit: int) -> bool:
+        """Note a peer's request in its reply queue (RFC 4254 §4, §5.4: replies
+        go in request order). False for a keepalive: it gets FAILURE, which is
+        what OpenSSH answers (any reply proves we are alive), not an event."""
+        if want_reply:
+            if len(queue) >= limit:
+                raise RemoteProtocolError(f"more than {limit} requests awaiting a reply")
+            queue.append((False, b"") if name == KEEPALIVE else None)
+        return name != KEEPALIVE
 
     # ----------------------------------------------------------- dispatch
 
@@ -772,32 +754,18 @@ class Channels:
         c = self._peer_channel(cid, "CHANNEL_REQUEST")
         if c.close_sent:
             return  # §5.3: we may send nothing more, not even a reply
-        if want_reply:
-            if len(c.in_requests) >= MAX_PENDING_REQUESTS:
-                raise RemoteProtocolError(f"channel {cid}: too many requests awaiting a reply")
-            if name == KEEPALIVE:
-                # Any reply proves we are alive; OpenSSH answers FAILURE.
-                c.in_requests.append(False)
-                self._flush_channel_replies(c)
-                return
-            c.in_requests.append(None)
-        elif name == KEEPALIVE:
-            return
-        self._events.append(
-            ChannelRequestReceived(channel_id=cid, name=name, want_reply=want_reply, extra=extra)
-        )
+        if self._queue_request(c.in_requests, name, want_reply, MAX_PENDING_REQUESTS):
+            self._events.append(
+                ChannelRequestReceived(channel_id=cid, name=name, want_reply=want_reply, extra=extra)
+            )
+        self._flush_channel_replies(c)
 
     def _flush_channel_replies(self, c: _Chan) -> None:
         queue = c.in_requests
-        while queue and queue[0] is not None:
-            msg = MsgType.CHANNEL_SUCCESS if queue.popleft() else MsgType.CHANNEL_FAILURE
-            self._send(encode_byte(msg) + _U32.pack(c.remote_id), b"")
-
-    def _on_request_success(self, payload: memoryview) -> None:
-        self._on_request_reply(payload, True)
-
-    def _on_request_failure(self, payload: memoryview) -> None:
-        self._on_request_reply(payload, False)
+        while queue and (reply := queue[0]) is not None:
+            queue.popleft()
+            ok = reply[0]
+            self._send(_msg(MsgType.CHANNEL_SUCCESS if ok else MsgType.CHANNEL_FAILURE, c.remote_id), b"")
 
     def _on_request_reply(self, payload: memoryview, success: bool) -> None:
         r = Reader(payload, 1)
@@ -816,38 +784,22 @@ class Channels:
         want_reply = r.boolean()
         extra = r.rest()
         r.check_end()
-        if want_reply:
-            if len(self._in_global) >= MAX_PENDING_GLOBAL_REQUESTS:
-                raise RemoteProtocolError("too many global requests awaiting a reply")
-            if name == KEEPALIVE:
-                self._in_global.append((False, b""))
-                self._flush_global_replies()
-                return
-            self._in_global.append((None, b""))
-        elif name == KEEPALIVE:
-            return
-        self._events.append(GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra))
+        if self._queue_request(self._in_global, name, want_reply, MAX_PENDING_GLOBAL_REQUESTS):
+            self._events.append(GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra))
+        self._flush_global_replies()
 
     def _flush_global_replies(self) -> None:
         queue = self._in_global
-        while queue and queue[0][0] is not None:
-            ok, data = queue.popleft()
-            if ok:
-                self._send(encode_byte(MsgType.REQUEST_SUCCESS) + data, b"")
-            else:
-                self._send(encode_byte(MsgType.REQUEST_FAILURE), b"")
+        while queue and (reply := queue[0]) is not None:
+            queue.popleft()
+            ok, data = reply
+            self._send(encode_byte(MsgType.REQUEST_SUCCESS if ok else MsgType.REQUEST_FAILURE) + data, b"")
 
-    def _on_global_success(self, payload: memoryview) -> None:
-        # RFC 4254 §4: REQUEST_SUCCESS may carry request-specific data.
+    def _on_global_reply(self, payload: memoryview, success: bool) -> None:
+        # RFC 4254 §4: REQUEST_SUCCESS may carry request-specific data; FAILURE none.
         extra = bytes(payload[1:])
-        self._on_global_reply(True, extra)
-
-    def _on_global_failure(self, payload: memoryview) -> None:
-        r = Reader(payload, 1)
-        r.check_end()
-        self._on_global_reply(False, b"")
-
-    def _on_global_reply(self, success: bool, extra: bytes) -> None:
+        if extra and not success:
+            raise DecodeError("REQUEST_FAILURE with data")
         if not self._out_global:
             raise RemoteProtocolError("reply to a global request we did not make")
         name = self._out_global.popleft()  # §4: replies come in request order
@@ -862,7 +814,7 @@ class Channels:
         else:
             cid = self._next_id
             self._next_id += 1
-        c = _Chan(cid, kind, state, window, max_packet)
+        c = _Chan(cid, kind, state, window, window, max_packet)
         self._channels[cid] = c
         return c
 
@@ -893,6 +845,6 @@ class Channels:
         """The channel a peer's message names; it must be one the peer knows:
         confirmed by either side and not yet closed by the peer."""
         c = self._channels.get(cid)
-        if c is None or c.state in (ChannelState.OPENING, ChannelState.PENDING):
+        if c is None or c.state in _UNKNOWN_TO_PEER:
             raise RemoteProtocolError(f"{what} for unknown channel {cid}")
         return c

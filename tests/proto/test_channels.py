@@ -3,6 +3,7 @@ wired together in memory, and hand-built peer messages. No sockets."""
 
 from __future__ import annotations
 
+import array
 import contextlib
 import struct
 from collections.abc import Iterable
@@ -250,6 +251,19 @@ def test_data_split_by_peer_max_packet_without_copies() -> None:
     p.pump()
     assert [len(e.data) for e in of(p.b.events, ChannelData)] == sizes
     assert received(p.b, bid) == data
+
+
+def test_payload_buffer_is_not_retained_and_any_buffer_is_sent() -> None:
+    p = Pair()
+    aid, bid = p.open()
+    buf = bytearray(data_msg(bid, b"abc"))
+    p.b.ch.handle(buf[0], memoryview(buf))
+    buf[9:] = b"xyz"  # the transport reuses its buffer for the next packet
+    assert received(p.b, bid) == b"abc"
+    words = memoryview(array.array("I", [1, 2]))
+    assert p.a.ch.send_data(aid, words) == 8
+    p.pump()
+    assert received(p.b, bid) == bytes(words)
 
 
 def test_data_split_by_transport_packet_limit() -> None:

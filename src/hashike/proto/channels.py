@@ -448,8 +448,9 @@ class Channels:
     def send_data(self, channel_id: int, data: bytes | memoryview, extended: int | None = None) -> int:
         """Send as much of ``data`` as the peer's window allows (RFC 4254 §5.2),
         in packets no larger than the peer's maximum; return how many bytes
-        were consumed. Nothing is buffered: the caller keeps the rest and
-        retries after :class:`ChannelWindowOpened`."""
+        were consumed. Nothing is buffered or retained: each packet is one
+        ``send(head, slice)`` call; the caller keeps the rest and retries
+        after :class:`ChannelWindowOpened`."""
         c = self._sendable(channel_id, "send data")
         view = data if isinstance(data, memoryview) else memoryview(data)
         if view.format != "B" or view.ndim != 1:
@@ -573,7 +574,9 @@ class Channels:
 
     def handle(self, msg: int, payload: memoryview) -> None:
         """One message numbered 80-100; ``payload`` starts with its message
-        byte. Raises :class:`RemoteProtocolError` if the peer broke the protocol."""
+        byte and is only read during the call (it may point into the
+        transport's reusable buffer). Raises :class:`RemoteProtocolError` if
+        the peer broke the protocol."""
         handler = self._handlers.get(msg)
         if handler is None:
             raise LocalProtocolError(f"message {msg} is not a connection protocol message")
@@ -633,10 +636,7 @@ class Channels:
             self._events.append(ChannelWindowOpened(channel_id=cid, window=c.remote_window))
 
     def _on_eof(self, payload: memoryview) -> None:
-        r = Reader(payload, 1)
-        cid = r.uint32()
-        r.check_end()
-        c = self._peer_channel(cid, "EOF")
+        cid, c = self._addressed(payload, "EOF")
         if c.eof_received:
             raise RemoteProtocolError(f"channel {cid}: second EOF")
         c.eof_received = True
@@ -644,10 +644,7 @@ class Channels:
             self._events.append(ChannelEofReceived(channel_id=cid))
 
     def _on_close(self, payload: memoryview) -> None:
-        r = Reader(payload, 1)
-        cid = r.uint32()
-        r.check_end()
-        c = self._peer_channel(cid, "CLOSE")
+        cid, c = self._addressed(payload, "CLOSE")
         # RFC 4254 §5.3: answer with our CLOSE unless we sent one; the
         # channel then is closed both ways and its id may be reused.
         if not c.close_sent:
@@ -768,10 +765,7 @@ class Channels:
             self._send(_msg(MsgType.CHANNEL_SUCCESS if ok else MsgType.CHANNEL_FAILURE, c.remote_id), b"")
 
     def _on_request_reply(self, payload: memoryview, success: bool) -> None:
-        r = Reader(payload, 1)
-        cid = r.uint32()
-        r.check_end()
-        c = self._peer_channel(cid, "request reply")
+        cid, c = self._addressed(payload, "request reply")
         if not c.out_requests:
             raise RemoteProtocolError(f"channel {cid}: reply to a request we did not make")
         name = c.out_requests.popleft()  # §5.4: replies come in request order
@@ -840,6 +834,13 @@ class Channels:
             why = "EOF was sent" if c.eof_sent and c.state is ChannelState.OPEN else c.state.value
             raise LocalProtocolError(f"cannot {action} on channel {channel_id}: {why}")
         return c
+
+    def _addressed(self, payload: memoryview, what: str) -> tuple[int, _Chan]:
+        """Decode a message that is just a recipient channel (EOF, CLOSE, replies)."""
+        r = Reader(payload, 1)
+        cid = r.uint32()
+        r.check_end()
+        return cid, self._peer_channel(cid, what)
 
     def _peer_channel(self, cid: int, what: str) -> _Chan:
         """The channel a peer's message names; it must be one the peer knows:

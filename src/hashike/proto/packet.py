@@ -32,6 +32,7 @@ _SLACK = 16  # update_into wants block_size - 1 spare bytes
 
 _HEAD = struct.Struct(">IB")
 _PAD_POOL = 4096
+_INITIAL_INPUT = 64 * 1024
 
 
 class PacketWriter:
@@ -84,16 +85,18 @@ class PacketWriter:
         packet_length = 1 + n + pad
         total = 4 + packet_length
         wire = total + sealer.tag_size
-        plain = self._plain
-        _HEAD.pack_into(plain, 0, packet_length, pad)
-        plain[5 : 5 + len(payload)] = payload
-        if data:
-            plain[5 + len(payload) : 5 + n] = data
-        plain[5 + n : total] = self._padding(pad)
         need = self._out_len + wire + _SLACK
         if need > len(self._out):
             self._out.extend(bytes(max(need - len(self._out), len(self._out))))
-        with memoryview(plain) as pv, memoryview(self._out) as ov:
+        # Copy through a memoryview: ``bytearray[a:b] = bytes`` first copies the
+        # right side into a temporary bytearray (CPython's bytearray_ass_subscript),
+        # i.e. two memcpys and a payload-sized malloc/free per packet.
+        with memoryview(self._plain) as pv, memoryview(self._out) as ov:
+            _HEAD.pack_into(pv, 0, packet_length, pad)
+            pv[5 : 5 + len(payload)] = payload
+            if data:
+                pv[5 + len(payload) : 5 + n] = data
+            pv[5 + n : total] = self._padding(pad)
             sealer.seal(self.seq, pv[:total], ov[self._out_len : self._out_len + wire + _SLACK])
         self._out_len += wire
         # RFC 4253 §6.4: the sequence number wraps at 2^32.
@@ -126,7 +129,17 @@ class PacketReader:
         self.packets = 0
         self.bytes = 0
         self._opener: Opener = NONE_OPENER
-        self._buf = bytearray()
+        # Unopened wire bytes live in _buf[_start:_end]. The buffer is reused, never
+        # emptied with ``del``: CPython shrinks a bytearray that falls below half
+        # its allocation, so every big packet would cost a fresh malloc and, under
+        # glibc's heap trimming, ~64 page faults per 256 KiB.
+        self._buf = bytearray(_INITIAL_INPUT)
+        self._start = 0
+        self._end = 0
+        # A ``bytes`` object fed while _buf is empty is opened in place, without a
+        # copy; its unread tail moves into _buf on the next feed.
+        self._held: memoryview | None = None
+        self._held_pos = 0
         self._plain = bytearray(MAX_PACKET_LENGTH + _SLACK)
         self._length: int | None = None  # packet_length of the packet being awaited
 
@@ -139,11 +152,35 @@ class PacketReader:
             self.seq = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
+        if self._held is not None:
+            self._append(self._held[self._held_pos :])
+            self._held = None
+        if not data:
+            return
+        if self._start == self._end and type(data) is bytes:  # immutable: safe to keep
+            self._held = memoryview(data)
+            self._held_pos = 0
+        else:
+            self._append(data)
+
+    def _append(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        if self._end + n > len(self._buf):
+            live = self._end - self._start
+            if self._start:
+                with memoryview(self._buf) as bv:
+                    bv[:live] = bv[self._start : self._end]  # memmove
+                self._start, self._end = 0, live
+            if live + n > len(self._buf):
+                self._buf.extend(bytes(live + n - len(self._buf)))
+        with memoryview(self._buf) as bv:
+            bv[self._end : self._end + n] = data
+        self._end += n
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        held = len(self._held) - self._held_pos if self._held is not None else 0
+        return self._end - self._start + held
 
     def _check_length(self, length: int) -> None:
         opener = self._opener
@@ -152,26 +189,45 @@ class PacketReader:
             # Checked before anything is allocated or awaited (RFC 4253 §6.1).
             raise RemoteProtocolError(f"bad packet length {length}")
 
+    def _open(self, src: memoryview, pos: int, end: int) -> int:
+        """Open the packet starting at ``src[pos]`` into _plain; its wire size,
+        or 0 while ``src[pos:end]`` does not hold all of it yet."""
+        opener = self._opener
+        if self._length is None:
+            if end - pos < 4:
+                return 0
+            length = opener.packet_length(self.seq, src[pos : pos + 4])
+            self._check_length(length)
+            self._length = length
+        wire = 4 + self._length + opener.tag_size
+        if end - pos < wire:
+            return 0
+        opener.open(self.seq, src[pos : pos + wire], memoryview(self._plain))
+        return wire
+
     def next_payload(self) -> memoryview | None:
         """The next packet's payload, or None until more bytes arrive.
 
         The returned view points into a buffer the next call overwrites."""
-        opener = self._opener
-        buf = self._buf
-        if self._length is None:
-            if len(buf) < 4:
+        held = self._held
+        if held is not None:
+            wire = self._open(held, self._held_pos, len(held))
+            if not wire:
                 return None
-            with memoryview(buf) as bv:
-                length = opener.packet_length(self.seq, bv[:4])
-            self._check_length(length)
-            self._length = length
-        length = self._length
-        wire = 4 + length + opener.tag_size
-        if len(buf) < wire:
-            return None
-        with memoryview(buf) as bv:
-            opener.open(self.seq, bv[:wire], memoryview(self._plain))
-        del buf[:wire]  # CPython makes deleting from the front of a bytearray cheap
+            self._held_pos += wire
+            if self._held_pos == len(held):
+                self._held = None
+        else:
+            with memoryview(self._buf) as bv:
+                wire = self._open(bv, self._start, self._end)
+            if not wire:
+                return None
+            self._start += wire
+            if self._start == self._end:
+                self._start = self._end = 0
+                if len(self._buf) > 4 * 1024 * 1024:  # give back a burst's memory
+                    self._buf = bytearray(_INITIAL_INPUT)
+        length = wire - 4 - self._opener.tag_size
         self._length = None
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.packets += 1

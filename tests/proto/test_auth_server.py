@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from hashike.keys.authorized_keys import KeyOptions
 from hashike.keys.keypair import PublicKey
 from hashike.proto.auth import publickey_signed_data
 from hashike.proto.constants import DisconnectReason, MsgType
@@ -118,7 +119,7 @@ def test_publickey_query_then_signed(key_type: str, algorithm: str) -> None:
     assert event == PublicKeyAuthRequested(
         username="alice", key=key.public_key, algorithm=algorithm, signed=True
     )
-    policy = object()
+    policy = KeyOptions(command="/bin/true")
     c.server.accept_auth(policy)
     assert c.pump() == [SUCCESS]
     assert c.take_events() == [AuthSucceeded(username="alice", method="publickey", policy=policy)]
@@ -237,9 +238,9 @@ def test_password_accepted() -> None:
     [event] = c.take_events()
     assert event == PasswordAuthRequested(username="alice", password="pässword", method="password")
     assert "pässword" not in repr(event)
-    c.server.accept_auth("policy")
+    c.server.accept_auth(KeyOptions())
     assert c.pump() == [SUCCESS]
-    assert c.take_events() == [AuthSucceeded(username="alice", method="password", policy="policy")]
+    assert c.take_events() == [AuthSucceeded(username="alice", method="password", policy=KeyOptions())]
 
 
 def test_password_rejected() -> None:

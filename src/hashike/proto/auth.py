@@ -46,6 +46,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.proto.constants import DisconnectReason, MsgType
@@ -62,6 +63,9 @@ from hashike.proto.events import (
 )
 from hashike.proto.transport import State, Transport
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_namelist, encode_string, encode_uint32
+
+if TYPE_CHECKING:
+    from hashike.keys.authorized_keys import KeyOptions
 
 __all__ = [
     "CONNECTION_SERVICE",
@@ -194,10 +198,12 @@ class ClientAuth:
 
     def none(self, username: str) -> None:
         """RFC 4252 §5.2: the "none" method, which lists the methods that can continue."""
+        self._check_ready()
         self._send_request(username, "none", b"", ClientState.NONE_SENT)
 
     def publickey_query(self, username: str, key: PublicKey, algorithm: str) -> None:
         """RFC 4252 §7: would the server accept a signature by ``key``?"""
+        self._check_ready()
         self._check_key(key, algorithm)
         fields = encode_bool(False) + encode_string(algorithm) + encode_string(key.blob)
         self._send_request(username, "publickey", fields, ClientState.QUERY_SENT)
@@ -235,6 +241,7 @@ class ClientAuth:
 
     def password(self, username: str, password: str) -> None:
         """RFC 4252 §8: a plain password request."""
+        self._check_ready()
         secret = _utf8(password, "password", MAX_PASSWORD)
         self._send_request(
             username, "password", encode_bool(False) + encode_string(secret), ClientState.PASSWORD_SENT
@@ -242,6 +249,7 @@ class ClientAuth:
 
     def keyboard_interactive(self, username: str, submethods: str = "") -> None:
         """RFC 4256 §3.1: language tag (deprecated, empty) and submethods."""
+        self._check_ready()
         fields = encode_string(b"") + encode_string(_utf8(submethods, "submethods", MAX_TEXT))
         self._send_request(username, "keyboard-interactive", fields, ClientState.KBDINT_SENT)
 
@@ -281,7 +289,7 @@ class ClientAuth:
             raise LocalProtocolError(f"a {key.key_type} key cannot authenticate with {algorithm!r}")
 
     def _send_request(self, username: str, method: str, fields: bytes, state: ClientState) -> None:
-        self._check_ready()
+        """Send one request; the caller has checked that one may go now."""
         _utf8(username, "user name", MAX_USERNAME)
         self._transport.send(_request(username, method, fields))
         self._username, self._method, self._to_sign = username, method, b""
@@ -432,7 +440,7 @@ class ServerAuth:
         self.failures = 0
         self.username: str | None = None  # the user of the attempts so far
         self.method = ""  # the method that succeeded
-        self.policy: object = None
+        self.policy: KeyOptions | None = None
         self._pending: _Pending | None = None
 
     @property
@@ -446,7 +454,7 @@ class ServerAuth:
 
     # ------------------------------------------------ the runtime's decision
 
-    def accept(self, policy: object = None) -> None:
+    def accept(self, policy: KeyOptions | None = None) -> None:
         """Accept the pending request: PK_OK for a query, USERAUTH_SUCCESS otherwise."""
         pending = self._take_pending()
         if pending is None:

@@ -18,6 +18,7 @@ answers UNIMPLEMENTED.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from hashike.keys.keypair import PrivateKey, PublicKey
 from hashike.proto.auth import ClientAuth, ServerAuth
@@ -27,6 +28,9 @@ from hashike.proto.errors import LocalProtocolError, RemoteProtocolError, SSHErr
 from hashike.proto.events import Event, ServiceAccepted
 from hashike.proto.transport import State, Transport
 from hashike.proto.wire import Reader, encode_byte, encode_string
+
+if TYPE_CHECKING:
+    from hashike.keys.authorized_keys import KeyOptions
 
 __all__ = ["ClientConnection", "ServerConnection"]
 
@@ -241,10 +245,10 @@ class ServerConnection(_Connection):
         return self._auth.username
 
     @property
-    def auth_policy(self) -> object:
+    def auth_policy(self) -> KeyOptions | None:
         """What the runtime passed to :meth:`accept_auth` when authentication
-        succeeded (for the connection layer: permitopen and the like).
-        Placeholder type until ``hashike.keys.authorized_keys.KeyOptions`` exists."""
+        succeeded, for the connection layer (permitopen and the like); None
+        means no restrictions."""
         return self._auth.policy
 
     @property
@@ -252,7 +256,7 @@ class ServerConnection(_Connection):
         """Failed attempts so far, as counted for MaxAuthTries."""
         return self._auth.failures
 
-    def accept_auth(self, policy: object = None) -> None:
+    def accept_auth(self, policy: KeyOptions | None = None) -> None:
         """Accept the request of the last PublicKeyAuthRequested /
         PasswordAuthRequested: SSH_MSG_USERAUTH_PK_OK for an unsigned public key
         query, otherwise USERAUTH_SUCCESS and :class:`AuthSucceeded`, with

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hashike.keys.keypair import PublicKey
 from hashike.proto.kex.negotiate import Negotiated
+
+if TYPE_CHECKING:  # the core only carries it: no import of a file-reading module at run time
+    from hashike.keys.authorized_keys import KeyOptions
 
 __all__ = [
     "AuthBanner",
@@ -119,12 +123,12 @@ class AuthFailed:
 class AuthSucceeded:
     """Both sides: ``username`` is authenticated by ``method``; the connection
     layer may start. On the server, ``policy`` is what the runtime passed to
-    ``accept_auth()`` (e.g. the authorized_keys options of the key); on the
-    client it is None."""
+    ``accept_auth()``: the authorized_keys options of the key, or None for no
+    restrictions. On the client it is None."""
 
     username: str
     method: str
-    policy: object = None
+    policy: KeyOptions | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -580,3 +580,16 @@ def test_any_interleaving_ends_in_an_event_or_a_documented_error(steps: list[tup
         events += s.send(payload)
     assert s.client.authenticated == bool(events_of(events, AuthSucceeded))
     assert len(events_of(events, AuthSucceeded)) <= 1
+
+
+def test_authentication_across_a_rekey() -> None:
+    # RFC 4253 §7.1: messages sent while a kex runs wait for it to end.
+    pair = auth_pair(auth_methods=("password",))
+    pair.client.auth_password("alice", "right")
+    pair.pump()
+    pair.server.start_rekey()
+    pair.server.accept_auth()
+    assert pair.server.transport.send_blocked  # USERAUTH_SUCCESS is queued behind the kex
+    pair.pump()
+    assert pair.client_events[-1] == AuthSucceeded(username="alice", method="password")
+    assert pair.client.authenticated

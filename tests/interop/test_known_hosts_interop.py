@@ -7,13 +7,17 @@ the StrictHostKeyChecking messages are ssh's own, byte for byte.
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from hashike.keys.keypair import PublicKey, load_public_key_file
+from hashike.keys.authorized_keys import find_authorized_key, load_authorized_keys
+from hashike.keys.keypair import PublicKey, generate_private_key, load_public_key_file, write_private_key
 from hashike.keys.known_hosts import (
     HostKeyStatus,
     KnownHosts,
@@ -199,3 +203,150 @@ def test_messages_are_ssh_messages(
     assert expected.startswith(ours_text), (expected, ours_text)
     assert ours.read_text() == theirs.read_text()
     assert verdict.accepted is ("Host key verification failed." not in expected)
+
+
+# --- authorized_keys: sshd and hashike read the same file the same way ------------------------
+
+# Options lines that sshd accepts or refuses for a login from 127.0.0.1 (UseDNS no).
+AUTHORIZED_OPTIONS = [
+    "",
+    "restrict",
+    'restrict,port-forwarding,permitopen="127.0.0.1:9"',
+    "NO-PTY",
+    "no-pty,",
+    ",no-pty",
+    "no-pty ,no-pty",
+    "bogus",
+    "no-restrict",
+    "no-cert-authority",
+    'no-pty="x"',
+    "command=foo",
+    'command="unterminated',
+    r'command="a\\"',
+    r'command="echo \"hi\""',
+    'command="a",command="b"',
+    'Command="true"',
+    'tunnel="any"',
+    'tunnel="x"',
+    'permitopen="h:0"',
+    'permitopen="::1:22"',
+    'permitopen="[::1]:22"',
+    'permitopen=":22"',
+    'permitopen="*:*"',
+    'permitlisten="1234"',
+    'permitlisten="h:0"',
+    'permitlisten="[::1]:*"',
+    'environment="1A=b"',
+    'environment="=b"',
+    'environment="A=b",environment="A=c"',
+    'from="127.0.0.0/8"',
+    'from="127.0.0.1/8"',
+    'from="127.0.0.1/33"',
+    'from="!127.0.0.1,*"',
+    'from="10.0.0.0/8"',
+    'from="127.0.0.*"',
+    'from=""',
+    'from="localhost"',
+    'from="127.0.0.1/32,!127.0.0.1"',
+    'expiry-time="20990101"',
+    'expiry-time="20990101Z"',
+    'expiry-time="2099010112"',
+    'expiry-time="200001010000"',
+    'principals="a"',
+    "cert-authority",
+    "port-forwarding,restrict",
+    "verify-required",
+    "no-touch-required",
+]
+
+
+def test_sshd_and_we_agree_on_which_lines_log_in(
+    sshd_server: SshdServer, ssh_client: SshClient, tmp_path: Path
+) -> None:
+    # One key per options line, all in one file, so the logins can run side by side.
+    identities = []
+    lines = []
+    for i, options in enumerate(AUTHORIZED_OPTIONS):
+        private = generate_private_key("ssh-ed25519")
+        write_private_key(private, tmp_path / f"id_{i}")
+        identities.append(tmp_path / f"id_{i}")
+        lines.append(
+            f"{options} {private.public_key.openssh_line()}" if options else private.public_key.openssh_line()
+        )
+    sshd_server.authorized_keys.write_text("\n".join(lines) + "\n")
+    keys = load_authorized_keys(sshd_server.authorized_keys)
+    now = datetime.now(UTC)
+
+    def login(identity: Path) -> subprocess.CompletedProcess[str]:
+        return ssh_client.run(
+            sshd_server.port,
+            "true",
+            user=sshd_server.user,
+            identity=identity,
+            options={"KexAlgorithms": "curve25519-sha256"},
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(login, identities))
+    # Both outcomes occur: a plain line logs in, an unknown option does not.
+    assert results[AUTHORIZED_OPTIONS.index("")].returncode == 0
+    assert results[AUTHORIZED_OPTIONS.index("bogus")].returncode == 255
+    disagreements = []
+    for options, identity, result in zip(AUTHORIZED_OPTIONS, identities, results, strict=True):
+        # 255 is ssh's own failure; a forced command that fails exits otherwise.
+        theirs = result.returncode != 255
+        ours = (
+            find_authorized_key(keys, load_public_key_file(f"{identity}.pub"), "127.0.0.1", now) is not None
+        )
+        if ours != theirs:
+            disagreements.append((options, theirs, result.stderr))
+    assert disagreements == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_restrict_port_forwarding_permitopen(sshd_server: SshdServer, ssh_client: SshClient) -> None:
+    client = load_public_key_file(f"{sshd_server.client_key}.pub")
+    listen = free_port()
+    options = f'restrict,port-forwarding,permitopen="127.0.0.1:9",permitlisten="localhost:{listen}"'
+    sshd_server.authorized_keys.write_text(f"{options} {client.openssh_line()}\n")
+    warnings: list[tuple[int, str]] = []
+    (entry,) = load_authorized_keys(sshd_server.authorized_keys, warnings)
+    assert warnings == []
+    ours = entry.options
+
+    def ssh(*args: str, command: str = "true") -> subprocess.CompletedProcess[str]:
+        return ssh_client.run(
+            sshd_server.port,
+            command,
+            user=sshd_server.user,
+            identity=sshd_server.client_key,
+            options={"ExitOnForwardFailure": "yes"},
+            args=args,
+        )
+
+    # Commands still run under restrict.
+    result = ssh(command="echo ran")
+    assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
+    # No pty.
+    assert not ours.allows_pty()
+    assert "PTY allocation request failed" in ssh("-tt").stderr
+    # permitopen: only 127.0.0.1:9 may be opened (ssh -W opens a direct-tcpip channel).
+    for port, allowed in ((9, True), (10, False)):
+        assert ours.permits_open("127.0.0.1", port) is allowed
+        refused = "administratively prohibited" in ssh("-W", f"127.0.0.1:{port}").stderr
+        assert refused is not allowed
+    assert not ours.permits_open("localhost", 9)
+    # permitlisten: ssh sends "localhost" when no listen address is given.
+    for spec, host, allowed in (
+        (f"{listen}", "localhost", True),
+        (f"127.0.0.1:{listen}", "127.0.0.1", False),
+    ):
+        assert ours.permits_listen(host, listen) is allowed
+        result = ssh("-R", f"{spec}:127.0.0.1:9")
+        assert (result.returncode == 0) is allowed, result.stderr

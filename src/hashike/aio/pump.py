@@ -80,10 +80,13 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.flush()
 
     def _dispatch_events(self) -> None:
-        for event in self.core.events_received():
-            if isinstance(event, Disconnected):
-                self.disconnect = event
-            self.handle_event(event)
+        # Handling an event may make the core emit more (accept_auth() ->
+        # AuthSucceeded), so drain until it is quiet.
+        while events := self.core.events_received():
+            for event in events:
+                if isinstance(event, Disconnected):
+                    self.disconnect = event
+                self.handle_event(event)
 
     def flush(self) -> None:
         transport = self.transport

@@ -693,3 +693,19 @@ def test_invalid_mode_is_a_programming_error(tmp_path: Path, key: PublicKey) -> 
         verify_host_key(
             HOST, PORT, key, strict="maybe", known_hosts_files=[tmp_path / "kh"], err=io.StringIO()
         )
+
+
+def test_tilde_is_expanded_as_ssh_does(
+    tmp_path: Path, key: PublicKey, other: PublicKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    append_known_host("~/.ssh/known_hosts", HOST, PORT, other)
+    path = tmp_path / ".ssh" / "known_hosts"
+    assert path.is_file()
+    assert KnownHosts.load(["~/.ssh/known_hosts"]).entries[0].path == str(path)
+    err = io.StringIO()
+    verdict = evaluate_host_key(
+        HOST, PORT, key, strict="yes", known_hosts_files=["~/.ssh/known_hosts"], err=err
+    )
+    assert not verdict.accepted
+    assert err.getvalue() == changed_message(path, key, f"ED25519 key in {path}:1")

@@ -349,11 +349,11 @@ class KnownHosts:
     def load(cls, paths: Sequence[str | os.PathLike[str]]) -> KnownHosts:
         """Read the files in order. A missing file holds no entries; a malformed line is
         skipped (see :attr:`warnings`); a file that exists but cannot be read raises
-        :class:`KnownHostsError`. Paths are used as given (no ``~`` expansion)."""
+        :class:`KnownHostsError`. A leading ``~`` is expanded, as ssh does."""
         entries: list[KnownHostEntry] = []
         warnings: list[tuple[str, int, str]] = []
         for path in paths:
-            name = os.fspath(path)
+            name = os.path.expanduser(os.fspath(path))
             read = _read_limited(name)
             if read is None:
                 continue
@@ -447,7 +447,8 @@ def append_known_host(
 
     The line is ssh's: ``name keytype base64``, with the name hashed as
     ``|1|salt|hash`` when ``hashed`` (ssh_config(5) HashKnownHosts). The file is
-    created with mode 0600 and its directory with 0700 if missing. Raises
+    created with mode 0600 and its directory with 0700 if missing; a leading ``~``
+    in ``path`` is expanded. Raises
     :class:`KnownHostsError` if it cannot be written, ValueError for a bad host.
     """
     _check_host(host)
@@ -458,7 +459,7 @@ def append_known_host(
             raise ValueError("rng returned the wrong number of bytes")
         name = hash_host_name(name, salt)
     line = f"{name} {key.openssh_line()}\n"
-    file_name = os.fspath(path)
+    file_name = os.path.expanduser(os.fspath(path))
     try:
         directory = os.path.dirname(file_name)
         if directory and not os.path.isdir(directory):
@@ -620,7 +621,7 @@ def evaluate_host_key(
     status = HostKeyStatus.UNKNOWN
     try:
         name = host_port_name(host, port)
-        user_files = [os.fspath(p) for p in known_hosts_files]
+        user_files = [os.path.expanduser(os.fspath(p)) for p in known_hosts_files]
         add_file = user_files[0] if user_files else None
         # ssh loads the system files before the user's; the last offending entry is reported.
         known = KnownHosts.load([*global_known_hosts_files, *user_files])

@@ -116,6 +116,12 @@ def test_quoting(key: PublicKey, options: str, command: str) -> None:
         ('expiry-time="2099010112"', "invalid expires time"),
         ('expiry-time="20991301"', "invalid expires time"),
         ('expiry-time="20990101Y"', "invalid expires time"),
+        ('expiry-time="\u0662\u0660\u0669\u0669\u0660\u0661\u0660\u0661"', "invalid expires time"),
+        ('expiry-time="00000101"', "invalid expires time"),
+        (f'permitopen="h:{"9" * 5000}"', "invalid permission port"),
+        (f'permitlisten="{"1" * 5000}"', "invalid permission port"),
+        (f'tunnel="{"1" * 5000}"', "invalid tun device"),
+        ('tunnel="2147483646"', "invalid tun device"),
     ],
 )
 def test_bad_options(options: str, message: str) -> None:

@@ -74,7 +74,7 @@ _TOGGLES = {
 _SINGLE_VALUED = frozenset({"command", "from", "expiry-time", "principals", "tunnel"})
 _VALUED = _SINGLE_VALUED | {"environment", "permitopen", "permitlisten"}
 _ENV_NAME = re.compile(r"[A-Za-z0-9_]+")
-_EXPIRY = re.compile(r"(\d{8}|\d{12}|\d{14})([zZ]?)")
+_EXPIRY = re.compile(r"([0-9]{8}|[0-9]{12}|[0-9]{14})([zZ]?)")
 
 
 class OptionsError(ValueError):
@@ -253,7 +253,8 @@ def _quoted(text: str, pos: int) -> tuple[str, int]:
 def _port(text: str) -> int | None:
     if text == "*":
         return None
-    if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
+    # Length first: int() of thousands of digits is slow, and refused by Python 3.11+.
+    if not (0 < len(text) <= 5 and text.isascii() and text.isdigit() and 0 < int(text) < 65536):
         raise OptionsError("invalid permission port")
     return int(text)
 
@@ -282,9 +283,9 @@ def _expiry(value: str) -> datetime:
     digits = m.group(1).ljust(14, "0")
     try:
         moment = datetime.strptime(digits, "%Y%m%d%H%M%S")
-    except ValueError as exc:
+        return moment.replace(tzinfo=UTC) if m.group(2) else moment.astimezone()
+    except (ValueError, OverflowError) as exc:  # no such date, or out of range in local time
         raise OptionsError("invalid expires time") from exc
-    return moment.replace(tzinfo=UTC) if m.group(2) else moment.astimezone()
 
 
 class _Builder:
@@ -340,7 +341,9 @@ class _Builder:
         elif name == "principals":
             self.principals = tuple(value.split(","))
         elif name == "tunnel":
-            if value != "any" and not (value.isascii() and value.isdigit() and int(value) < 2**31 - 2):
+            if value != "any" and not (
+                0 < len(value) <= 10 and value.isascii() and value.isdigit() and int(value) < 2**31 - 2
+            ):
                 raise OptionsError("invalid tun device")
             self.tunnel = value
         else:

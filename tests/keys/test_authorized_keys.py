@@ -384,6 +384,22 @@ def test_options_parser_is_total(parts: list[str]) -> None:
         entry.refusal("::1", NOW)
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(sorted(ak._VALUED)),
+    st.text(max_size=40) | st.from_regex(r"[0-9:*\[\]a-z/!.,]{0,30}", fullmatch=True) | st.just("9" * 5000),
+)
+def test_option_values_raise_only_options_error(name: str, value: str) -> None:
+    try:
+        options = parse_key_options(f'{name}="{value.replace(chr(34), chr(92) + chr(34))}"')
+    except OptionsError:
+        return
+    options.allows_from("10.0.0.1", "h")
+    options.permits_open("h", 1)
+    options.permits_listen("h", 1)
+    options.expired(NOW)
+
+
 def test_load(tmp_path: Path, key: PublicKey) -> None:
     path = tmp_path / "authorized_keys"
     path.write_text(f"bad line\n{key.openssh_line()}\n")

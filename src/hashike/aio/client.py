@@ -11,23 +11,29 @@ import asyncio
 import inspect
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 
 from hashike.keys.keypair import PublicKey
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection
 from hashike.proto.constants import DisconnectReason
-from hashike.proto.errors import ConnectionClosed, HostKeyNotVerified
+from hashike.proto.errors import AuthenticationFailed, ConnectionClosed, HostKeyNotVerified
 from hashike.proto.events import (
+    AuthBanner,
+    AuthFailed,
+    AuthPrompts,
+    AuthSucceeded,
     Disconnected,
     Event,
     HostKeyReceived,
     KexCompleted,
     PeerVersionReceived,
+    PublicKeyAccepted,
     ServiceAccepted,
 )
 from hashike.proto.kex.negotiate import Negotiated
 
+from .client_auth import AuthSettings, authenticate
 from .pump import CorePump
 
 __all__ = ["HostKeyCheck", "SSHClient", "connect"]
@@ -37,10 +43,17 @@ HostKeyCheck = Callable[[PublicKey], "bool | Awaitable[bool]"]
 
 class _ClientPump(CorePump[ClientConnection]):
     def __init__(
-        self, config: TransportConfig, check_host_key: HostKeyCheck, log: Callable[[str], None] | None
+        self,
+        config: TransportConfig,
+        check_host_key: HostKeyCheck,
+        log: Callable[[str], None] | None,
+        auth: AuthSettings | None,
     ) -> None:
         super().__init__(ClientConnection(config, rng=os.urandom))
         self._check = check_host_key
+        self._auth = auth
+        self._auth_events: asyncio.Queue[Event] = asyncio.Queue()
+        self.auth_method: str | None = None
         self._log = log or (lambda _line: None)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.server_version = ""
@@ -53,22 +66,46 @@ class _ClientPump(CorePump[ClientConnection]):
             self._log(f"Remote protocol version 2.0, remote software version {event.software}")
         elif isinstance(event, HostKeyReceived):
             self._log(f"Server host key: {event.key.key_type} {event.fingerprint}")
-            task = asyncio.get_running_loop().create_task(self._decide(event.key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._decide(event.key))
         elif isinstance(event, KexCompleted):
             self.negotiated = event.negotiated
             if event.initial:
                 self._log(event.negotiated.describe())
         elif isinstance(event, ServiceAccepted):
-            if not self.ready.done():
-                self.ready.set_result(None)
+            if self._auth is None:
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            else:
+                self._spawn(self._authenticate(self._auth))
+        elif isinstance(event, AuthBanner):
+            if self._auth is not None:
+                self._auth.notice(event.message.rstrip("\n"))
+        elif isinstance(event, (AuthFailed, AuthSucceeded, PublicKeyAccepted, AuthPrompts)):
+            self._auth_events.put_nowait(event)
         elif isinstance(event, Disconnected) and not self.ready.done():
             if event.reason == DisconnectReason.HOST_KEY_NOT_VERIFIABLE and not event.by_peer:
                 self.ready.set_exception(HostKeyNotVerified(event.description))
             else:
                 who = "by remote host" if event.by_peer else "locally"
                 self.ready.set_exception(ConnectionClosed(f"Connection closed {who}: {event.description}"))
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _authenticate(self, auth: AuthSettings) -> None:
+        try:
+            self.auth_method = await authenticate(self.core, self._auth_events, self.process, auth)
+        except AuthenticationFailed as exc:
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            self.close("authentication failed")
+            return
+        except asyncio.CancelledError:
+            raise
+        if not self.ready.done():
+            self.ready.set_result(None)
 
     async def _decide(self, key: PublicKey) -> None:
         result = self._check(key)
@@ -83,6 +120,8 @@ class _ClientPump(CorePump[ClientConnection]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        for task in self._tasks:
+            task.cancel()
         if not self.ready.done():
             self.ready.set_exception(ConnectionClosed("Connection closed by remote host"))
 
@@ -105,6 +144,11 @@ class SSHClient:
     def negotiated(self) -> Negotiated:
         assert self._pump.negotiated is not None
         return self._pump.negotiated
+
+    @property
+    def auth_method(self) -> str | None:
+        """The authentication method that succeeded (None before or without auth)."""
+        return self._pump.auth_method
 
     @property
     def disconnect_event(self) -> Disconnected | None:
@@ -142,13 +186,15 @@ async def connect(
     family: int = socket.AF_UNSPEC,
     timeout: float | None = 30.0,
     log: Callable[[str], None] | None = None,
+    auth: AuthSettings | None = None,
 ) -> SSHClient:
     """Connect, run the key exchange, verify the host key with
-    ``check_host_key`` and request the ``ssh-userauth`` service."""
+    ``check_host_key``, request the ``ssh-userauth`` service and, given
+    ``auth``, authenticate (AuthenticationFailed when every method fails)."""
     loop = asyncio.get_running_loop()
 
     def factory() -> _ClientPump:
-        return _ClientPump(config or TransportConfig(), check_host_key, log)
+        return _ClientPump(config or TransportConfig(), check_host_key, log, auth)
 
     async def establish() -> SSHClient:
         _transport, pump = await loop.create_connection(factory, host, port, family=family)

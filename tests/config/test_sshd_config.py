@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from hashike.config.sshd_config import (
+    DEFAULT_AUTHORIZED_KEYS_FILE,
     NO_REKEY_BYTES,
     ConfigError,
     ServerSettings,
+    auth_methods,
     listen_endpoints,
     parse_listen_address,
     parse_server_config,
@@ -60,6 +62,15 @@ def test_defaults_without_any_source() -> None:
     assert s.rekey_seconds == TransportConfig().rekey_seconds
     assert s.login_grace_time == 120.0
     assert s.max_startups == (10, 30, 100)
+    assert s.authorized_keys_files == (".ssh/authorized_keys",) == (DEFAULT_AUTHORIZED_KEYS_FILE,)
+    assert s.pubkey_authentication is True
+    assert s.password_authentication is False
+    assert s.kbd_interactive_authentication is True
+    assert s.password_file is None
+    assert s.max_auth_tries == 6
+    assert s.allow_users == ()
+    assert s.banner is None
+    assert auth_methods(s) == ("publickey",)
 
 
 def test_settings_are_frozen() -> None:
@@ -271,6 +282,141 @@ def test_bad_max_startups(tmp_path: Path, value: str) -> None:
     path = write(tmp_path, f"MaxStartups {value}\n")
     with pytest.raises(ConfigError, match=where(path, 1) + rf"(Bad|Illegal) MaxStartups spec '{value}'\.$"):
         parse_server_config(path, [])
+
+
+# --- user authentication ------------------------------------------------------------
+
+
+def test_authorized_keys_file_patterns(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "AuthorizedKeysFile .ssh/authorized_keys /etc/hashike/keys/%u %h/k%%\n")
+    assert s.authorized_keys_files == (".ssh/authorized_keys", "/etc/hashike/keys/%u", "%h/k%%")
+
+
+@pytest.mark.parametrize("value", ["none", "None", "NONE"])
+def test_authorized_keys_file_none(tmp_path: Path, value: str) -> None:
+    assert parse_text(tmp_path, f"AuthorizedKeysFile {value}\n").authorized_keys_files == ()
+
+
+def test_authorized_keys_file_first_line_wins(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "AuthorizedKeysFile /a /b\nAuthorizedKeysFile /c\n", ["AuthorizedKeysFile=/o"])
+    assert s.authorized_keys_files == ("/o",)
+
+
+@pytest.mark.parametrize("value", ["keys/%x", "keys/%", "%d/keys"])
+def test_authorized_keys_file_bad_token(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"AuthorizedKeysFile .ssh/ok {value}\n")
+    with pytest.raises(ConfigError, match=where(path, 1) + "AuthorizedKeysFile: bad token in"):
+        parse_server_config(path, [])
+
+
+def test_authorized_keys_file_needs_an_argument(tmp_path: Path) -> None:
+    path = write(tmp_path, "AuthorizedKeysFile\n")
+    with pytest.raises(ConfigError, match=where(path, 1) + r"AuthorizedKeysFile missing argument\.$"):
+        parse_server_config(path, [])
+
+
+@pytest.mark.parametrize(
+    ("keyword", "field"),
+    [
+        ("PubkeyAuthentication", "pubkey_authentication"),
+        ("PasswordAuthentication", "password_authentication"),
+        ("KbdInteractiveAuthentication", "kbd_interactive_authentication"),
+        ("ChallengeResponseAuthentication", "kbd_interactive_authentication"),
+    ],
+)
+@pytest.mark.parametrize(("value", "expected"), [("yes", True), ("no", False), ("Yes", True), ("NO", False)])
+def test_flags(tmp_path: Path, keyword: str, field: str, value: str, expected: bool) -> None:
+    assert getattr(parse_text(tmp_path, f"{keyword} {value}\n"), field) is expected
+
+
+@pytest.mark.parametrize("value", ["true", "1", "on", "without-password"])
+def test_bad_flag(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"PasswordAuthentication {value}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(path, [])
+    assert str(info.value) == f'{path} line 1: unsupported option "{value}".'
+
+
+def test_challenge_response_is_an_alias_first_wins(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "ChallengeResponseAuthentication no\nKbdInteractiveAuthentication yes\n")
+    assert s.kbd_interactive_authentication is False
+
+
+def test_password_file(tmp_path: Path) -> None:
+    assert parse_text(tmp_path, "PasswordFile /etc/hashike/passwords\n").password_file == (
+        "/etc/hashike/passwords"
+    )
+    assert parse_text(tmp_path, "PasswordFile none\n").password_file is None
+
+
+def test_banner(tmp_path: Path) -> None:
+    assert parse_text(tmp_path, "Banner /etc/issue.net\n").banner == "/etc/issue.net"
+    assert parse_text(tmp_path, "Banner none\n").banner is None
+
+
+@pytest.mark.parametrize("line", ["PasswordFile", "Banner", "PasswordFile a b", "Banner ''"])
+def test_path_keywords_take_one_argument(line: str) -> None:
+    keyword = line.split()[0]
+    with pytest.raises(ConfigError, match=rf"^command-line line 0: {keyword} "):
+        parse_server_config(None, [line])
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), ("3", 3), ("6", 6), ("100", 100)])
+def test_max_auth_tries(tmp_path: Path, value: str, expected: int) -> None:
+    assert parse_text(tmp_path, f"MaxAuthTries {value}\n").max_auth_tries == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "3.5", "\u00b3"])
+def test_bad_max_auth_tries(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"MaxAuthTries {value}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(path, [])
+    assert str(info.value) == f"{path} line 1: Invalid MaxAuthTries '{value}'."
+
+
+def test_allow_users_add_up_across_lines_and_sources(tmp_path: Path) -> None:
+    s = parse_text(tmp_path, "AllowUsers alice b?b\nAllowUsers carol@10.0.0.0/8\n", ["AllowUsers=dave*"])
+    assert s.allow_users == ("dave*", "alice", "b?b", "carol@10.0.0.0/8")
+
+
+@pytest.mark.parametrize("value", ["@host", "alice@", "ok @x"])
+def test_bad_allow_users(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"AllowUsers {value}\n")
+    with pytest.raises(ConfigError, match=where(path, 1) + r"Bad AllowUsers pattern '"):
+        parse_server_config(path, [])
+
+
+def test_allow_users_needs_an_argument() -> None:
+    with pytest.raises(ConfigError, match=r"^command-line line 0: AllowUsers missing argument\.$"):
+        parse_server_config(None, ["AllowUsers"])
+
+
+@pytest.mark.parametrize(
+    ("lines", "methods"),
+    [
+        ([], ("publickey",)),
+        (["PubkeyAuthentication no"], ()),
+        # Passwords need a PasswordFile: the flag alone offers nothing.
+        (["PasswordAuthentication yes"], ("publickey",)),
+        # A PasswordFile alone offers nothing either: PasswordAuthentication is no.
+        (["PasswordFile /p"], ("publickey",)),
+        (
+            ["PasswordFile /p", "PasswordAuthentication yes"],
+            ("publickey", "password", "keyboard-interactive"),
+        ),
+        (
+            ["PasswordFile /p", "PasswordAuthentication yes", "KbdInteractiveAuthentication no"],
+            ("publickey", "password"),
+        ),
+        (
+            ["PasswordFile /p", "PasswordAuthentication yes", "PubkeyAuthentication no"],
+            ("password", "keyboard-interactive"),
+        ),
+        (["PasswordFile none", "PasswordAuthentication yes"], ("publickey",)),
+    ],
+)
+def test_auth_methods(lines: list[str], methods: tuple[str, ...]) -> None:
+    assert auth_methods(parse_server_config(None, lines)) == methods
 
 
 # --- precedence -------------------------------------------------------------------

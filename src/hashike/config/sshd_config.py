@@ -14,6 +14,39 @@ value already won, as sshd does, so a typo is reported wherever it is.
 
 Every error is a ``ConfigError`` whose message is one line in sshd's shape:
 ``/etc/hashike/sshd_config line 3: Bad configuration option: Foo``.
+
+User authentication. hashiked runs as one ordinary OS user and grants logins
+to the names its configuration allows; it never switches users and never reads
+the system's password database. Its keywords:
+
+``AllowUsers pattern ...``
+    Login names that may authenticate (``*`` and ``?`` wildcards; ``USER@HOST``
+    also checks the client's address, HOST being a pattern or a CIDR block).
+    Several lines add up. Default: only the name of the user hashiked runs as.
+    Every allowed name is a label for that one account: ``%h`` is its home
+    directory, ``%u`` the login name.
+``AuthorizedKeysFile pattern ...``
+    The files holding each login's public keys; ``%h``, ``%u``, ``%U`` and
+    ``%%`` are expanded and a relative path is relative to the home directory
+    (default ``.ssh/authorized_keys``; ``none`` for no files).
+``PubkeyAuthentication yes|no``
+    Offer ``publickey`` (default yes).
+``PasswordFile path`` (hashike's own keyword)
+    Lines ``user:bcrypt-hash`` (``hashike-keygen -P user`` makes them); blank
+    and ``#`` lines are ignored. The only source of passwords: without it no
+    password method is offered. Default ``none``.
+``PasswordAuthentication yes|no``
+    Offer ``password`` (default **no**). ``no`` turns off every password
+    prompt, keyboard-interactive included.
+``KbdInteractiveAuthentication yes|no``
+    Also ask for the password through ``keyboard-interactive`` (RFC 4256;
+    default yes, ``ChallengeResponseAuthentication`` is an alias). The one
+    question asked is the password, so the method is offered only when
+    ``PasswordAuthentication`` is yes and a ``PasswordFile`` is set.
+``MaxAuthTries n``
+    Failed attempts before the connection ends (default 6).
+``Banner path``
+    Text sent to the client before authentication (default ``none``).
 """
 
 from __future__ import annotations
@@ -24,6 +57,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hashike.keys.authorized_keys import expand_authorized_keys_path
 from hashike.proto.config import (
     DEFAULT_CIPHERS,
     DEFAULT_HOST_KEY_ALGORITHMS,
@@ -39,10 +73,12 @@ from hashike.proto.config import (
 
 __all__ = [
     "COMMAND_LINE",
+    "DEFAULT_AUTHORIZED_KEYS_FILE",
     "DEFAULT_LISTEN_HOSTS",
     "NO_REKEY_BYTES",
     "ConfigError",
     "ServerSettings",
+    "auth_methods",
     "listen_endpoints",
     "parse_listen_address",
     "parse_server_config",
@@ -63,6 +99,8 @@ DEFAULT_LISTEN_HOSTS: tuple[str, ...] = ("127.0.0.1", "::1")
 # packet layer still applies each cipher's own safety limit.
 NO_REKEY_BYTES = (1 << 63) - 1
 
+DEFAULT_AUTHORIZED_KEYS_FILE = ".ssh/authorized_keys"
+
 _DEFAULT_REKEY_BYTES = TransportConfig().rekey_bytes
 _DEFAULT_REKEY_SECONDS = TransportConfig().rekey_seconds
 
@@ -80,6 +118,10 @@ class ServerSettings:
     ``rekey_bytes == NO_REKEY_BYTES`` and ``rekey_seconds == math.inf`` mean no
     limit of that kind. ``login_grace_time == 0`` means no limit, as in sshd.
     ``max_startups`` is sshd's ``(start, rate, full)``.
+
+    ``allow_users`` empty means the default: only the user hashiked runs as.
+    ``password_file`` and ``banner`` are paths, None for ``none``. Which
+    methods these settings offer is :func:`auth_methods`'s answer.
     """
 
     port: int = 22
@@ -93,6 +135,14 @@ class ServerSettings:
     rekey_seconds: float = _DEFAULT_REKEY_SECONDS
     login_grace_time: float = 120.0
     max_startups: tuple[int, int, int] = (10, 30, 100)
+    authorized_keys_files: tuple[str, ...] = (DEFAULT_AUTHORIZED_KEYS_FILE,)
+    pubkey_authentication: bool = True
+    password_authentication: bool = False
+    kbd_interactive_authentication: bool = True
+    password_file: str | None = None
+    max_auth_tries: int = 6
+    allow_users: tuple[str, ...] = ()
+    banner: str | None = None
 
 
 class _ValueError(Exception):
@@ -276,6 +326,54 @@ def _parse_max_startups(args: list[str]) -> tuple[int, int, int]:
     return start, rate, full
 
 
+def _parse_flag(args: list[str]) -> bool:
+    arg = _one(args)
+    value = {"yes": True, "no": False}.get(arg.lower())
+    if value is None:
+        raise _ValueError(f'unsupported option "{arg}".')
+    return value
+
+
+def _parse_authorized_keys_files(args: list[str]) -> tuple[str, ...]:
+    if not args:
+        raise _ValueError("missing argument.", name_keyword=True)
+    if [a.lower() for a in args] == ["none"]:
+        return ()
+    for arg in args:
+        try:
+            # Expanding with placeholder values finds a bad token now rather
+            # than at the first login.
+            expand_authorized_keys_path(arg, "user", "/home", 0)
+        except ValueError:
+            raise _ValueError(f"AuthorizedKeysFile: bad token in '{arg}'.") from None
+    return tuple(args)
+
+
+def _parse_optional_path(args: list[str]) -> str | None:
+    arg = _one(args)
+    if not arg:
+        raise _ValueError("empty path.", name_keyword=True)
+    return None if arg.lower() == "none" else arg
+
+
+def _parse_max_auth_tries(args: list[str]) -> int:
+    arg = _one(args)
+    # At least one try: with none, no one could ever log in.
+    if not _is_number(arg) or not 1 <= int(arg) <= 1_000_000:
+        raise _ValueError(f"Invalid MaxAuthTries '{arg}'.")
+    return int(arg)
+
+
+def _parse_allow_users(args: list[str]) -> tuple[str, ...]:
+    if not args:
+        raise _ValueError("missing argument.", name_keyword=True)
+    for arg in args:
+        user, at, host = arg.partition("@")
+        if not user or (at and not host):
+            raise _ValueError(f"Bad AllowUsers pattern '{arg}'.")
+    return tuple(args)
+
+
 # --- the keyword table --------------------------------------------------------
 
 
@@ -285,7 +383,10 @@ class _Keyword:
     # fills several fields at once (RekeyLimit).
     fields: tuple[str, ...]
     parse: _Parser
+    # Repeated lines add up (the value is one item, or with ``extend`` a tuple
+    # of items) instead of the first one winning.
     accumulate: bool = False
+    extend: bool = False
 
 
 _KEYWORDS: dict[str, _Keyword] = {
@@ -304,6 +405,16 @@ _KEYWORDS: dict[str, _Keyword] = {
     "rekeylimit": _Keyword(("rekey_bytes", "rekey_seconds"), _parse_rekey_limit),
     "logingracetime": _Keyword(("login_grace_time",), _parse_login_grace_time),
     "maxstartups": _Keyword(("max_startups",), _parse_max_startups),
+    "authorizedkeysfile": _Keyword(("authorized_keys_files",), _parse_authorized_keys_files),
+    "pubkeyauthentication": _Keyword(("pubkey_authentication",), _parse_flag),
+    "passwordauthentication": _Keyword(("password_authentication",), _parse_flag),
+    "kbdinteractiveauthentication": _Keyword(("kbd_interactive_authentication",), _parse_flag),
+    # sshd's older name for the same setting; first value of either wins.
+    "challengeresponseauthentication": _Keyword(("kbd_interactive_authentication",), _parse_flag),
+    "passwordfile": _Keyword(("password_file",), _parse_optional_path),
+    "maxauthtries": _Keyword(("max_auth_tries",), _parse_max_auth_tries),
+    "allowusers": _Keyword(("allow_users",), _parse_allow_users, accumulate=True, extend=True),
+    "banner": _Keyword(("banner",), _parse_optional_path),
 }
 
 
@@ -368,7 +479,11 @@ class _Builder:
             message = f"{where} {keyword} {exc}" if exc.name_keyword else f"{where} {exc}"
             raise ConfigError(message) from None
         if spec.accumulate:
-            self.lists.setdefault(spec.fields[0], []).append(value)
+            items = self.lists.setdefault(spec.fields[0], [])
+            if spec.extend:
+                items.extend(value)
+            else:
+                items.append(value)
             return
         values = value if len(spec.fields) > 1 else (value,)
         for name, v in zip(spec.fields, values, strict=True):
@@ -412,6 +527,23 @@ def listen_endpoints(settings: ServerSettings) -> tuple[tuple[str, int], ...]:
     if not settings.listen_addresses:
         return tuple((host, settings.port) for host in DEFAULT_LISTEN_HOSTS)
     return tuple((host, settings.port if port is None else port) for host, port in settings.listen_addresses)
+
+
+def auth_methods(settings: ServerSettings) -> tuple[str, ...]:
+    """The user authentication methods these settings offer, in sshd's order.
+
+    Passwords come only from PasswordFile, so without one neither ``password``
+    nor ``keyboard-interactive`` (whose one question is the password) is
+    offered; and ``PasswordAuthentication no`` turns both off."""
+    methods: list[str] = []
+    if settings.pubkey_authentication:
+        methods.append("publickey")
+    passwords = settings.password_authentication and settings.password_file is not None
+    if passwords:
+        methods.append("password")
+    if passwords and settings.kbd_interactive_authentication:
+        methods.append("keyboard-interactive")
+    return tuple(methods)
 
 
 def transport_config(settings: ServerSettings, base: TransportConfig | None = None) -> TransportConfig:

@@ -45,8 +45,12 @@ class Identity:
     private: Callable[[], Awaitable[PrivateKey | None]] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AuthSettings:
+    """What the client may try. Not frozen: the host key check may still
+    narrow ``methods`` (ssh drops password methods for a changed host key
+    under StrictHostKeyChecking=no) before authentication starts."""
+
     username: str
     identities: Sequence[Identity] = ()
     agent: AgentClient | None = None

@@ -1,0 +1,999 @@
+"""The client's configuration: the ssh_config(5) syntax, a subset of its keywords.
+
+Theory of operation. ssh reads its sources in a fixed order and keeps the
+*first* value it obtains for a keyword; that order is what gives the command
+line priority. Here the order is: the caller's command-line values (``-i``,
+``-L``/``-R``/``-D``, which only accumulate), the ``-o`` options (each one a
+line of the pseudo-file ``command-line``, numbered 0), then ``-F FILE`` if
+given, else ``~/.ssh/config`` and then ``/etc/ssh/ssh_config`` (either may be
+missing). ``IdentityFile``, the three ``*Forward`` keywords and ``SendEnv``
+accumulate instead, in that same order, without duplicates. Explicit ``user``
+and ``port`` arguments (``-l``, ``user@host``, ``-p``) beat every file.
+
+Within a file, ``Host`` and ``Match`` lines switch the following lines on or
+off. ``Host`` patterns (``*``, ``?``, ``!negation``, separated by blanks)
+are matched, case-sensitively, against the host name exactly as typed;
+``Match host`` takes a comma-separated pattern list and compares it, ignoring
+case, with the HostName obtained so far (else the typed name), as ssh does.
+Every file starts switched on. ``Include`` reads files (globs, relative to
+``~/.ssh`` for user files and to the system file's directory for the system
+file) as if inserted, except that an Include in a switched-off block reads
+its files switched off, and the block's state is restored after it.
+
+Every keyword is a row of ``_KEYWORDS``: the ClientSettings field it fills,
+the function that turns its arguments into a value, and how values combine.
+Arguments are checked even in switched-off blocks, as ssh does. Keywords that
+OpenSSH knows and hashike does not implement fall in two groups: those whose
+absence can only make hashike do less or check more (X11, agent forwarding,
+GSSAPI ...) are accepted and listed in ``ClientSettings.ignored_options``;
+those that would change where or how hashike connects (``ProxyCommand`` ...)
+are refused, but only if they take effect. ``IgnoreUnknown`` silences both
+refused and unknown keywords.
+
+Once all lines are read, ``%`` tokens, ``${VAR}`` and ``~`` are expanded in
+IdentityFile, UserKnownHostsFile, IdentityAgent and ControlPath, and ``%``
+tokens in forwarding socket paths, with the final host name, port and user.
+
+Every error is a ``ConfigError`` whose message is one line in ssh's words:
+``/root/.ssh/config line 3: Bad port 'x'.``; an unknown keyword reads
+``/root/.ssh/config: line 3: Bad configuration option: foo`` (sic: ssh puts a
+colon after the file name in that message only).
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import glob
+import hashlib
+import math
+import os
+import pwd
+import re
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from hashike.config.forward import (
+    Forward,
+    ForwardKind,
+    ForwardSpecError,
+    expand_variables,
+    forward_from_config,
+    parse_port,
+)
+from hashike.config.sshd_config import parse_size, parse_time
+from hashike.proto.config import (
+    DEFAULT_CIPHERS,
+    DEFAULT_HOST_KEY_ALGORITHMS,
+    DEFAULT_KEX,
+    DEFAULT_MACS,
+    SUPPORTED_CIPHERS,
+    SUPPORTED_HOST_KEY_ALGORITHMS,
+    SUPPORTED_KEX,
+    SUPPORTED_MACS,
+    TransportConfig,
+    apply_algorithm_spec,
+)
+
+__all__ = [
+    "COMMAND_LINE",
+    "DEFAULT_GLOBAL_KNOWN_HOSTS_FILES",
+    "DEFAULT_IDENTITY_FILES",
+    "DEFAULT_USER_KNOWN_HOSTS_FILES",
+    "SYSTEM_CONFIG",
+    "ClientSettings",
+    "ConfigError",
+    "parse_client_config",
+    "transport_config",
+]
+
+# The pseudo-file name ssh gives to -o options in its error messages.
+COMMAND_LINE = "command-line"
+SYSTEM_CONFIG = "/etc/ssh/ssh_config"
+USER_CONFIG = os.path.join(".ssh", "config")  # relative to the home directory
+
+# ssh tries more key types; these are the ones hashike can use.
+DEFAULT_IDENTITY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+DEFAULT_USER_KNOWN_HOSTS_FILES = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS_FILES = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+DEFAULT_PREFERRED_AUTHENTICATIONS = ("publickey", "keyboard-interactive", "password")
+
+_MAX_INCLUDE_DEPTH = 16
+_MAX_IDENTITY_FILES = 100
+# ssh: with BatchMode and no ServerAliveInterval, probe a dead server every 5 min.
+_BATCH_SERVER_ALIVE_INTERVAL = 300
+
+_DEFAULT_REKEY_BYTES = TransportConfig().rekey_bytes
+_DEFAULT_REKEY_SECONDS = TransportConfig().rekey_seconds
+
+StrictHostKeyChecking = Literal["yes", "no", "ask", "accept-new"]
+AddressFamily = Literal["any", "inet", "inet6"]
+RequestTTY = Literal["auto", "no", "yes", "force"]
+SessionType = Literal["default", "none", "subsystem"]
+ControlMaster = Literal["no", "yes", "ask", "auto", "autoask"]
+
+
+class ConfigError(ValueError):
+    """A configuration ssh would refuse, or hashike cannot honour; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSettings:
+    """The client's settings for one destination, every source applied.
+
+    Paths are expanded (``~``, ``%`` tokens, ``${VAR}``). ``identity_files``
+    holds the defaults when none was configured, and then
+    ``identity_files_default`` is True (the caller may skip missing ones
+    quietly). ``escape_char`` None means ``EscapeChar none``;
+    ``connect_timeout`` None means no timeout; ``control_persist`` None means
+    no, 0 forever, else seconds. ``rekey_seconds == math.inf``: no time limit.
+    """
+
+    host: str
+    hostname: str
+    user: str
+    port: int = 22
+    identity_files: tuple[str, ...]
+    identity_files_default: bool = False
+    identities_only: bool = False
+    identity_agent: str | None = None
+    local_forwards: tuple[Forward, ...] = ()
+    remote_forwards: tuple[Forward, ...] = ()
+    dynamic_forwards: tuple[Forward, ...] = ()
+    exit_on_forward_failure: bool = False
+    gateway_ports: bool = False
+    batch_mode: bool = False
+    strict_host_key_checking: StrictHostKeyChecking = "ask"
+    user_known_hosts_files: tuple[str, ...]
+    global_known_hosts_files: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS_FILES
+    hash_known_hosts: bool = False
+    host_key_alias: str | None = None
+    password_authentication: bool = True
+    kbd_interactive_authentication: bool = True
+    pubkey_authentication: bool = True
+    preferred_authentications: tuple[str, ...] = DEFAULT_PREFERRED_AUTHENTICATIONS
+    number_of_password_prompts: int = 3
+    connect_timeout: float | None = None
+    server_alive_interval: int = 0
+    server_alive_count_max: int = 3
+    tcp_keep_alive: bool = True
+    address_family: AddressFamily = "any"
+    bind_address: str | None = None
+    ciphers: tuple[str, ...] = DEFAULT_CIPHERS
+    kex_algorithms: tuple[str, ...] = DEFAULT_KEX
+    host_key_algorithms: tuple[str, ...] = DEFAULT_HOST_KEY_ALGORITHMS
+    macs: tuple[str, ...] = DEFAULT_MACS
+    rekey_bytes: int = _DEFAULT_REKEY_BYTES
+    rekey_seconds: float = _DEFAULT_REKEY_SECONDS
+    compression: bool = False
+    log_level: str = "INFO"
+    escape_char: str | None = "~"
+    request_tty: RequestTTY = "auto"
+    session_type: SessionType = "default"
+    fork_after_authentication: bool = False
+    proxy_jump: str | None = None
+    send_env: tuple[str, ...] = ()
+    set_env: tuple[tuple[str, str], ...] = ()
+    control_master: ControlMaster = "no"
+    control_path: str | None = None
+    control_persist: int | None = None
+    ignored_options: tuple[str, ...] = ()
+
+    @property
+    def forwards(self) -> tuple[Forward, ...]:
+        """Every forwarding: local, then remote, then dynamic."""
+        return self.local_forwards + self.remote_forwards + self.dynamic_forwards
+
+
+class _ValueError(Exception):
+    """Raised by value parsers; the caller adds "<file> line <n>: "."""
+
+
+_Parser = Callable[[list[str]], Any]
+
+
+# --- patterns -------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    # ssh's match_pattern: '*' and '?' are the only wildcards.
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile(body, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def _match_pattern(text: str, pattern: str, *, ignore_case: bool = False) -> bool:
+    return _pattern_regex(pattern, ignore_case).fullmatch(text) is not None
+
+
+def _match_pattern_list(text: str, patterns: str) -> bool:
+    """ssh's match_pattern_list, case-insensitive: some positive pattern of
+    the comma-separated list matches and no negated one does."""
+    positive = False
+    for pattern in patterns.split(","):
+        negated = pattern.startswith("!")
+        if _match_pattern(text, pattern[1:] if negated else pattern, ignore_case=True):
+            if negated:
+                return False
+            positive = True
+    return positive
+
+
+def _host_line_matches(host: str, patterns: list[str]) -> bool:
+    """A ``Host`` line: some pattern matches and no ``!pattern`` does."""
+    matched = False
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            if _match_pattern(host, pattern[1:]):
+                return False
+        elif _match_pattern(host, pattern):
+            matched = True
+    return matched
+
+
+# --- value parsers: list of arguments -> value -------------------------------------------------
+
+_WORDS_TRUE = ("yes", "true")
+_WORDS_FALSE = ("no", "false")
+
+
+def _choice(table: Mapping[str, Any]) -> _Parser:
+    def parse(args: list[str]) -> Any:
+        try:
+            return table[args[0].lower()]
+        except KeyError:
+            raise _ValueError(f'unsupported option "{args[0]}".') from None
+
+    return parse
+
+
+def _words(yes: Any, no: Any, **extra: Any) -> dict[str, Any]:
+    """ssh's multistate table: yes/true, no/false and the extra words."""
+    return {**dict.fromkeys(_WORDS_TRUE, yes), **dict.fromkeys(_WORDS_FALSE, no), **extra}
+
+
+_parse_flag = _choice(_words(True, False))
+
+
+def _parse_string(args: list[str]) -> str:
+    if not args[0]:
+        raise _ValueError("Missing argument.")
+    return args[0]
+
+
+def _parse_optional_string(args: list[str]) -> str | None:
+    # "none" is ssh's "not set", and still counts as the first value obtained.
+    value = _parse_string(args)
+    return None if value.lower() == "none" else value
+
+
+def _parse_port(args: list[str]) -> int:
+    port = parse_port(args[0])
+    if port is None or port == 0:
+        raise _ValueError(f"Bad port '{args[0]}'.")
+    return port
+
+
+def _parse_count(args: list[str]) -> int:
+    arg = args[0]
+    if not re.fullmatch(r"-?[0-9]+", arg, re.ASCII):
+        raise _ValueError("integer value invalid.")
+    value = int(arg)
+    if value < 0:
+        raise _ValueError("integer value too small.")
+    if value > 2**31 - 1:
+        raise _ValueError("integer value too large.")
+    return value
+
+
+def _seconds(arg: str) -> int:
+    try:
+        return parse_time(arg)
+    except ValueError:
+        raise _ValueError("invalid time value.") from None
+
+
+def _parse_interval(args: list[str]) -> int:
+    return _seconds(args[0])
+
+
+def _parse_connect_timeout(args: list[str]) -> float | None:
+    # 0 and "none" both mean no timeout (ssh's connect() then blocks).
+    if args[0].lower() == "none":
+        return None
+    return float(_seconds(args[0])) or None
+
+
+def _parse_rekey_limit(args: list[str]) -> tuple[int, float]:
+    size_arg = args[0]
+    if size_arg.lower() == "default":
+        size = _DEFAULT_REKEY_BYTES
+    else:
+        try:
+            size = parse_size(size_arg)
+        except ValueError:
+            raise _ValueError(f"Bad number '{size_arg}': Invalid argument") from None
+        # 0 is ssh's "default"; below a few blocks every packet would rekey.
+        if size == 0:
+            size = _DEFAULT_REKEY_BYTES
+        elif size < 16:
+            raise _ValueError("RekeyLimit too small")
+    seconds = _DEFAULT_REKEY_SECONDS
+    if len(args) == 2:
+        time_arg = args[1].lower()
+        if time_arg == "none":
+            seconds = math.inf
+        elif time_arg != "default":
+            seconds = float(_seconds(time_arg)) or math.inf
+    return size, seconds
+
+
+def _parse_escape_char(args: list[str]) -> str | None:
+    arg = args[0]
+    if arg == "none":
+        return None
+    if len(arg) == 1:
+        return arg
+    if len(arg) == 2 and arg[0] == "^" and 64 <= ord(arg[1]) < 127:
+        return chr(ord(arg[1]) & 31)
+    raise _ValueError("Bad escape character.")
+
+
+_LOG_LEVELS = ("QUIET", "FATAL", "ERROR", "INFO", "VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3")
+
+
+def _parse_log_level(args: list[str]) -> str:
+    level = args[0].upper()
+    if level not in _LOG_LEVELS:
+        raise _ValueError(f"unsupported log level '{args[0]}'")
+    return level
+
+
+def _algorithms(what: str, defaults: tuple[str, ...], supported: tuple[str, ...]) -> _Parser:
+    def parse(args: list[str]) -> tuple[str, ...]:
+        try:
+            return apply_algorithm_spec(args[0], defaults, supported)
+        except ValueError as exc:
+            raise _ValueError(f"Bad {what} '{args[0]}': {exc}.") from None
+
+    return parse
+
+
+def _parse_names(args: list[str]) -> tuple[str, ...]:
+    names = tuple(n for n in args[0].split(",") if n)
+    if not names:
+        raise _ValueError("Missing argument.")
+    return names
+
+
+def _parse_paths(args: list[str]) -> tuple[str, ...]:
+    if not all(args):
+        raise _ValueError("Missing argument.")
+    return tuple(args)
+
+
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+def _parse_identity_agent(args: list[str]) -> str | None:
+    arg = _parse_string(args)
+    # "$NAME": the socket path is in that environment variable.
+    if arg.startswith("$") and not arg.startswith("${") and not _ENV_NAME_RE.fullmatch(arg[1:]):
+        raise _ValueError(f"Invalid environment name {arg}.")
+    return None if arg.lower() == "none" else arg
+
+
+def _parse_send_env(args: list[str]) -> tuple[str, ...]:
+    if any("=" in arg for arg in args):
+        raise _ValueError("Invalid environment name.")
+    return tuple(args)
+
+
+def _parse_set_env(args: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if not sep or not name:
+            raise _ValueError("Invalid SetEnv.")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _parse_control_persist(args: list[str]) -> int | None:
+    arg = args[0].lower()
+    if arg in _WORDS_TRUE:
+        return 0
+    if arg in _WORDS_FALSE:
+        return None
+    try:
+        return parse_time(arg)
+    except ValueError:
+        raise _ValueError("Bad ControlPersist argument.") from None
+
+
+def _forward_parser(kind: ForwardKind) -> _Parser:
+    def parse(args: list[str]) -> Forward:
+        try:
+            return forward_from_config(kind, args[0], args[1] if len(args) > 1 else None)
+        except ForwardSpecError as exc:
+            raise _ValueError(str(exc)) from None
+
+    return parse
+
+
+# --- the keyword table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyword:
+    # ClientSettings field(s) this keyword fills: a parser returning a tuple
+    # fills several at once (RekeyLimit).
+    fields: tuple[str, ...]
+    parse: _Parser
+    # "first": the first value wins; "append": values accumulate, no
+    # duplicates; "send_env"/"set_env": those keywords' own rules.
+    merge: Literal["first", "append", "send_env", "set_env"] = "first"
+    max_args: int | None = 1
+
+
+def _kw(name: str, parse: _Parser, **kw: Any) -> _Keyword:
+    return _Keyword((name,), parse, **kw)
+
+
+_KEYWORDS: dict[str, _Keyword] = {
+    "hostname": _kw("hostname", _parse_string),
+    "user": _kw("user", _parse_string),
+    "port": _kw("port", _parse_port),
+    "identityfile": _kw("identity_files", _parse_string, merge="append"),
+    "identitiesonly": _kw("identities_only", _parse_flag),
+    "identityagent": _kw("identity_agent", _parse_identity_agent),
+    "localforward": _kw("local_forwards", _forward_parser("local"), merge="append", max_args=2),
+    "remoteforward": _kw("remote_forwards", _forward_parser("remote"), merge="append", max_args=2),
+    "dynamicforward": _kw("dynamic_forwards", _forward_parser("dynamic"), merge="append"),
+    "clearallforwardings": _kw("clear_all_forwardings", _parse_flag),
+    "exitonforwardfailure": _kw("exit_on_forward_failure", _parse_flag),
+    "gatewayports": _kw("gateway_ports", _parse_flag),
+    "batchmode": _kw("batch_mode", _parse_flag),
+    "stricthostkeychecking": _kw(
+        "strict_host_key_checking",
+        _choice(_words("yes", "no", off="no", ask="ask", **{"accept-new": "accept-new"})),
+    ),
+    "userknownhostsfile": _kw("user_known_hosts_files", _parse_paths, max_args=None),
+    "globalknownhostsfile": _kw("global_known_hosts_files", _parse_paths, max_args=None),
+    "hashknownhosts": _kw("hash_known_hosts", _parse_flag),
+    "hostkeyalias": _kw("host_key_alias", _parse_string),
+    "passwordauthentication": _kw("password_authentication", _parse_flag),
+    "kbdinteractiveauthentication": _kw("kbd_interactive_authentication", _parse_flag),
+    "pubkeyauthentication": _kw(
+        "pubkey_authentication", _choice(_words(True, False, unbound=True, **{"host-bound": True}))
+    ),
+    "preferredauthentications": _kw("preferred_authentications", _parse_names),
+    "numberofpasswordprompts": _kw("number_of_password_prompts", _parse_count),
+    "connecttimeout": _kw("connect_timeout", _parse_connect_timeout),
+    "serveraliveinterval": _kw("server_alive_interval", _parse_interval),
+    "serveralivecountmax": _kw("server_alive_count_max", _parse_count),
+    "tcpkeepalive": _kw("tcp_keep_alive", _parse_flag),
+    "addressfamily": _kw("address_family", _choice({"any": "any", "inet": "inet", "inet6": "inet6"})),
+    "bindaddress": _kw("bind_address", _parse_string),
+    "ciphers": _kw("ciphers", _algorithms("SSH2 cipher spec", DEFAULT_CIPHERS, SUPPORTED_CIPHERS)),
+    "kexalgorithms": _kw("kex_algorithms", _algorithms("SSH2 KexAlgorithms", DEFAULT_KEX, SUPPORTED_KEX)),
+    "hostkeyalgorithms": _kw(
+        "host_key_algorithms",
+        _algorithms("key types", DEFAULT_HOST_KEY_ALGORITHMS, SUPPORTED_HOST_KEY_ALGORITHMS),
+    ),
+    "macs": _kw("macs", _algorithms("SSH2 MAC spec", DEFAULT_MACS, SUPPORTED_MACS)),
+    "rekeylimit": _Keyword(("rekey_bytes", "rekey_seconds"), _parse_rekey_limit, max_args=2),
+    "compression": _kw("compression", _parse_flag),
+    "loglevel": _kw("log_level", _parse_log_level),
+    "escapechar": _kw("escape_char", _parse_escape_char),
+    "requesttty": _kw("request_tty", _choice(_words("yes", "no", force="force", auto="auto"))),
+    "sessiontype": _kw(
+        "session_type", _choice({"default": "default", "none": "none", "subsystem": "subsystem"})
+    ),
+    "forkafterauthentication": _kw("fork_after_authentication", _parse_flag),
+    "proxyjump": _kw("proxy_jump", _parse_optional_string),
+    "sendenv": _kw("send_env", _parse_send_env, merge="send_env", max_args=None),
+    "setenv": _kw("set_env", _parse_set_env, merge="set_env", max_args=None),
+    "controlmaster": _kw(
+        "control_master",
+        _choice(_words("yes", "no", ask="ask", auto="auto", autoask="autoask")),
+    ),
+    "controlpath": _kw("control_path", _parse_optional_string),
+    "controlpersist": _kw("control_persist", _parse_control_persist),
+    "ignoreunknown": _kw("ignore_unknown", _parse_string),
+}
+
+# Old names ssh still reads as these keywords.
+for _alias, _name in {
+    "challengeresponseauthentication": "kbdinteractiveauthentication",
+    "skeyauthentication": "kbdinteractiveauthentication",
+    "tisauthentication": "kbdinteractiveauthentication",
+    "dsaauthentication": "pubkeyauthentication",
+    "keepalive": "tcpkeepalive",
+}.items():
+    _KEYWORDS[_alias] = _KEYWORDS[_name]
+
+# OpenSSH keywords accepted and ignored: without them hashike does less (no
+# X11, agent, GSSAPI, hostbased or hardware-token support) or checks more.
+_IGNORED = frozenset(
+    """
+    addkeystoagent canonicaldomains canonicalizefallbacklocal canonicalizehostname canonicalizemaxdots
+    canonicalizepermittedcnames casignaturealgorithms certificatefile channeltimeout checkhostip
+    connectionattempts enableescapecommandline enablesshkeysign fingerprinthash forwardagent forwardx11
+    forwardx11timeout forwardx11trusted gssapiauthentication gssapiclientidentity gssapidelegatecredentials
+    gssapikexalgorithms gssapikeyexchange gssapirenewalforcesrekey gssapiserveridentity gssapitrustdns
+    hostbasedacceptedalgorithms hostbasedauthentication hostbasedkeytypes ipqos kbdinteractivedevices
+    knownhostscommand localcommand logverbose nohostauthenticationforlocalhost obscurekeystroketiming
+    permitlocalcommand pkcs11provider pubkeyacceptedalgorithms pubkeyacceptedkeytypes requiredrsasize
+    securitykeyprovider smartcarddevice stdinnull streamlocalbindmask streamlocalbindunlink syslogfacility
+    tag updatehostkeys verifyhostkeydns visualhostkey xauthlocation
+    protocol cipher compressionlevel rsaauthentication rhostsrsaauthentication useroaming
+    useprivilegedport fallbacktorsh usersh kerberosauthentication kerberostgtpassing afstokenpassing
+    """.split()  # noqa: SIM905 -- a word list reads better than 64 quoted strings
+)
+
+# OpenSSH keywords hashike cannot honour and will not silently drop: their
+# first value is an error when it takes effect, unless it is one of these
+# values, which ask for nothing.
+_REFUSED: dict[str, frozenset[str]] = {
+    "proxycommand": frozenset({"none"}),
+    "proxyusefdpass": frozenset({"no", "false"}),
+    "bindinterface": frozenset(),
+    "tunnel": frozenset({"no", "false"}),
+    "tunneldevice": frozenset({"any:any", "any"}),
+    "remotecommand": frozenset({"none"}),
+    "revokedhostkeys": frozenset({"none"}),
+    "permitremoteopen": frozenset({"any"}),
+}
+
+
+# --- lines --------------------------------------------------------------------------------------
+
+# ssh separates the keyword from its arguments by blanks or one '='.
+_KEYWORD_RE = re.compile(r"\s*([^\s=]+)\s*(?:=\s*)?(.*)", re.DOTALL)
+_BLANKS = " \t\r\n\f"
+
+
+def _split_arguments(text: str) -> list[str]:
+    """Split like ssh's argv_split: blanks separate, '...' and "..." quote, a
+    backslash escapes a quote, a backslash or (outside quotes) a space, and
+    an unquoted '#' that starts a word begins a comment."""
+    args: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in " \t":
+            i += 1
+            continue
+        if text[i] == "#":
+            break
+        word: list[str] = []
+        quote = ""
+        while i < n and (quote or text[i] not in " \t"):
+            c = text[i]
+            if c == "\\" and i + 1 < n and (text[i + 1] in "\\\"'" or (not quote and text[i + 1] == " ")):
+                word.append(text[i + 1])
+                i += 2
+                continue
+            if quote and c == quote:
+                quote = ""
+            elif not quote and c in "\"'":
+                quote = c
+            else:
+                word.append(c)
+            i += 1
+        if quote:
+            raise _ValueError("invalid quotes")
+        args.append("".join(word))
+    return args
+
+
+def _tilde(path: str, home: str) -> str:
+    """ssh's tilde_expand_filename: ``~`` and ``~/x`` in ``home``, ``~user/x``."""
+    if not path.startswith("~"):
+        return path
+    name, sep, rest = path[1:].partition("/")
+    if name:
+        try:
+            base = pwd.getpwnam(name).pw_dir
+        except KeyError:
+            raise ValueError(f"No such user {name}") from None
+    else:
+        base = home
+    return f"{base.rstrip('/')}/{rest}" if sep else base
+
+
+def _read_lines(path: str, *, missing_ok: bool) -> list[str] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise ConfigError(f"Can't open user config file {path}: No such file or directory") from None
+    except OSError as exc:
+        raise ConfigError(f"Can't open user config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
+
+
+def _check_permissions(path: str) -> None:
+    # ssh refuses a user file that someone else could have written.
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if (st.st_uid not in (0, os.getuid())) or st.st_mode & 0o022:
+        raise ConfigError(f"Bad owner or permissions on {path}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    path: str
+    user_file: bool  # '~' and relative Include paths resolve in ~/.ssh
+    never_match: bool  # included from a switched-off block
+    depth: int
+
+
+@dataclass(slots=True)
+class _Builder:
+    host: str
+    home: str
+    system_dir: str
+    values: dict[str, Any] = field(default_factory=dict)
+    lists: dict[str, list[Any]] = field(default_factory=dict)
+    refused: dict[str, tuple[list[str], str]] = field(default_factory=dict)
+    ignored: dict[str, None] = field(default_factory=dict)
+
+    # --- sources
+
+    def option(self, line: str) -> None:
+        self._line(line, None, 0, True)
+
+    def read_file(
+        self,
+        path: str,
+        *,
+        user_file: bool,
+        check_permissions: bool,
+        missing_ok: bool,
+        never_match: bool = False,
+        depth: int = 0,
+    ) -> None:
+        lines = _read_lines(path, missing_ok=missing_ok)
+        if lines is None:
+            return
+        if check_permissions:
+            _check_permissions(path)
+        source = _Source(path, user_file, never_match, depth)
+        active = not never_match
+        for lineno, line in enumerate(lines, start=1):
+            active = self._line(line, source, lineno, active)
+
+    def add(self, name: str, value: Any) -> None:
+        """Accumulate a value: duplicates are dropped, as ssh does."""
+        items = self.lists.setdefault(name, [])
+        if value not in items:
+            items.append(value)
+
+    # --- one line
+
+    def _line(self, line: str, source: _Source | None, lineno: int, active: bool) -> bool:
+        """Apply one line; returns whether the lines after it are switched on."""
+        stripped = line.strip(_BLANKS)
+        if not stripped or stripped.startswith("#"):
+            return active
+        m = _KEYWORD_RE.fullmatch(stripped)
+        name = source.path if source else COMMAND_LINE
+        where = f"{name} line {lineno}"
+        if m is None:
+            raise ConfigError(f"{name}: line {lineno}: Bad configuration option: {stripped}")
+        keyword, rest = m.group(1).lower(), m.group(2)
+        if not rest.strip(_BLANKS):
+            raise ConfigError(f'{where}: no argument after keyword "{keyword}"')
+        try:
+            args = _split_arguments(rest)
+        except _ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if keyword in ("host", "match", "include"):
+            if source is None:
+                raise ConfigError(f"{keyword.capitalize()} directive not supported as a command-line option")
+            if keyword == "host":
+                return self._host(args, source, where)
+            if keyword == "match":
+                return self._match(args, source, where)
+            self._include(args, source, where, active)
+            return active
+        spec = _KEYWORDS.get(keyword)
+        if spec is None:
+            self._unimplemented(keyword, args, active, name, lineno)
+            return active
+        if not args:
+            raise ConfigError(f"{where}: Missing argument.")
+        if spec.max_args is not None and len(args) > spec.max_args:
+            raise ConfigError(f"{where}: keyword {keyword} extra arguments at end of line")
+        try:
+            value = spec.parse(args)
+        except _ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if active:
+            self._merge(spec, value, where)
+        return active
+
+    def _merge(self, spec: _Keyword, value: Any, where: str) -> None:
+        name = spec.fields[0]
+        if spec.merge == "append":
+            if name == "identity_files" and len(self.lists.get(name, ())) >= _MAX_IDENTITY_FILES:
+                raise ConfigError(f"{where}: Too many identity files specified (max {_MAX_IDENTITY_FILES})")
+            self.add(name, value)
+        elif spec.merge == "send_env":
+            items = self.lists.setdefault(name, [])
+            for arg in value:
+                if arg.startswith("-"):
+                    # "-PATTERN" forgets the names obtained so far that it matches.
+                    items[:] = [item for item in items if not _match_pattern(item, arg[1:])]
+                else:
+                    items.append(arg)
+        elif spec.merge == "set_env":
+            # ssh: the first SetEnv line obtained is the one used, and in it
+            # the first value of a name.
+            if name not in self.values:
+                first: dict[str, str] = {}
+                for env_name, env_value in value:
+                    first.setdefault(env_name, env_value)
+                self.values[name] = tuple(first.items())
+        else:
+            values = value if len(spec.fields) > 1 else (value,)
+            for field_name, v in zip(spec.fields, values, strict=True):
+                self.values.setdefault(field_name, v)
+
+    def _ignore_unknown(self, keyword: str) -> bool:
+        patterns = self.values.get("ignore_unknown")
+        return patterns is not None and _match_pattern_list(keyword, patterns)
+
+    def _unimplemented(self, keyword: str, args: list[str], active: bool, name: str, lineno: int) -> None:
+        if keyword in _IGNORED:
+            if active:
+                self.ignored[keyword] = None
+            return
+        if self._ignore_unknown(keyword):
+            return
+        if keyword in _REFUSED:
+            if active:
+                self.refused.setdefault(keyword, (args, f"{name} line {lineno}"))
+            return
+        raise ConfigError(f"{name}: line {lineno}: Bad configuration option: {keyword}")
+
+    # --- Host, Match, Include
+
+    def _host(self, args: list[str], source: _Source, where: str) -> bool:
+        if "" in args:
+            raise ConfigError(f"{where}: keyword host empty argument")
+        return not source.never_match and _host_line_matches(self.host, args)
+
+    def _match_hostname(self, where: str) -> str:
+        hostname = self.values.get("hostname")
+        if hostname is None:
+            return self.host
+        try:
+            return expand_variables(hostname, {"h": self.host}, expand_env=False)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: Bad HostName '{hostname}': {exc}") from None
+
+    def _match(self, args: list[str], source: _Source, where: str) -> bool:
+        result = True
+        i = 0
+        while i < len(args):
+            attribute = args[i]
+            i += 1
+            negate = attribute.startswith("!")
+            name = attribute[1:] if negate else attribute
+            if name.lower() == "all":
+                if len(args) > 1:
+                    raise ConfigError(f"{where}: 'all' cannot be combined with other Match attributes")
+                result = not negate
+            elif name.lower() == "host":
+                if i >= len(args) or not args[i]:
+                    raise ConfigError(f"{where}: Missing Match criteria for {name}")
+                matched = _match_pattern_list(self._match_hostname(where), args[i])
+                i += 1
+                if matched == negate:
+                    result = False
+            else:
+                raise ConfigError(f"{where}: Unsupported Match attribute {name}")
+        return not source.never_match and result
+
+    def _include(self, args: list[str], source: _Source, where: str, active: bool) -> None:
+        if source.depth >= _MAX_INCLUDE_DEPTH:
+            raise ConfigError(f"{where}: Too many recursive configuration includes")
+        for arg in args:
+            if arg.startswith("~"):
+                if not source.user_file:
+                    raise ConfigError(f"{where}: bad include path {arg}.")
+                try:
+                    arg = _tilde(arg, self.home)
+                except ValueError as exc:
+                    raise ConfigError(f"{where}: bad include path {arg}: {exc}") from None
+            if not os.path.isabs(arg):
+                base = os.path.join(self.home, ".ssh") if source.user_file else self.system_dir
+                arg = os.path.join(base, arg)
+            # glob(3) sorts its results; an Include that matches nothing is fine.
+            for path in sorted(glob.glob(arg)):
+                self.read_file(
+                    path,
+                    user_file=source.user_file,
+                    check_permissions=True,
+                    missing_ok=True,
+                    never_match=source.never_match or not active,
+                    depth=source.depth + 1,
+                )
+
+    # --- the result
+
+    def build(self, *, local_user: str, user: str | None, port: int | None) -> ClientSettings:
+        for keyword, (args, where) in self.refused.items():
+            if " ".join(args).lower() not in _REFUSED[keyword]:
+                raise ConfigError(
+                    f"{where}: Unsupported option: {keyword} (hashike cannot honour it; "
+                    "IgnoreUnknown would skip it)"
+                )
+        fields = dict(self.values)
+        fields.pop("ignore_unknown", None)
+        clear_forwards = fields.pop("clear_all_forwardings", False)
+        host = self.host
+        hostname = fields.pop("hostname", None)
+        if hostname is None:
+            hostname = host
+        else:
+            try:
+                hostname = expand_variables(hostname, {"h": host}, expand_env=False)
+            except ValueError as exc:
+                raise ConfigError(f"Bad HostName '{hostname}': {exc}") from None
+        # ssh lowercases the name, except one holding a '%' (an IPv6 zone).
+        if "%" not in hostname:
+            hostname = hostname.lower()
+        fields["user"] = user if user is not None else fields.get("user", local_user)
+        fields["port"] = port if port is not None else fields.get("port", 22)
+        tokens = self._tokens(fields, host, hostname, local_user)
+
+        def expand(keyword: str, value: str) -> str:
+            try:
+                return expand_variables(_tilde(value, self.home), tokens)
+            except ValueError as exc:
+                raise ConfigError(f"Bad {keyword} '{value}': {exc}") from None
+
+        identity_files = self.lists.get("identity_files", [])
+        fields["identity_files_default"] = not identity_files
+        fields["identity_files"] = tuple(
+            expand("IdentityFile", path) for path in identity_files or DEFAULT_IDENTITY_FILES
+        )
+        fields["user_known_hosts_files"] = tuple(
+            expand("UserKnownHostsFile", path)
+            for path in fields.get("user_known_hosts_files", DEFAULT_USER_KNOWN_HOSTS_FILES)
+        )
+        try:
+            fields["global_known_hosts_files"] = tuple(
+                _tilde(path, self.home)
+                for path in fields.get("global_known_hosts_files", DEFAULT_GLOBAL_KNOWN_HOSTS_FILES)
+            )
+        except ValueError as exc:
+            raise ConfigError(f"Bad GlobalKnownHostsFile: {exc}") from None
+        agent = fields.get("identity_agent")
+        if agent is not None and agent != "SSH_AUTH_SOCK" and not _ENV_NAME_RE.fullmatch(agent[1:] or "-"):
+            fields["identity_agent"] = expand("IdentityAgent", agent)
+        if fields.get("control_path") is not None:
+            fields["control_path"] = expand("ControlPath", fields["control_path"])
+        for name in ("local_forwards", "remote_forwards", "dynamic_forwards"):
+            forwards = () if clear_forwards else self.lists.get(name, ())
+            fields[name] = tuple(_expand_sockets(fwd, tokens) for fwd in forwards)
+        if "server_alive_interval" not in fields and fields.get("batch_mode", False):
+            fields["server_alive_interval"] = _BATCH_SERVER_ALIVE_INTERVAL
+        fields["send_env"] = tuple(self.lists.get("send_env", ()))
+        fields["ignored_options"] = tuple(self.ignored)
+        return ClientSettings(host=host, hostname=hostname, **fields)
+
+    def _tokens(self, fields: Mapping[str, Any], host: str, hostname: str, local_user: str) -> dict[str, str]:
+        """ssh_config(5) TOKENS, as OpenSSH 9.2 has them."""
+        local_host = socket.gethostname()
+        port, user = str(fields["port"]), str(fields["user"])
+        return {
+            "C": hashlib.sha1(f"{local_host}{hostname}{port}{user}".encode()).hexdigest(),
+            "d": self.home,
+            "h": hostname,
+            "i": str(os.getuid()),
+            "k": fields.get("host_key_alias") or host,
+            "L": local_host.split(".", 1)[0],
+            "l": local_host,
+            "n": host,
+            "p": port,
+            "r": user,
+            "u": local_user,
+        }
+
+
+def _expand_sockets(fwd: Forward, tokens: Mapping[str, str]) -> Forward:
+    """ssh expands ``%`` tokens in forwarding socket paths (only there)."""
+    try:
+        return replace(
+            fwd,
+            listen_socket=None
+            if fwd.listen_socket is None
+            else expand_variables(fwd.listen_socket, tokens, expand_env=False),
+            connect_socket=None
+            if fwd.connect_socket is None
+            else expand_variables(fwd.connect_socket, tokens, expand_env=False),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"Bad forwarding socket path in '{fwd.describe()}': {exc}") from None
+
+
+def _local_account() -> tuple[str, str]:
+    """The local user name and home directory, from the password database as
+    ssh takes them (not $USER/$HOME), with those as a fallback."""
+    try:
+        entry = pwd.getpwuid(os.getuid())
+    except KeyError:
+        return getpass.getuser(), os.path.expanduser("~")
+    return entry.pw_name, entry.pw_dir
+
+
+def parse_client_config(
+    host: str,
+    *,
+    config_file: str | None,
+    options: Sequence[str],
+    user: str | None = None,
+    port: int | None = None,
+    home: str | None = None,
+    identity_files: Sequence[str] = (),
+    forwards: Sequence[Forward] = (),
+    system_config_file: str | None = SYSTEM_CONFIG,
+) -> ClientSettings:
+    """The settings for connecting to ``host`` (as typed on the command line).
+
+    ``options`` are the ``-o`` lines; ``config_file`` is ``-F`` (``"none"``
+    reads no file at all), else ``~/.ssh/config`` and ``system_config_file``
+    are read. ``user``/``port`` (``-l``, ``user@host``, ``-p``) beat the
+    files; ``identity_files`` (``-i``) and ``forwards`` (``-L``/``-R``/``-D``)
+    come before every configured one. ``home`` replaces the home directory
+    (``~``, ``%d``, where ``~/.ssh/config`` is).
+
+    Raises ConfigError with a one-line, ssh-style message.
+    """
+    if not host:
+        raise ConfigError("Empty host name")
+    if port is not None and not 0 < port <= 65535:
+        raise ConfigError(f"Bad port '{port}'")
+    local_user, local_home = _local_account()
+    home = local_home if home is None else home
+    builder = _Builder(host, home, os.path.dirname(system_config_file or SYSTEM_CONFIG))
+    for path in identity_files:
+        builder.add("identity_files", path)
+    for fwd in forwards:
+        builder.add(f"{fwd.kind}_forwards", fwd)
+    for line in options:
+        builder.option(line)
+    if config_file is not None:
+        if config_file != "none":
+            builder.read_file(config_file, user_file=True, check_permissions=False, missing_ok=False)
+    else:
+        builder.read_file(
+            os.path.join(home, USER_CONFIG), user_file=True, check_permissions=True, missing_ok=True
+        )
+        if system_config_file is not None:
+            builder.read_file(system_config_file, user_file=False, check_permissions=False, missing_ok=True)
+    return builder.build(local_user=local_user, user=user, port=port)
+
+
+def transport_config(settings: ClientSettings, base: TransportConfig | None = None) -> TransportConfig:
+    """The core's TransportConfig for these settings (other fields from ``base``)."""
+    return replace(
+        base or TransportConfig(),
+        kex_algorithms=settings.kex_algorithms,
+        host_key_algorithms=settings.host_key_algorithms,
+        ciphers=settings.ciphers,
+        macs=settings.macs,
+        rekey_bytes=settings.rekey_bytes,
+        rekey_seconds=settings.rekey_seconds,
+    )

@@ -523,8 +523,11 @@ def test_after_success() -> None:
     s.send(SUCCESS)
     with pytest.raises(LocalProtocolError, match="already authenticated"):
         s.client.auth_none("alice")
-    # Connection-layer messages are not handled yet: UNIMPLEMENTED.
-    assert s.send(encode_byte(MsgType.GLOBAL_REQUEST) + encode_string("x") + encode_bool(False)) == []
+    # Connection-layer messages now reach the channel table (RFC 4254) ...
+    events = s.send(encode_byte(MsgType.GLOBAL_REQUEST) + encode_string("x") + encode_bool(False))
+    assert [type(e).__name__ for e in events] == ["GlobalRequestReceived"]
+    # ... and the reserved rest of the range is answered UNIMPLEMENTED.
+    assert s.send(encode_byte(101)) == []
     [reply] = s.pump()
     assert reply[0] == MsgType.UNIMPLEMENTED
     assert not s.client.closed

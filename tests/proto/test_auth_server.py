@@ -517,8 +517,12 @@ def test_other_auth_messages_after_success_are_protocol_errors(msg: int) -> None
     assert c.server.closed
 
 
-def test_connection_messages_after_success_are_unimplemented_for_now() -> None:
+def test_connection_messages_after_success_reach_the_channel_layer() -> None:
     c = authenticated_client()
-    replies = c.send(encode_byte(MsgType.GLOBAL_REQUEST) + encode_string("x") + encode_bool(False))
+    # RFC 4254 §4: an unknown global request with want_reply gets REQUEST_FAILURE
+    # once the runtime answers; without want_reply nothing is sent back.
+    assert c.send(encode_byte(MsgType.GLOBAL_REQUEST) + encode_string("x") + encode_bool(False)) == []
+    # Reserved connection-layer numbers are UNIMPLEMENTED (RFC 4253 §11.4).
+    replies = c.send(encode_byte(101))
     assert [r[0] for r in replies] == [MsgType.UNIMPLEMENTED]
     assert not c.server.closed

@@ -11,8 +11,14 @@ authentication service (RFC 4252, :mod:`hashike.proto.auth`), which gets
 every message numbered 50-79. Until authentication succeeds, nothing from the
 connection protocol (message numbers 80-127) is processed: such a message
 ends the connection (CVE-2018-7750, CVE-2025-32433). After it succeeds,
-connection-layer messages go to ``_on_connection_message``, which for now
-answers UNIMPLEMENTED.
+messages 80-100 go to the channel table (:mod:`hashike.proto.channels`,
+RFC 4254), reached through :attr:`channels`; the rest of the range is
+answered UNIMPLEMENTED.
+
+Window and packet sizes (RFC 4254 §5.2): against any peer we use OpenSSH's
+2 MiB window and 32 KiB packets. When the peer is hashike (it announced
+``max-packet-length@hashike.dev`` in EXT_INFO) both sides use 16 MiB windows
+and 256 KiB packets: fewer packets and round trips for the same data.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from typing import TYPE_CHECKING
 
 from hashike.keys.keypair import PrivateKey, PublicKey
 from hashike.proto.auth import ClientAuth, ServerAuth
+from hashike.proto.channels import Channels
 from hashike.proto.config import TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError, RemoteProtocolError, SSHError
 from hashike.proto.events import Event, ServiceAccepted
-from hashike.proto.transport import State, Transport
+from hashike.proto.packet import MAX_PAYLOAD
+from hashike.proto.transport import EXT_MAX_PACKET, State, Transport
 from hashike.proto.wire import Reader, encode_byte, encode_string
 
 if TYPE_CHECKING:
@@ -37,12 +45,40 @@ __all__ = ["ClientConnection", "ServerConnection"]
 USERAUTH = "ssh-userauth"
 _AUTH_MESSAGES = range(50, 80)  # RFC 4250 §4.1.2: user authentication
 _CONNECTION_MESSAGES = range(80, 128)  # RFC 4250 §4.1.2: connection protocol
+_CHANNEL_MESSAGES = range(80, 101)  # RFC 4254: global requests and channels
+
+OPENSSH_WINDOW = 2 * 1024 * 1024
+OPENSSH_MAX_PACKET = 32 * 1024
+HASHIKE_WINDOW = 16 * 1024 * 1024
+HASHIKE_MAX_PACKET = MAX_PAYLOAD - 64  # room for the channel data header
 
 
 class _Connection:
     def __init__(self, transport_factory: Callable[[list[Event]], Transport]) -> None:
         self._events: list[Event] = []
         self._transport = transport_factory(self._events)
+        self._channels: Channels | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def channels(self) -> Channels:
+        """The RFC 4254 channel table; usable once authenticated."""
+        if self._channels is None:
+            if not self.authenticated:
+                raise LocalProtocolError("channels are available only after authentication")
+            t = self._transport
+            hashike_peer = EXT_MAX_PACKET in t.peer_extensions
+            self._channels = Channels(
+                t.send,
+                self._events,
+                window=HASHIKE_WINDOW if hashike_peer else OPENSSH_WINDOW,
+                max_packet=HASHIKE_MAX_PACKET if hashike_peer else OPENSSH_MAX_PACKET,
+                peer_max_packet=t.peer_max_packet,
+            )
+        return self._channels
 
     @property
     def transport(self) -> Transport:
@@ -82,12 +118,22 @@ class _Connection:
 
     def _deliver(self, msg: int, payload: memoryview) -> None:
         try:
+            if msg in _CHANNEL_MESSAGES and self.authenticated:
+                # The data path: the payload view goes to the channel table
+                # uncopied; it copies only the data it hands on.
+                self.channels.handle(msg, payload)
+                return
             self._handle(msg, bytes(payload))
         except SSHError as exc:
             self._transport.fail(exc)
 
     def _handle(self, msg: int, payload: bytes) -> None:
         raise NotImplementedError
+
+    def _on_connection_message(self, msg: int, payload: bytes) -> None:
+        """RFC 4250 §4.1.2: 101-127 are reserved for the connection protocol;
+        none is defined, so answer UNIMPLEMENTED (RFC 4253 §11.4)."""
+        self._transport.send_unimplemented()
 
 
 class ClientConnection(_Connection):
@@ -199,10 +245,6 @@ class ClientConnection(_Connection):
         else:
             self._transport.send_unimplemented()
 
-    def _on_connection_message(self, msg: int, payload: bytes) -> None:
-        """RFC 4254 messages after authentication: not implemented yet."""
-        self._transport.send_unimplemented()
-
 
 class ServerConnection(_Connection):
     """The server's core: accepts the ``ssh-userauth`` service and answers
@@ -297,7 +339,3 @@ class ServerConnection(_Connection):
             raise RemoteProtocolError("client sent SERVICE_ACCEPT, which only a server may send")
         else:
             self._transport.send_unimplemented()
-
-    def _on_connection_message(self, msg: int, payload: bytes) -> None:
-        """RFC 4254 messages after authentication: not implemented yet."""
-        self._transport.send_unimplemented()

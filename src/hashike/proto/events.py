@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hashike.keys.keypair import PublicKey
+from hashike.proto.channels import ChannelEvent
 from hashike.proto.kex.negotiate import Negotiated
 
 if TYPE_CHECKING:  # the core only carries it: no import of a file-reading module at run time
@@ -193,4 +194,5 @@ Event = (
     | AuthPrompts
     | PublicKeyAuthRequested
     | PasswordAuthRequested
+    | ChannelEvent
 )

@@ -3,7 +3,9 @@
 Each accepted socket gets a :class:`ServerConnection` core and a pump. The
 runtime enforces what needs a clock or a global view: LoginGraceTime (an
 event-loop timer, never a signal) and MaxStartups (sshd's random early drop
-of unauthenticated connections, ``start:rate:full``).
+of unauthenticated connections, ``start:rate:full``). Authentication requests
+are answered by :mod:`hashike.aio.server_auth`; once a connection is
+authenticated, neither limit applies to it any more.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
 from hashike.proto.constants import DisconnectReason
 from hashike.proto.events import (
+    AuthSucceeded,
     Disconnected,
     Event,
     KexCompleted,
@@ -29,6 +32,7 @@ from hashike.proto.events import (
 )
 
 from .pump import CorePump
+from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator
 
 __all__ = ["LISTEN_BACKLOG", "BindError", "Server", "ServerOptions", "listen"]
 
@@ -39,11 +43,27 @@ log = logging.getLogger("hashike.server")
 LISTEN_BACKLOG = 1024
 
 
+_PASSWORD_METHODS = ("password", "keyboard-interactive")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerOptions:
+    """How a server behaves. The authentication fields are sshd_config's
+    (see :mod:`hashike.config.sshd_config` and :mod:`hashike.aio.server_auth`):
+    ``auth_methods`` offered, of "publickey", "password" and
+    "keyboard-interactive" (the password ones need ``password_file``);
+    ``allow_users`` patterns, None for only the user the server runs as;
+    ``banner`` text sent before the first authentication reply."""
+
     transport: TransportConfig = field(default_factory=TransportConfig)
     login_grace_time: float = 120.0  # sshd's default; 0 means no limit
     max_startups: tuple[int, int, int] = (10, 30, 100)  # sshd's default
+    auth_methods: tuple[str, ...] = ("publickey",)
+    max_auth_tries: int = 6  # sshd's default
+    authorized_keys_files: tuple[str, ...] = DEFAULT_AUTHORIZED_KEYS_FILES
+    password_file: str | None = None
+    allow_users: tuple[str, ...] | None = None
+    banner: str | None = None
 
 
 class BindError(OSError):
@@ -62,14 +82,24 @@ class BindError(OSError):
 
 class _ServerPump(CorePump[ServerConnection]):
     def __init__(self, server: Server) -> None:
+        options = server.options
         super().__init__(
-            ServerConnection(server.options.transport, host_keys=server.host_keys, rng=os.urandom)
+            ServerConnection(
+                options.transport,
+                host_keys=server.host_keys,
+                rng=os.urandom,
+                auth_methods=options.auth_methods,
+                max_auth_tries=options.max_auth_tries,
+                banner=options.banner,
+            )
         )
         self._server = server
         self._grace: asyncio.TimerHandle | None = None
+        self._auth = ConnectionAuth(server.users, self.core, self.process)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._server.connections.add(self)
         if not self._server.admit(self):
             log.info("drop connection #%d from %s: MaxStartups", len(self._server.startups), self.peername)
             transport.close()
@@ -87,8 +117,17 @@ class _ServerPump(CorePump[ServerConnection]):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._grace is not None:
             self._grace.cancel()
+        self._auth.close()
         self._server.forget(self)
         super().connection_lost(exc)
+
+    def _authenticated(self) -> None:
+        # LoginGraceTime and MaxStartups are about connections that have not
+        # logged in yet: this one has.
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        self._server.startups.discard(self)
 
     def handle_event(self, event: Event) -> None:
         host, port = (self.peername or ("?", 0))[:2]
@@ -101,16 +140,30 @@ class _ServerPump(CorePump[ServerConnection]):
             level = logging.DEBUG if event.reason == DisconnectReason.BY_APPLICATION else logging.INFO
             log.log(level, "%s %s port %s: %s", who, host, port, event.description)
         elif isinstance(event, PublicKeyAuthRequested | PasswordAuthRequested):
-            # No user database is wired in yet: every request is refused.
-            self.core.reject_auth()
+            self._auth.handle(event, (host, port))
+        elif isinstance(event, AuthSucceeded):
+            self._authenticated()
 
 
 class Server:
-    """A listening hashike server. ``port`` is the port actually bound."""
+    """A listening hashike server. ``port`` is the port actually bound.
+
+    ``connections`` holds every open connection; ``startups`` the ones not
+    authenticated yet, which MaxStartups counts.
+
+    Raises ValueError if a password method is offered without a password file."""
 
     def __init__(self, host_keys: Sequence[PrivateKey], options: ServerOptions) -> None:
+        if options.password_file is None and any(m in _PASSWORD_METHODS for m in options.auth_methods):
+            raise ValueError("password authentication needs a password file")
         self.host_keys = tuple(host_keys)
         self.options = options
+        self.users = UserAuthenticator(
+            allow_users=options.allow_users,
+            authorized_keys_files=options.authorized_keys_files,
+            password_file=options.password_file,
+        )
+        self.connections: set[_ServerPump] = set()
         self.startups: set[_ServerPump] = set()
         self._servers: list[asyncio.Server] = []
 
@@ -138,6 +191,7 @@ class Server:
 
     def forget(self, pump: _ServerPump) -> None:
         self.startups.discard(pump)
+        self.connections.discard(pump)
 
     async def start(self, endpoints: Sequence[tuple[str, int]]) -> None:
         """Listen on every (host, port); port 0 picks one free port for all.
@@ -166,7 +220,7 @@ class Server:
     def close(self) -> None:
         for srv in self._servers:
             srv.close()
-        for pump in list(self.startups):
+        for pump in list(self.connections):
             pump.close("server shutting down")
 
     async def wait_closed(self) -> None:

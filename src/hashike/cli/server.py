@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 
 from hashike.aio.server import BindError, Server, ServerOptions
+from hashike.aio.server_auth import PasswordFileError, load_password_file
 from hashike.config.sshd_config import (
     DEFAULT_LISTEN_HOSTS,
     ConfigError,
     ServerSettings,
+    auth_methods,
     listen_endpoints,
     parse_server_config,
     transport_config,
@@ -37,6 +39,9 @@ __all__ = ["main"]
 
 EXIT_FAILURE = 255
 DEFAULT_HOST_KEY = Path("~/.hashike/ssh_host_ed25519_key")
+MAX_BANNER = 64 * 1024  # the core's limit on a banner's text
+
+log = logging.getLogger("hashike.server")
 
 
 class _Fatal(Exception):
@@ -86,7 +91,7 @@ def _load_host_keys(settings: ServerSettings, extra: list[str]) -> list[PrivateK
         if not default.exists():
             default.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_private_key(generate_private_key("ssh-ed25519", comment="hashiked host key"), default)
-            logging.getLogger("hashike.server").warning("generated a new ed25519 host key: %s", default)
+            log.warning("generated a new ed25519 host key: %s", default)
         paths = [str(default)]
     keys = []
     for path in paths:
@@ -97,12 +102,56 @@ def _load_host_keys(settings: ServerSettings, extra: list[str]) -> list[PrivateK
     return keys
 
 
-async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
-    options = ServerOptions(
+def _read_banner(path: str) -> str:
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            data = f.read(MAX_BANNER + 1)
+    except OSError as exc:
+        raise _Fatal(f"Banner {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_BANNER:
+        raise _Fatal(f"Banner {path}: larger than {MAX_BANNER} bytes")
+    return data.decode("utf-8", "replace")
+
+
+def _check_password_file(path: str) -> None:
+    """Read the PasswordFile once at startup, so a missing file is a startup
+    error rather than a surprise at the first login (it is read again at
+    every attempt, so edits apply without a restart)."""
+    warnings: list[tuple[int, str]] = []
+    try:
+        load_password_file(path, warnings)
+    except PasswordFileError as exc:
+        raise _Fatal(str(exc)) from None
+    for lineno, message in warnings:
+        log.warning("%s line %d: %s: ignored", path, lineno, message)
+
+
+def _server_options(settings: ServerSettings) -> ServerOptions:
+    """The runtime's options for these settings; files named by them
+    (PasswordFile, Banner) are read now. Raises _Fatal."""
+    methods = auth_methods(settings)
+    password_file = None if settings.password_file is None else os.path.expanduser(settings.password_file)
+    if password_file is not None:
+        _check_password_file(password_file)
+    if settings.password_authentication and password_file is None:
+        log.warning("PasswordAuthentication yes has no effect without a PasswordFile")
+    if not methods:
+        log.warning("no authentication method is enabled: nobody can log in")
+    return ServerOptions(
         transport=transport_config(settings),
         login_grace_time=settings.login_grace_time,
         max_startups=settings.max_startups,
+        auth_methods=methods,
+        max_auth_tries=settings.max_auth_tries,
+        authorized_keys_files=settings.authorized_keys_files,
+        password_file=password_file,
+        allow_users=settings.allow_users or None,
+        banner=None if settings.banner is None else _read_banner(settings.banner),
     )
+
+
+async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
+    options = _server_options(settings)
     endpoints = list(listen_endpoints(settings))
     server = Server(keys, options)
     try:

@@ -368,8 +368,8 @@ def _parse_allow_users(args: list[str]) -> tuple[str, ...]:
     if not args:
         raise _ValueError("missing argument.", name_keyword=True)
     for arg in args:
-        user, at, host = arg.partition("@")
-        if not user or (at and not host):
+        user, at, host = arg.rpartition("@")  # sshd splits USER@HOST at the last '@'
+        if not arg or (at and not (user and host)):
             raise _ValueError(f"Bad AllowUsers pattern '{arg}'.")
     return tuple(args)
 

@@ -1,0 +1,350 @@
+"""User authentication on the server: who may log in, with which key or password.
+
+Theory of operation. The core (:class:`~hashike.proto.connection.ServerConnection`)
+checks all it can alone (the method is offered, the signature is good,
+MaxAuthTries) and asks the rest with a :class:`PublicKeyAuthRequested` or
+:class:`PasswordAuthRequested` event. :class:`ConnectionAuth` answers those
+events for one connection, with what :class:`UserAuthenticator` knows about
+users, shared by every connection of a server.
+
+One account. hashiked runs as one ordinary OS user and never changes user. A
+login name is a label that ``AllowUsers`` admits (by default only the name of
+that user), and every admitted name maps to that one account: in
+``AuthorizedKeysFile``, ``%h`` is the account's home directory, ``%U`` its uid
+and ``%u`` the login name. So ``/etc/hashike/keys/%u`` gives each login name
+keys of its own, while the default ``.ssh/authorized_keys`` lets every admitted
+name in with the account's keys. Names that could leave a directory through
+``%u`` (a ``/``, a leading ``.``, control characters) are never admitted.
+
+No user enumeration. The reply to a request depends only on its outcome, never
+on why it failed. A password attempt for a name that is not admitted, or that
+has no line in the PasswordFile, still runs bcrypt, against a dummy hash of the
+same cost, so it takes as long as a wrong password. bcrypt runs in a thread
+(``asyncio.to_thread``), so one slow check never stalls other connections;
+the core waits in its DECIDING state meanwhile.
+
+Nothing here logs a password. Log lines follow sshd's wording, at INFO:
+``Accepted publickey for alice from 127.0.0.1 port 5555 ssh2: ED25519 SHA256:...``,
+``Failed password for alice from ...``, ``Invalid user bob from ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import pwd
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import bcrypt
+
+from hashike.keys.authorized_keys import (
+    AuthorizedKey,
+    KeyOptions,
+    expand_authorized_keys_path,
+    load_authorized_keys,
+)
+from hashike.keys.keypair import PublicKey
+from hashike.keys.known_hosts import match_pattern
+from hashike.proto.connection import ServerConnection
+from hashike.proto.events import PasswordAuthRequested, PublicKeyAuthRequested
+
+__all__ = [
+    "DEFAULT_AUTHORIZED_KEYS_FILES",
+    "MAX_PASSWORD_FILE_SIZE",
+    "Account",
+    "ConnectionAuth",
+    "PasswordFileError",
+    "UserAuthenticator",
+    "load_password_file",
+]
+
+log = logging.getLogger("hashike.server")
+
+DEFAULT_AUTHORIZED_KEYS_FILES: tuple[str, ...] = (".ssh/authorized_keys",)
+MAX_PASSWORD_FILE_SIZE = 1 << 20
+MAX_LOGIN_NAME = 256  # longer than any OS allows; a path component is at most 255 bytes
+_BCRYPT_MAX = 72  # bcrypt reads at most 72 bytes of a password
+_DEFAULT_COST = 12  # bcrypt.gensalt()'s, which hashike-keygen -P uses
+_BCRYPT_HASH = re.compile(rb"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+# sshd's names for key types in its log lines.
+_LOG_KEY_TYPES = {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA"}
+
+
+class PasswordFileError(OSError):
+    """The PasswordFile cannot be read; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """The OS account the server runs as: every login maps to it."""
+
+    name: str
+    home: str
+    uid: int
+
+    @classmethod
+    def current(cls) -> Account:
+        entry = pwd.getpwuid(os.getuid())
+        return cls(entry.pw_name, entry.pw_dir, entry.pw_uid)
+
+
+def load_password_file(
+    path: str | os.PathLike[str], warnings: list[tuple[int, str]] | None = None
+) -> dict[str, bytes]:
+    """Read a PasswordFile: ``user:bcrypt-hash`` lines, blank and ``#`` lines
+    ignored, the first line of a user winning. Lines that are not of that
+    shape are skipped and reported to ``warnings`` as ``(line, message)``.
+
+    Raises :class:`PasswordFileError` if the file cannot be read or is larger
+    than MAX_PASSWORD_FILE_SIZE."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_PASSWORD_FILE_SIZE + 1)
+    except OSError as exc:
+        raise PasswordFileError(f"PasswordFile {os.fspath(path)}: {exc.strerror or exc}") from None
+    if len(data) > MAX_PASSWORD_FILE_SIZE:
+        raise PasswordFileError(f"PasswordFile {os.fspath(path)}: larger than {MAX_PASSWORD_FILE_SIZE} bytes")
+    entries: dict[str, bytes] = {}
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        line = raw.strip(b" \t\r")
+        if not line or line.startswith(b"#"):
+            continue
+        user, sep, hashed = line.partition(b":")
+        problem = None
+        if not sep or not user:
+            problem = "not of the form user:hash"
+        elif not _BCRYPT_HASH.fullmatch(hashed):
+            problem = "not a bcrypt hash ($2b$...)"
+        else:
+            try:
+                name = user.decode("utf-8")
+            except UnicodeDecodeError:
+                problem = "user name is not valid UTF-8"
+            else:
+                entries.setdefault(name, hashed)
+        if problem is not None and warnings is not None:
+            warnings.append((lineno, problem))
+    return entries
+
+
+@functools.cache
+def _dummy_hash(cost: int) -> bytes:
+    """A bcrypt hash of a random secret nobody knows, of the given cost: what
+    attempts for unknown users are checked against (and always fail)."""
+    return bcrypt.hashpw(os.urandom(16).hex().encode("ascii"), bcrypt.gensalt(cost))
+
+
+def _cost(hashed: bytes) -> int:
+    return int(hashed[4:6])
+
+
+def _safe_login_name(name: str) -> bool:
+    """May this name be admitted at all? It reaches file names through %u."""
+    return (
+        0 < len(name) <= MAX_LOGIN_NAME
+        and "/" not in name
+        and not name.startswith(".")
+        and name.isprintable()
+    )
+
+
+def _printable(text: str, limit: int = 256) -> str:
+    """Peer-supplied text made safe for one log line (no control characters)."""
+    text = text[:limit]
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def _key_description(key: PublicKey) -> str:
+    """``ED25519 SHA256:...``, as sshd logs a key."""
+    kind = _LOG_KEY_TYPES.get(key.key_type, "ECDSA" if key.key_type.startswith("ecdsa-") else key.key_type)
+    return f"{kind} {key.fingerprint()}"
+
+
+class UserAuthenticator:
+    """What the server knows about users: who may log in, with which keys and
+    which passwords. Files are read at each attempt, as sshd reads them, so
+    edits apply without a restart.
+
+    ``allow_users`` are AllowUsers patterns (None: only ``account``'s name);
+    ``authorized_keys_files`` are AuthorizedKeysFile patterns;
+    ``password_file`` is the PasswordFile path (None: no passwords)."""
+
+    def __init__(
+        self,
+        *,
+        allow_users: Sequence[str] | None = None,
+        authorized_keys_files: Sequence[str] = DEFAULT_AUTHORIZED_KEYS_FILES,
+        password_file: str | os.PathLike[str] | None = None,
+        account: Account | None = None,
+    ) -> None:
+        self.account = account or Account.current()
+        self.allow_users = tuple(allow_users) if allow_users is not None else (self.account.name,)
+        self.authorized_keys_files = tuple(authorized_keys_files)
+        self.password_file = password_file
+        for pattern in self.authorized_keys_files:
+            expand_authorized_keys_path(pattern, "user", "/", 0)  # ValueError for a bad token, now
+
+    def allowed(self, username: str, address: str) -> bool:
+        """AllowUsers: does a pattern admit ``username`` connecting from
+        ``address``? ``USER@HOST`` (split at the last ``@``) also matches the
+        address against HOST, a pattern list that may hold CIDR blocks."""
+        if not _safe_login_name(username):
+            return False
+        for pattern in self.allow_users:
+            user_pattern, at, host_pattern = pattern.rpartition("@")
+            if not at:
+                user_pattern = host_pattern
+            if not match_pattern(username, user_pattern):
+                continue
+            # from= in authorized_keys matches addresses exactly as sshd's
+            # AllowUsers HOST part does (wildcards, CIDR, negation).
+            if at and not KeyOptions(from_patterns=host_pattern).allows_from(address):
+                continue
+            return True
+        return False
+
+    def key_files(self, username: str) -> list[str]:
+        """The authorized_keys files for ``username``, tokens expanded."""
+        account = self.account
+        return [
+            expand_authorized_keys_path(pattern, username, account.home, account.uid)
+            for pattern in self.authorized_keys_files
+        ]
+
+    def find_key(
+        self, username: str, key: PublicKey, address: str, now: datetime | None = None
+    ) -> tuple[AuthorizedKey | None, str | None]:
+        """The authorized_keys line that lets ``key`` log in as ``username``
+        from ``address``, or None and (if a line holds the key but refuses it)
+        why. The caller has checked that ``username`` is allowed."""
+        moment = now or datetime.now(UTC)
+        refusal = None
+        for path in self.key_files(username):
+            warnings: list[tuple[int, str]] = []
+            entries = load_authorized_keys(path, warnings)
+            for lineno, message in warnings:
+                log.debug("%s line %d: %s", path, lineno, message)
+            for entry in entries:
+                if entry.key != key:
+                    continue
+                why = entry.refusal(address, moment)
+                if why is None:
+                    return entry, None
+                refusal = refusal or f"{path} line {entry.line}: {why}"
+        return None, refusal
+
+    def check_password(self, username: str, password: str, *, allowed: bool) -> bool:
+        """Is ``password`` right for ``username``? Blocking (bcrypt): run it in
+        a thread. A name that is not ``allowed``, or not in the file, is
+        checked against a dummy hash so that it costs the same time."""
+        entries: dict[str, bytes] = {}
+        if self.password_file is not None:
+            try:
+                entries = load_password_file(self.password_file)
+            except PasswordFileError as exc:
+                log.error("%s", exc)
+        stored = entries.get(username) if allowed else None
+        secret = password.encode("utf-8")
+        if len(secret) > _BCRYPT_MAX:
+            # hashike-keygen never hashes such a password; don't let bcrypt
+            # truncate it into a match.
+            stored = None
+        cost = _cost(stored) if stored is not None else next(map(_cost, entries.values()), _DEFAULT_COST)
+        try:
+            match = bcrypt.checkpw(secret[:_BCRYPT_MAX], stored if stored is not None else _dummy_hash(cost))
+        except ValueError:
+            match = False
+        return match and stored is not None
+
+
+class ConnectionAuth:
+    """Answers one connection's authentication events, for the server pump.
+
+    Public key requests are answered at once (authorized_keys files are
+    small and capped); password requests once bcrypt, in a thread, is done,
+    after which ``process`` flushes the reply."""
+
+    def __init__(self, users: UserAuthenticator, core: ServerConnection, process: Callable[[], None]) -> None:
+        self._users = users
+        self._core = core
+        self._process = process
+        self._task: asyncio.Task[None] | None = None
+        self._invalid_reported: set[str] = set()
+
+    def handle(self, event: PublicKeyAuthRequested | PasswordAuthRequested, peer: tuple[str, int]) -> None:
+        if isinstance(event, PublicKeyAuthRequested):
+            self._publickey(event, peer)
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._password(event, peer))
+
+    def close(self) -> None:
+        """The connection is gone: drop a check in progress."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def _allowed(self, username: str, peer: tuple[str, int]) -> bool:
+        host, port = peer
+        if self._users.allowed(username, host):
+            return True
+        if username not in self._invalid_reported:
+            self._invalid_reported.add(username)
+            log.info("Invalid user %s from %s port %s", _printable(username), host, port)
+        return False
+
+    def _publickey(self, event: PublicKeyAuthRequested, peer: tuple[str, int]) -> None:
+        host, port = peer
+        user = _printable(event.username)
+        entry, refusal = None, None
+        allowed = self._allowed(event.username, peer)
+        if allowed:
+            entry, refusal = self._users.find_key(event.username, event.key, host)
+        if entry is not None:
+            if event.signed:
+                log.info(
+                    "Accepted publickey for %s from %s port %s ssh2: %s",
+                    user, host, port, _key_description(event.key),
+                )  # fmt: skip
+            else:
+                log.debug("Key %s for %s is in authorized keys", _key_description(event.key), user)
+            self._core.accept_auth(entry.options)
+            return
+        if refusal is not None:
+            log.info("Refused key %s for %s from %s: %s", _key_description(event.key), user, host, refusal)
+        if event.signed:
+            invalid = "" if allowed else "invalid user "
+            log.info(
+                "Failed publickey for %s%s from %s port %s ssh2: %s",
+                invalid, user, host, port, _key_description(event.key),
+            )  # fmt: skip
+        else:
+            log.debug("Key %s for %s is not accepted", _key_description(event.key), user)
+        self._core.reject_auth()
+
+    async def _password(self, event: PasswordAuthRequested, peer: tuple[str, int]) -> None:
+        host, port = peer
+        allowed = self._allowed(event.username, peer)
+        try:
+            ok = await asyncio.to_thread(
+                self._users.check_password, event.username, event.password, allowed=allowed
+            )
+        except Exception:
+            log.exception("password check for %s failed", _printable(event.username))
+            ok = False
+        self._task = None
+        if self._core.closed:
+            return  # the client left, or LoginGraceTime ran out, while bcrypt ran
+        user = _printable(event.username)
+        if ok:
+            log.info("Accepted %s for %s from %s port %s ssh2", event.method, user, host, port)
+            self._core.accept_auth(None)
+        else:
+            invalid = "" if allowed else "invalid user "
+            log.info("Failed %s for %s%s from %s port %s ssh2", event.method, invalid, user, host, port)
+            self._core.reject_auth()
+        self._process()

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 
 from hashike.keys.keypair import PublicKey
+from hashike.proto.channels import ChannelOpenRefused
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection
-from hashike.proto.constants import DisconnectReason
+from hashike.proto.constants import DisconnectReason, OpenFailureReason
 from hashike.proto.errors import AuthenticationFailed, ConnectionClosed, HostKeyNotVerified
 from hashike.proto.events import (
     AuthBanner,
@@ -33,10 +35,22 @@ from hashike.proto.events import (
 )
 from hashike.proto.kex.negotiate import Negotiated
 
+from .bridge import SocketBridge
 from .client_auth import AuthSettings, authenticate
+from .forward import ForwardListener, Target, forward_local, open_channel
 from .pump import CorePump
 
 __all__ = ["HostKeyCheck", "SSHClient", "connect"]
+
+log = logging.getLogger("hashike.client")
+
+# RFC 4254 §5.1 reason codes, as ssh prints them.
+_OPEN_FAILURES: dict[int, str] = {
+    OpenFailureReason.ADMINISTRATIVELY_PROHIBITED: "administratively prohibited",
+    OpenFailureReason.CONNECT_FAILED: "connect failed",
+    OpenFailureReason.UNKNOWN_CHANNEL_TYPE: "unknown channel type",
+    OpenFailureReason.RESOURCE_SHORTAGE: "resource shortage",
+}
 
 HostKeyCheck = Callable[[PublicKey], "bool | Awaitable[bool]"]
 
@@ -107,6 +121,12 @@ class _ClientPump(CorePump[ClientConnection]):
         if not self.ready.done():
             self.ready.set_result(None)
 
+    def open_refused(self, bridge: SocketBridge, event: ChannelOpenRefused) -> None:
+        # ssh's own words, whatever the verbosity: the user must learn why
+        # the local connection was closed at once.
+        reason = _OPEN_FAILURES.get(event.reason, f"unknown reason {event.reason}")
+        log.warning("channel %d: open failed: %s: %s", event.channel_id, reason, event.description)
+
     async def _decide(self, key: PublicKey) -> None:
         result = self._check(key)
         ok = await result if inspect.isawaitable(result) else result
@@ -158,6 +178,48 @@ class SSHClient:
     @property
     def local_address(self) -> tuple[str, int] | None:
         return self._pump.sockname
+
+    async def forward_local(
+        self,
+        listen_host: str | None,
+        listen_port: int,
+        dest_host: str,
+        dest_port: int,
+    ) -> ForwardListener:
+        """``-L [listen_host:]listen_port:dest_host:dest_port``: listen locally
+        (loopback when ``listen_host`` is None; port 0 picks one, see
+        ``.port``) and carry each connection to dest through the server."""
+        return await forward_local(self._pump, listen_host, listen_port, Target(dest_host, dest_port))
+
+    async def forward_local_to(
+        self,
+        listen_host: str | None,
+        listen_port: int | None,
+        target: Target,
+        *,
+        listen_socket: str | None = None,
+    ) -> ForwardListener:
+        """The general form of :meth:`forward_local`: a Unix socket on either side."""
+        return await forward_local(self._pump, listen_host, listen_port, target, listen_socket=listen_socket)
+
+    async def open_connection(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Streams to ``host:port`` as the server reaches it, through a
+        ``direct-tcpip`` channel (RFC 4254 §7.2). Raises ChannelOpenFailed."""
+        ours, theirs = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        bridge = SocketBridge(self._pump)
+        opened: asyncio.Future[None] = loop.create_future()
+        bridge.on_open = opened
+        await loop.connect_accepted_socket(lambda: bridge, ours)
+        open_channel(self._pump, bridge, Target(host, port), ("127.0.0.1", 0))
+        try:
+            await opened
+        except BaseException:
+            theirs.close()
+            raise
+        return await asyncio.open_connection(sock=theirs)
 
     def rekey(self) -> None:
         self.core.start_rekey()

@@ -14,8 +14,20 @@ import logging
 import socket
 from typing import Generic, TypeVar
 
+from hashike.proto.channels import (
+    ChannelClosed,
+    ChannelData,
+    ChannelEofReceived,
+    ChannelOpenConfirmed,
+    ChannelOpenRefused,
+    ChannelRequestReceived,
+    ChannelWindowOpened,
+    GlobalRequestReceived,
+)
 from hashike.proto.connection import ClientConnection, ServerConnection
-from hashike.proto.events import Disconnected, Event
+from hashike.proto.events import Disconnected, Event, KexCompleted
+
+from .bridge import SocketBridge
 
 __all__ = ["CorePump", "TIMER_INTERVAL"]
 
@@ -38,6 +50,8 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.closed = asyncio.get_running_loop().create_future()
         self._timer: asyncio.TimerHandle | None = None
         self.disconnect: Disconnected | None = None
+        self.bridges: dict[int, SocketBridge] = {}
+        self._ssh_write_paused = False
 
     # asyncio.Protocol ---------------------------------------------------
 
@@ -86,7 +100,79 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
             for event in events:
                 if isinstance(event, Disconnected):
                     self.disconnect = event
-                self.handle_event(event)
+                    self._close_bridges()
+                elif isinstance(event, KexCompleted):
+                    self._resume_bridges()  # sends were held during the exchange
+                if not self._route(event):
+                    self.handle_event(event)
+
+    def _route(self, event: Event) -> bool:
+        """Channel events for a bridged channel go to its bridge."""
+        if isinstance(event, ChannelData):
+            bridge = self.bridges.get(event.channel_id)
+            if bridge is not None and event.extended is None:
+                bridge.channel_data(event.data)
+                return True
+        elif isinstance(event, ChannelWindowOpened):
+            bridge = self.bridges.get(event.channel_id)
+            if bridge is not None:
+                bridge.pump_data()
+            return True
+        elif isinstance(event, ChannelEofReceived):
+            bridge = self.bridges.get(event.channel_id)
+            if bridge is not None:
+                bridge.channel_eof()
+                return True
+        elif isinstance(event, ChannelClosed):
+            bridge = self.bridges.pop(event.channel_id, None)
+            if bridge is not None:
+                bridge.channel_closed()
+                return True
+        elif isinstance(event, ChannelOpenConfirmed):
+            bridge = self.bridges.get(event.channel_id)
+            if bridge is not None:
+                bridge.channel_open()
+                return True
+        elif isinstance(event, ChannelOpenRefused):
+            bridge = self.bridges.pop(event.channel_id, None)
+            if bridge is not None:
+                self.open_refused(bridge, event)
+                bridge.channel_refused(event.reason, event.description)
+                return True
+        elif isinstance(event, GlobalRequestReceived):
+            if event.want_reply:  # RFC 4254 §4: requests we do not know fail
+                self.core.channels.reply_global_request(False)
+            return True
+        elif isinstance(event, ChannelRequestReceived):
+            if event.want_reply:  # RFC 4254 §5.4
+                self.core.channels.reply_request(event.channel_id, False)
+            return True
+        return False
+
+    def open_refused(self, bridge: SocketBridge, event: ChannelOpenRefused) -> None:
+        """A channel we opened for ``bridge`` was refused; subclasses report it."""
+
+    def can_send(self) -> bool:
+        """False while a key exchange holds sends back, or the SSH socket's
+        write buffer is full: bridges then stop reading their sockets."""
+        return not self._ssh_write_paused and not self.core.transport.send_blocked
+
+    def pause_writing(self) -> None:
+        self._ssh_write_paused = True
+
+    def resume_writing(self) -> None:
+        self._ssh_write_paused = False
+        self._resume_bridges()
+        self.flush()
+
+    def _resume_bridges(self) -> None:
+        for bridge in list(self.bridges.values()):
+            bridge.pump_data()
+
+    def _close_bridges(self) -> None:
+        for bridge in list(self.bridges.values()):
+            bridge.channel_closed()
+        self.bridges.clear()
 
     def flush(self) -> None:
         transport = self.transport

@@ -1,0 +1,181 @@
+"""A local socket joined to one SSH channel, with end-to-end flow control.
+
+Theory of operation (RFC 4254 §5.2, §5.3). Bytes read from the socket go out
+as channel data as far as the peer's window allows; the rest waits in one
+memoryview and the socket stops being read until ``ChannelWindowOpened``.
+Bytes arriving on the channel are written to the socket; window credit is
+granted (``acknowledge``) only while asyncio's write buffer is below its high
+mark, and held back from ``pause_writing`` to ``resume_writing``, so a slow
+reader slows the sender instead of filling our memory.
+
+Half-close: the socket's EOF becomes CHANNEL_EOF; the channel's EOF becomes
+``write_eof()`` (shutdown(SHUT_WR)) once buffered data is flushed. The
+channel is closed when both directions are done, or at once on an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from hashike.proto.errors import ChannelOpenFailed
+
+if TYPE_CHECKING:
+    from hashike.proto.channels import Channels
+
+    from .pump import CorePump
+
+__all__ = ["SocketBridge"]
+
+log = logging.getLogger("hashike")
+
+# How much we read from a socket at a time is asyncio's business; how much
+# we let asyncio buffer towards a slow socket before holding credit back:
+WRITE_HIGH_WATER = 1024 * 1024
+
+
+class SocketBridge(asyncio.Protocol):
+    """asyncio Protocol for the local end of a forwarded connection."""
+
+    def __init__(self, pump: CorePump[Any], channel_id: int | None = None) -> None:
+        self.pump = pump
+        self.channel_id = channel_id
+        self.transport: asyncio.Transport | None = None
+        self.open = False  # the channel is confirmed
+        self._pending: memoryview | None = None  # read, not yet sent (window full)
+        self._local_eof = False  # the socket sent EOF
+        self._eof_sent = False
+        self._remote_eof = False
+        self._write_paused = False
+        self._unacked = 0  # received bytes whose credit waits for resume_writing
+        self._reading = True
+        self._closed = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+        # Resolved when the channel opens, failed with ChannelOpenFailed when
+        # it is refused (for library callers that wait on the open).
+        self.on_open: asyncio.Future[None] | None = None
+
+    # --- the channel, from the pump ----------------------------------------
+
+    @property
+    def channels(self) -> Channels:
+        channels: Channels = self.pump.core.channels
+        return channels
+
+    def bind(self, channel_id: int) -> None:
+        self.channel_id = channel_id
+        self.pump.bridges[channel_id] = self
+
+    def channel_open(self) -> None:
+        """The channel is confirmed: start moving data."""
+        self.open = True
+        if self.on_open is not None and not self.on_open.done():
+            self.on_open.set_result(None)
+        self.pump_data()
+
+    def channel_refused(self, reason: int, description: str) -> None:
+        if self.on_open is not None and not self.on_open.done():
+            self.on_open.set_exception(ChannelOpenFailed(f"open failed: {description}", reason))
+        self.channel_closed()
+
+    def channel_data(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.channel_id is None:
+            return
+        transport.write(data)
+        self.bytes_in += len(data)
+        if self._write_paused:
+            self._unacked += len(data)
+        else:
+            self.channels.acknowledge(self.channel_id, len(data))
+
+    def channel_eof(self) -> None:
+        self._remote_eof = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if transport.can_write_eof():
+                transport.write_eof()  # after the buffer is flushed
+            if self._local_eof:
+                self._close_channel()
+
+    def channel_closed(self) -> None:
+        self._closed = True
+        self.pump.bridges.pop(self.channel_id or -1, None)
+        if self.transport is not None:
+            self.transport.close()  # flushes what is buffered first
+
+    def pump_data(self) -> None:
+        """Send what is waiting, as far as the window and the connection allow;
+        read more only when nothing waits."""
+        if not self.open or self._closed or self.channel_id is None:
+            return
+        can_send = self.pump.can_send()
+        if self._pending is not None and can_send:
+            n = self.channels.send_data(self.channel_id, self._pending)
+            self.bytes_out += n
+            rest = self._pending[n:]
+            self._pending = rest if len(rest) else None
+        if self._pending is not None or not can_send:
+            self._pause_reading()
+        elif self._local_eof:
+            if not self._eof_sent:
+                self._eof_sent = True
+                self.channels.send_eof(self.channel_id)
+                if self._remote_eof:
+                    self._close_channel()
+        else:
+            self._resume_reading()
+
+    def _close_channel(self) -> None:
+        if not self._closed and self.channel_id is not None:
+            self._closed = True
+            self.channels.close(self.channel_id)
+
+    # --- asyncio.Protocol: the local socket ---------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if not self.open:
+            self._pause_reading()  # until the channel is confirmed
+
+    def data_received(self, data: bytes) -> None:
+        # Reading is paused whenever something waits, so this joins nothing
+        # but a rare leftover.
+        self._pending = memoryview(data) if self._pending is None else memoryview(bytes(self._pending) + data)
+        self.pump_data()
+        self.pump.flush()
+
+    def eof_received(self) -> bool:
+        self._local_eof = True
+        self.pump_data()
+        self.pump.flush()
+        return True  # keep the socket open for the other direction (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.open and not self._closed:
+            self._close_channel()
+            self.pump.flush()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._unacked and self.channel_id is not None and not self._closed:
+            n, self._unacked = self._unacked, 0
+            self.channels.acknowledge(self.channel_id, n)
+            self.pump.flush()
+
+    def _pause_reading(self) -> None:
+        if self._reading and self.transport is not None and not self.transport.is_closing():
+            self._reading = False
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if not self._reading and self.transport is not None and not self.transport.is_closing():
+            self._reading = True
+            self.transport.resume_reading()

@@ -1,0 +1,179 @@
+"""Port forwarding on the asyncio runtime (RFC 4254 §7, OpenSSH PROTOCOL §2.4).
+
+Client side, ``-L``: a listener whose every accepted connection opens a
+``direct-tcpip`` (or ``direct-streamlocal@openssh.com``) channel and is
+bridged to it. Server side: a ``direct-tcpip`` open is answered only once
+the onward connection has succeeded (CONNECT_FAILED with the OS's reason
+otherwise), so the client sees a refused target as a refused channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from hashike.proto.channels import ChannelOpenRequested
+from hashike.proto.constants import OpenFailureReason
+from hashike.proto.wire import encode_string, encode_uint32
+
+from .bridge import SocketBridge
+from .pump import CorePump
+
+__all__ = ["LISTEN_BACKLOG", "ForwardListener", "Target", "connect_target", "forward_local", "open_channel"]
+
+log = logging.getLogger("hashike")
+
+# A burst of 1000 simultaneous connections must not overflow the accept
+# queue (ANCHORS.md: sshtunnel's backlog of 5 drops most of a 200-burst).
+LISTEN_BACKLOG = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the far side connects: a TCP host and port, or a Unix socket."""
+
+    host: str | None = None
+    port: int | None = None
+    socket_path: str | None = None
+
+    def __str__(self) -> str:
+        return self.socket_path or f"{self.host}:{self.port}"
+
+
+def open_channel(pump: CorePump[Any], bridge: SocketBridge, target: Target, origin: tuple[str, int]) -> None:
+    """Open the channel for ``bridge`` towards ``target`` (RFC 4254 §7.2)."""
+    channels = pump.core.channels
+    if target.socket_path is not None:
+        # PROTOCOL §2.4: socket path, then two reserved fields.
+        extra = encode_string(target.socket_path) + encode_string(b"") + encode_uint32(0)
+        channel_id = channels.open("direct-streamlocal@openssh.com", extra)
+    else:
+        assert target.host is not None and target.port is not None
+        channel_id = channels.open_direct_tcpip(target.host, target.port, origin[0], origin[1])
+    bridge.bind(channel_id)
+    pump.flush()
+
+
+class _ListenerBridge(SocketBridge):
+    def __init__(self, pump: CorePump[Any], target: Target, listener: ForwardListener) -> None:
+        super().__init__(pump)
+        self._target = target
+        self._listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        origin = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("127.0.0.1", 0)
+        if self.pump.core.closed:
+            transport.close()
+            return
+        self._listener.connections += 1
+        open_channel(self.pump, self, self._target, origin)
+
+
+class ForwardListener:
+    """A listening forward (``-L``). ``port`` is the bound port, known even
+    when 0 was asked for; ``sockets`` every bound address."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.servers: list[asyncio.Server] = []
+        self.connections = 0
+
+    @property
+    def sockets(self) -> list[Any]:
+        return [s.getsockname() for server in self.servers for s in server.sockets]
+
+    @property
+    def port(self) -> int:
+        name = self.sockets[0]
+        return int(name[1]) if isinstance(name, tuple) else 0
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+async def forward_local(
+    pump: CorePump[Any],
+    listen_host: str | None,
+    listen_port: int | None,
+    target: Target,
+    *,
+    listen_socket: str | None = None,
+) -> ForwardListener:
+    """Listen locally and forward each connection through the SSH connection.
+
+    ``listen_host`` None means loopback only (ssh's default); ``""`` or
+    ``"*"`` every address. Raises OSError (address in use, permission) as
+    the OS reports it."""
+    loop = asyncio.get_running_loop()
+    listener = ForwardListener(target)
+
+    def factory() -> _ListenerBridge:
+        return _ListenerBridge(pump, target, listener)
+
+    if listen_socket is not None:
+        listener.servers.append(await loop.create_unix_server(factory, listen_socket, backlog=LISTEN_BACKLOG))
+        return listener
+    if listen_host is None or listen_host == "localhost":
+        hosts: list[str | None] = ["127.0.0.1", "::1"]  # ssh's default: loopback only
+    elif listen_host in ("", "*"):
+        hosts = [None]  # every address (GatewayPorts)
+    else:
+        hosts = [listen_host]
+    port = listen_port or 0
+    try:
+        for i, host in enumerate(hosts):
+            try:
+                server = await loop.create_server(
+                    factory, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
+                )
+            except OSError as exc:
+                # The default ::1 is skipped on a machine without IPv6.
+                if i > 0 and host == "::1" and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    continue
+                raise
+            listener.servers.append(server)
+            port = port or server.sockets[0].getsockname()[1]  # port 0: the same one everywhere
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested) -> None:
+    """Server side: connect onward for an accepted-by-policy open, then
+    confirm the channel, or refuse it with CONNECT_FAILED and the OS's reason."""
+    loop = asyncio.get_running_loop()
+    bridge = SocketBridge(pump, event.channel_id)
+    channels = pump.core.channels
+    try:
+        if event.socket_path is not None:
+            await loop.create_unix_connection(lambda: bridge, event.socket_path)
+        else:
+            assert event.host is not None and event.port is not None
+            await loop.create_connection(lambda: bridge, event.host, event.port)
+    except OSError as exc:
+        if pump.core.closed:
+            return
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if isinstance(exc, socket.gaierror):
+            reason = "Name or service not known"
+        log.info("connect_to %s port %s: failed: %s", event.host or event.socket_path, event.port, reason)
+        channels.reject_open(event.channel_id, OpenFailureReason.CONNECT_FAILED, reason)
+        pump.flush()
+        return
+    if pump.core.closed:
+        if bridge.transport is not None:
+            bridge.transport.close()
+        return
+    channels.accept_open(event.channel_id)
+    bridge.bind(event.channel_id)
+    bridge.channel_open()
+    pump.flush()

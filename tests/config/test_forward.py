@@ -199,7 +199,20 @@ def test_numeric_port_syntax_follows_strtoll() -> None:
     assert parse_port(" 80") == 80
     assert parse_port("65535") == 65535
     assert parse_port("0") == 0
-    for bad in ("65536", "-1", "", " ", "8_0", "80 ", "\u0663", "0x50", "nul\x00"):
+    assert parse_port("000000000080") == 80
+    for bad in (
+        "65536",
+        "-1",
+        "",
+        " ",
+        "8_0",
+        "80 ",
+        "\u0663",
+        "0x50",
+        "nul\x00",
+        "9" * 5000,
+        "-" + "0" * 9 + "1",
+    ):
         assert parse_port(bad) is None, bad
 
 
@@ -269,6 +282,12 @@ def test_length_limits() -> None:
     assert parse_forward("local", f"8080:{path}").connect_socket == path
     with pytest.raises(ForwardSpecError):
         parse_forward("local", f"8080:{path}s")
+
+
+def test_error_messages_stay_on_one_line() -> None:
+    with pytest.raises(ForwardSpecError) as info:
+        parse_forward("local", "8080:h\n")
+    assert str(info.value) == "Bad local forwarding specification '8080:h\\n'"
 
 
 def test_unknown_kind() -> None:

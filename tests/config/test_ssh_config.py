@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hashike.config.forward import Forward, parse_forward
 from hashike.config.ssh_config import (
@@ -118,6 +120,7 @@ def test_defaults(home: Path) -> None:
         TransportConfig().rekey_seconds,
     )
     assert s.ignored_options == ()
+    assert s.required_rsa_size == 1024
 
 
 def test_default_home_and_user_come_from_the_password_database(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -571,6 +574,9 @@ def test_forward_socket_paths_take_tokens(home: Path) -> None:
         ("ControlPersist 10m", "control_persist", 600),
         ("HostKeyAlias k", "host_key_alias", "k"),
         ("IdentityAgent /tmp/agent", "identity_agent", "/tmp/agent"),
+        ("IdentityAgent agent-%h", "identity_agent", "agent-h"),
+        ("RequiredRSASize 3072", "required_rsa_size", 3072),
+        ("RequiredRSASize 512", "required_rsa_size", 1024),  # may only be raised
     ],
 )
 def test_keyword(home: Path, line: str, name: str, value: object) -> None:
@@ -690,6 +696,25 @@ def test_bad_explicit_arguments(home: Path) -> None:
         parse(home, "", port=0)
     with pytest.raises(ConfigError, match=r"^Empty host name$"):
         parse(home, "", host="")
+
+
+def test_huge_numbers_are_errors_not_crashes(home: Path) -> None:
+    huge = "9" * 5000  # beyond int()'s default digit limit
+    assert error_of(home, f"NumberOfPasswordPrompts {huge}\n") == "CFG line 1: integer value too large."
+    assert error_of(home, "NumberOfPasswordPrompts 2147483648\n") == "CFG line 1: integer value too large."
+    assert parse(home, "NumberOfPasswordPrompts 0002147483647\n").number_of_password_prompts == 2**31 - 1
+    assert error_of(home, f"ConnectTimeout {huge}\n") == "CFG line 1: invalid time value."
+    assert error_of(home, "ServerAliveInterval 2147483648\n") == "CFG line 1: invalid time value."
+    assert error_of(home, f"RekeyLimit 1G {'9' * 400}\n") == "CFG line 1: invalid time value."
+    assert error_of(home, f"RekeyLimit {'9' * 400}\n").startswith("CFG line 1: Bad number")
+    assert error_of(home, f"ControlPersist {huge}\n") == "CFG line 1: Bad ControlPersist argument."
+    assert error_of(home, f"LocalForward 8080 h:{huge}\n") == "CFG line 1: Bad forwarding specification."
+
+
+def test_messages_stay_on_one_line(home: Path) -> None:
+    assert error_of(home, "", options=["Port 1\n2"]) == "command-line line 0: Bad port '1\\n2'."
+    with pytest.raises(ConfigError, match=r"x\\x00y"):
+        parse_client_config("h", config_file="x\x00y", options=[], home=str(home))
 
 
 def test_config_error_is_a_value_error() -> None:
@@ -938,3 +963,73 @@ def services_db() -> None:
         socket.getservbyname("pop3", "tcp")
     except OSError:
         pytest.fail("the services database (/etc/services, Debian package netbase) is missing", pytrace=False)
+
+
+# --- hostile input ----------------------------------------------------------------------------------
+
+_WORDS = [
+    "Host",
+    "Match",
+    "HostName",
+    "User",
+    "Port",
+    "IdentityFile",
+    "LocalForward",
+    "RemoteForward",
+    "DynamicForward",
+    "SendEnv",
+    "SetEnv",
+    "RekeyLimit",
+    "ConnectTimeout",
+    "EscapeChar",
+    "ControlPath",
+    "UserKnownHostsFile",
+    "IdentityAgent",
+    "Ciphers",
+    "IgnoreUnknown",
+    "ProxyCommand",
+    "ForwardX11",
+    "all",
+    "host",
+    "!host",
+    "*",
+    "!",
+    "%h",
+    "%",
+    "%x",
+    "${X}",
+    "${",
+    "~",
+    "~nobody-x/",
+    '"',
+    "'",
+    "\\",
+    "=",
+    "#",
+    ":",
+    "[",
+    "]",
+    "/",
+    "0",
+    "22",
+    "99999999999999999999999",
+    "1h",
+    "none",
+    "yes",
+    ",",
+    "-",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.lists(st.sampled_from(_WORDS) | st.text(max_size=8), max_size=6).map(" ".join),
+        max_size=8,
+    )
+)
+def test_any_text_gives_settings_or_config_error(home: Path, lines: list[str]) -> None:
+    try:
+        parse(home, "\n".join(lines) + "\n", options=lines[:2])
+    except ConfigError as exc:
+        assert "\n" not in str(exc)

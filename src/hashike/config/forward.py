@@ -68,7 +68,14 @@ _C_SPACE = " \t\n\v\f\r"
 
 
 class ForwardSpecError(ValueError):
-    """A forwarding specification ssh would refuse; the message is ssh's."""
+    """A forwarding specification ssh would refuse; the message is ssh's, on
+    one line (control characters from the input are shown escaped)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_CONTROL_RE.sub(lambda m: ascii(m.group())[1:-1], message))
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,9 +199,10 @@ def parse_port(text: str) -> int | None:
     service name from the services database; None when it is neither."""
     m = _NUMBER_RE.fullmatch(text)
     if m is not None:
-        value = int(m.group(2)) * (-1 if m.group(1) == "-" else 1)
-        if 0 <= value <= 65535:
-            return value
+        # Length first: int() refuses very long digit strings with a ValueError.
+        digits = m.group(2).lstrip("0") or "0"
+        if len(digits) <= 5 and (m.group(1) != "-" or digits == "0") and int(digits) <= 65535:
+            return int(digits)
     if not text:
         return None
     try:

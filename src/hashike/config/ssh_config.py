@@ -104,6 +104,7 @@ _MAX_INCLUDE_DEPTH = 16
 _MAX_IDENTITY_FILES = 100
 # ssh: with BatchMode and no ServerAliveInterval, probe a dead server every 5 min.
 _BATCH_SERVER_ALIVE_INTERVAL = 300
+_MIN_RSA_SIZE = 1024
 
 _DEFAULT_REKEY_BYTES = TransportConfig().rekey_bytes
 _DEFAULT_REKEY_SECONDS = TransportConfig().rekey_seconds
@@ -116,7 +117,16 @@ ControlMaster = Literal["no", "yes", "ask", "auto", "autoask"]
 
 
 class ConfigError(ValueError):
-    """A configuration ssh would refuse, or hashike cannot honour; the message is one line."""
+    """A configuration ssh would refuse, or hashike cannot honour; the message is
+    one line (control characters from the input are shown escaped)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_CONTROL_RE.sub(lambda m: ascii(m.group())[1:-1], message))
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_INT_MAX = 2**31 - 1
+_SIZE_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +160,7 @@ class ClientSettings:
     global_known_hosts_files: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS_FILES
     hash_known_hosts: bool = False
     host_key_alias: str | None = None
+    required_rsa_size: int = _MIN_RSA_SIZE
     password_authentication: bool = True
     kbd_interactive_authentication: bool = True
     pubkey_authentication: bool = True
@@ -280,17 +291,26 @@ def _parse_count(args: list[str]) -> int:
     arg = args[0]
     if not re.fullmatch(r"-?[0-9]+", arg, re.ASCII):
         raise _ValueError("integer value invalid.")
-    value = int(arg)
-    if value < 0:
+    if arg.startswith("-") and arg.strip("-0"):
         raise _ValueError("integer value too small.")
-    if value > 2**31 - 1:
+    # Length first: int() refuses very long digit strings with its own ValueError.
+    digits = arg.lstrip("-0")
+    if len(digits) > 10 or int(digits or "0") > _INT_MAX:
         raise _ValueError("integer value too large.")
-    return value
+    return int(digits or "0")
+
+
+def _time(arg: str) -> int:
+    """A time value in seconds, at most INT_MAX (ssh's convtime); ValueError if bad."""
+    seconds = parse_time(arg)
+    if seconds > _INT_MAX:
+        raise ValueError("time value too large")
+    return seconds
 
 
 def _seconds(arg: str) -> int:
     try:
-        return parse_time(arg)
+        return _time(arg)
     except ValueError:
         raise _ValueError("invalid time value.") from None
 
@@ -314,7 +334,9 @@ def _parse_rekey_limit(args: list[str]) -> tuple[int, float]:
         try:
             size = parse_size(size_arg)
         except ValueError:
-            raise _ValueError(f"Bad number '{size_arg}': Invalid argument") from None
+            size = -1
+        if not 0 <= size <= _SIZE_MAX:
+            raise _ValueError(f"Bad number '{size_arg}': Invalid argument")
         # 0 is ssh's "default"; below a few blocks every packet would rekey.
         if size == 0:
             size = _DEFAULT_REKEY_BYTES
@@ -377,12 +399,22 @@ def _parse_paths(args: list[str]) -> tuple[str, ...]:
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
+def _is_env_reference(arg: str) -> bool:
+    """``$NAME`` (as opposed to ``${NAME}`` inside a path)."""
+    return arg.startswith("$") and not arg.startswith("${")
+
+
 def _parse_identity_agent(args: list[str]) -> str | None:
     arg = _parse_string(args)
     # "$NAME": the socket path is in that environment variable.
-    if arg.startswith("$") and not arg.startswith("${") and not _ENV_NAME_RE.fullmatch(arg[1:]):
+    if _is_env_reference(arg) and not _ENV_NAME_RE.fullmatch(arg[1:]):
         raise _ValueError(f"Invalid environment name {arg}.")
     return None if arg.lower() == "none" else arg
+
+
+def _parse_required_rsa_size(args: list[str]) -> int:
+    # ssh_config(5): the limit "may only be raised from the default".
+    return max(_MIN_RSA_SIZE, _parse_count(args))
 
 
 def _parse_send_env(args: list[str]) -> tuple[str, ...]:
@@ -408,7 +440,7 @@ def _parse_control_persist(args: list[str]) -> int | None:
     if arg in _WORDS_FALSE:
         return None
     try:
-        return parse_time(arg)
+        return _time(arg)
     except ValueError:
         raise _ValueError("Bad ControlPersist argument.") from None
 
@@ -464,6 +496,7 @@ _KEYWORDS: dict[str, _Keyword] = {
     "globalknownhostsfile": _kw("global_known_hosts_files", _parse_paths, max_args=None),
     "hashknownhosts": _kw("hash_known_hosts", _parse_flag),
     "hostkeyalias": _kw("host_key_alias", _parse_string),
+    "requiredrsasize": _kw("required_rsa_size", _parse_required_rsa_size),
     "passwordauthentication": _kw("password_authentication", _parse_flag),
     "kbdinteractiveauthentication": _kw("kbd_interactive_authentication", _parse_flag),
     "pubkeyauthentication": _kw(
@@ -516,7 +549,10 @@ for _alias, _name in {
     _KEYWORDS[_alias] = _KEYWORDS[_name]
 
 # OpenSSH keywords accepted and ignored: without them hashike does less (no
-# X11, agent, GSSAPI, hostbased or hardware-token support) or checks more.
+# X11, agent, GSSAPI, hostbased, certificate or hardware-token support), checks
+# more (KnownHostsCommand, VerifyHostKeyDNS), or they tune what hashike does
+# its own way (PubkeyAcceptedAlgorithms). CheckHostIP is the one that, when
+# set to yes, checks something hashike does not; ignored_options shows it.
 _IGNORED = frozenset(
     """
     addkeystoagent canonicaldomains canonicalizefallbacklocal canonicalizehostname canonicalizemaxdots
@@ -526,9 +562,9 @@ _IGNORED = frozenset(
     gssapikexalgorithms gssapikeyexchange gssapirenewalforcesrekey gssapiserveridentity gssapitrustdns
     hostbasedacceptedalgorithms hostbasedauthentication hostbasedkeytypes ipqos kbdinteractivedevices
     knownhostscommand localcommand logverbose nohostauthenticationforlocalhost obscurekeystroketiming
-    permitlocalcommand pkcs11provider pubkeyacceptedalgorithms pubkeyacceptedkeytypes requiredrsasize
+    permitlocalcommand pkcs11provider proxyusefdpass pubkeyacceptedalgorithms pubkeyacceptedkeytypes
     securitykeyprovider smartcarddevice stdinnull streamlocalbindmask streamlocalbindunlink syslogfacility
-    tag updatehostkeys verifyhostkeydns visualhostkey xauthlocation
+    tag tunneldevice updatehostkeys verifyhostkeydns visualhostkey xauthlocation
     protocol cipher compressionlevel rsaauthentication rhostsrsaauthentication useroaming
     useprivilegedport fallbacktorsh usersh kerberosauthentication kerberostgtpassing afstokenpassing
     """.split()  # noqa: SIM905 -- a word list reads better than 64 quoted strings
@@ -539,10 +575,8 @@ _IGNORED = frozenset(
 # values, which ask for nothing.
 _REFUSED: dict[str, frozenset[str]] = {
     "proxycommand": frozenset({"none"}),
-    "proxyusefdpass": frozenset({"no", "false"}),
     "bindinterface": frozenset(),
     "tunnel": frozenset({"no", "false"}),
-    "tunneldevice": frozenset({"any:any", "any"}),
     "remotecommand": frozenset({"none"}),
     "revokedhostkeys": frozenset({"none"}),
     "permitremoteopen": frozenset({"any"}),
@@ -616,6 +650,8 @@ def _read_lines(path: str, *, missing_ok: bool) -> list[str] | None:
         raise ConfigError(f"Can't open user config file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"Can't open user config file {path}: {exc}") from None
 
 
 def _check_permissions(path: str) -> None:
@@ -819,7 +855,11 @@ class _Builder:
                 base = os.path.join(self.home, ".ssh") if source.user_file else self.system_dir
                 arg = os.path.join(base, arg)
             # glob(3) sorts its results; an Include that matches nothing is fine.
-            for path in sorted(glob.glob(arg)):
+            try:
+                paths = sorted(glob.glob(arg))
+            except ValueError as exc:  # a NUL in the pattern
+                raise ConfigError(f"{where}: bad include path {arg}: {exc}") from None
+            for path in paths:
                 self.read_file(
                     path,
                     user_file=source.user_file,
@@ -880,7 +920,8 @@ class _Builder:
         except ValueError as exc:
             raise ConfigError(f"Bad GlobalKnownHostsFile: {exc}") from None
         agent = fields.get("identity_agent")
-        if agent is not None and agent != "SSH_AUTH_SOCK" and not _ENV_NAME_RE.fullmatch(agent[1:] or "-"):
+        # "SSH_AUTH_SOCK" and "$NAME" name a variable holding the path.
+        if agent is not None and agent != "SSH_AUTH_SOCK" and not _is_env_reference(agent):
             fields["identity_agent"] = expand("IdentityAgent", agent)
         if fields.get("control_path") is not None:
             fields["control_path"] = expand("ControlPath", fields["control_path"])

@@ -330,6 +330,11 @@ def test_identity_files_accumulate_in_order_without_duplicates(home: Path, tmp_p
     assert not s.identity_files_default
 
 
+def test_identity_files_are_capped_like_ssh(home: Path) -> None:
+    text = "".join(f"IdentityFile /k{i}\n" for i in range(101))
+    assert error_of(home, text) == "CFG line 101: Too many identity files specified (max 100)"
+
+
 def test_forwards_accumulate_without_duplicates(home: Path) -> None:
     cli = [parse_forward("local", "8080:h:80"), parse_forward("dynamic", "1080")]
     text = (
@@ -902,6 +907,31 @@ DIFFERENTIAL_CASES: list[tuple[str, str, tuple[str, ...]]] = [
         (),
     ),
     ("StrictHostKeyChecking ask\n", "plain", ()),
+    (
+        "Host cli\n  User file\n  Port 2200\n  IdentityFile /file/key\n  LocalForward 8080 h:80\n"
+        "  StrictHostKeyChecking no\n",
+        "cli",
+        (
+            "-i",
+            "{tmp}/cli_key",
+            "-o",
+            "User=opt",
+            "-o",
+            "StrictHostKeyChecking accept-new",
+            "-o",
+            "IdentityFile /opt/key",
+            "-L",
+            "8080:h:80",
+            "-L",
+            "[::1]:9000:/run/s.sock",
+            "-R",
+            "localhost:0",
+            "-D",
+            "1080",
+            "-o",
+            "LocalForward 7000 [2001:db8::1]:70",
+        ),
+    ),
 ]
 
 
@@ -924,14 +954,21 @@ def test_resolution_matches_openssh(tmp_path: Path, text: str, host: str, args: 
 
     ssh = require_openssh("ssh")["ssh"]
     config = write(tmp_path / "config", text)
+    # ssh drops (with a warning) an -i file that does not exist.
+    write(tmp_path / "cli_key", "")
+    args = tuple(arg.replace("{tmp}", str(tmp_path)) for arg in args)
     theirs = _run_ssh_g(ssh, config, host, args)
-    opts = dict(zip(args[::2], args[1::2], strict=True))
+    pairs = list(zip(args[::2], args[1::2], strict=True))
+    opts = dict(pairs)
+    kinds = {"-L": "local", "-R": "remote", "-D": "dynamic"}
     ours = parse_client_config(
         host,
         config_file=config,
-        options=[],
+        options=[value for flag, value in pairs if flag == "-o"],
         user=opts.get("-l"),
         port=int(opts["-p"]) if "-p" in opts else None,
+        identity_files=[value for flag, value in pairs if flag == "-i"],
+        forwards=[parse_forward(kinds[flag], value) for flag, value in pairs if flag in kinds],  # type: ignore[arg-type]
     )
     assert theirs["hostname"] == [ours.hostname]
     assert theirs["user"] == [ours.user]

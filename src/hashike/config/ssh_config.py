@@ -997,7 +997,9 @@ def parse_client_config(
     reads no file at all), else ``~/.ssh/config`` and ``system_config_file``
     are read. ``user``/``port`` (``-l``, ``user@host``, ``-p``) beat the
     files; ``identity_files`` (``-i``) and ``forwards`` (``-L``/``-R``/``-D``)
-    come before every configured one. ``home`` replaces the home directory
+    come before every configured one, ``-o`` included (ssh takes its options
+    in command-line order; it also warns about and drops an ``-i`` file that
+    does not exist, which is left to the caller). ``home`` replaces the home directory
     (``~``, ``%d``, where ``~/.ssh/config`` is).
 
     Raises ConfigError with a one-line, ssh-style message.

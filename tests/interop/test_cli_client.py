@@ -106,3 +106,78 @@ def test_bad_forward_spec() -> None:
     result = run([sys.executable, "-m", "hashike.cli.client", "-F", "none", "-L", "nonsense", "127.0.0.1"])
     assert result.returncode == 255
     assert result.stderr.strip() == "Bad local forwarding specification 'nonsense'"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_guide_command_line_with_sshd(start_sshd: StartSshd, tmp_path: Path) -> None:
+    """hashike -N -L40000:host:110 (attached form, as in the guide), then a
+    client reads the POP3 greeting through the tunnel."""
+    sshd = start_sshd()
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_lines())
+    pop3 = subprocess.Popen(
+        [sys.executable, "-c", POP3_SERVER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    assert pop3.stdout is not None
+    pop3_port = int(pop3.stdout.readline())
+    local = free_port()
+    argv = hashike_argv(
+        sshd, known, "-N", f"-L{local}:127.0.0.1:{pop3_port}", "-i", str(sshd.client_key), "-v"
+    )
+    proc = subprocess.Popen(
+        [*argv, f"{sshd.user}@127.0.0.1"], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # bounded: until the forward is up
+            line = proc.stderr.readline()
+            if "forwarded to remote address" in line or not line:
+                break
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
+            assert conn.makefile("rb").readline() == b"+OK POP3 wisdom server ready\r\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        pop3.kill()
+        pop3.wait(10)
+    assert proc.stderr is not None
+    rest = proc.stderr.read()
+    assert proc.returncode == 0, rest
+    assert "Traceback" not in rest
+
+
+POP3_SERVER = """
+import asyncio
+from hashike.cli.pop3 import start_pop3
+async def main():
+    pop3 = await start_pop3()
+    print(pop3.port, flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+def test_local_port_in_use(start_sshd: StartSshd, tmp_path: Path) -> None:
+    sshd = start_sshd()
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_lines())
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = hashike_argv(
+            sshd, known, "-N", "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{port}:127.0.0.1:9"
+        )
+        result = run([*argv, "-i", str(sshd.client_key), f"{sshd.user}@127.0.0.1"])
+    assert result.returncode == 255
+    assert result.stderr.splitlines() == [
+        f"bind [127.0.0.1]:{port}: Address already in use",
+        f"channel_setup_fwd_listener_tcpip: cannot listen to port: {port}",
+        "Could not request local forwarding.",
+    ]

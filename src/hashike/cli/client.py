@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -23,12 +24,14 @@ from dataclasses import dataclass
 from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity, file_identity
+from hashike.aio.forward import ForwardListener, Target
 from hashike.config.forward import ForwardSpecError, parse_forward
 from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
 from hashike.keys.keypair import KeyFileError, PublicKey
 from hashike.keys.known_hosts import evaluate_host_key
 from hashike.proto.errors import AuthenticationFailed, ConnectionClosed, HostKeyNotVerified
 
+from .logs import setup_logging
 from .terminal import ask, ask_async
 
 __all__ = ["main"]
@@ -203,24 +206,85 @@ async def _connect(settings: ClientSettings) -> SSHClient:
         raise _Fatal(f"{PROG}: connect to host {host} port {port}: {reason}") from None
 
 
-async def _session(settings: ClientSettings, no_command: bool, command: Sequence[str]) -> int:
+def _bind_label(host: str | None, port: int | None, path: str | None) -> str:
+    if path is not None:
+        return path
+    return f"[{'127.0.0.1' if host is None else host or '0.0.0.0'}]:{port}"
+
+
+async def _start_forwards(client: SSHClient, settings: ClientSettings) -> list[ForwardListener]:
+    """Set up every -L; a failure is reported as ssh reports it and is fatal
+    only under ExitOnForwardFailure."""
+    listeners = []
+    for fwd in settings.local_forwards:
+        host = fwd.listen_host
+        if host in ("", "*") and not settings.gateway_ports:
+            host = None  # ssh: without GatewayPorts, -L binds loopback only
+        target = Target(fwd.connect_host, fwd.connect_port, fwd.connect_socket)
+        try:
+            listener = await client.forward_local_to(
+                host, fwd.listen_port, target, listen_socket=fwd.listen_socket
+            )
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            label = _bind_label(host, fwd.listen_port, fwd.listen_socket)
+            port = fwd.listen_port or 0
+            if exc.errno == errno.EACCES and 0 < port < 1024:
+                print(
+                    f"bind {label}: Permission denied. Privileged ports can only be forwarded by root; "
+                    f"use a port of 1024 or more, e.g. -L {40000 + port}:{target}.",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"bind {label}: {reason}", file=sys.stderr)
+                print(f"channel_setup_fwd_listener_tcpip: cannot listen to port: {port}", file=sys.stderr)
+            if settings.exit_on_forward_failure:
+                raise _Fatal("Could not request local forwarding.") from None
+            print("Could not request local forwarding.", file=sys.stderr)
+            continue
+        bound = _bind_label(host, listener.port, fwd.listen_socket)
+        log.debug("Local connections to %s forwarded to remote address %s", bound, target)
+        listeners.append(listener)
+    return listeners
+
+
+def _background() -> None:
+    """-f: ssh goes to the background once authenticated and forwarding is
+    set up. The parent exits 0 at once; the child carries on the connection."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
+async def _session(
+    settings: ClientSettings, no_command: bool, command: Sequence[str], background: bool
+) -> int:
+    # Handlers first: a TERM during login must still end us cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
     client = await _connect(settings)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
+    listeners = await _start_forwards(client, settings)
     if not no_command:
         print(
             f"{PROG}: remote commands and shells are not implemented yet; "
             "keeping the connection up as -N would.",
             file=sys.stderr,
         )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, stop.set)
+    if background:
+        _background()
     closed = asyncio.ensure_future(client.wait_closed())
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait({closed, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
+    for listener in listeners:
+        listener.close()
     if not closed.done():
         client.close()
         await client.wait_closed()
@@ -231,19 +295,9 @@ async def _session(settings: ClientSettings, no_command: bool, command: Sequence
     return EXIT_FAILURE
 
 
-def _setup_logging(verbose: int, log_file: str | None) -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    )
-    handler.setFormatter(logging.Formatter("debug1: %(message)s"))
-    root = logging.getLogger("hashike")
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose, args.log_file)
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_file)
     host, user = _split_destination(args.destination, args.login)
     options = list(args.options)
     if args.family:
@@ -261,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             identity_files=args.identities,
             forwards=forwards,
         )
-        return asyncio.run(_session(settings, args.no_command, args.command))
+        return asyncio.run(_session(settings, args.no_command, args.command, args.background))
     except (ConfigError, ForwardSpecError) as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(("Bad ", "/")) else str(exc), file=sys.stderr)
         return EXIT_FAILURE

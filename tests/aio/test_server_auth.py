@@ -579,9 +579,20 @@ async def test_client_leaving_during_the_check(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_password_methods_need_a_password_file(keys_file: Path) -> None:
-    with pytest.raises(ValueError, match="password file"):
-        Server([host_key()], options(keys_file, auth_methods=("publickey", "password")))
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"auth_methods": ("publickey", "password")}, "password file"),
+        ({"auth_methods": ("keyboard-interactive",)}, "password file"),
+        ({"auth_methods": ("publickey", "hostbased")}, "unsupported authentication methods: hostbased"),
+        ({"max_auth_tries": 0}, "max_auth_tries"),
+    ],
+)
+def test_options_no_connection_could_use_are_refused_up_front(
+    keys_file: Path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Server([host_key()], options(keys_file, **changes))
 
 
 # ------------------------------------------------------------ PasswordFile

@@ -437,3 +437,51 @@ def test_unknown_user_and_wrong_password_look_the_same(
     assert "Permission denied (publickey,password,keyboard-interactive)" in replies(known)
     assert f"Failed {method} for invalid user nobody-here from 127.0.0.1" in server.log_text()
     assert_clean(server)
+
+
+# --- hashiked startup with authentication settings -------------------------------------
+
+
+def run_hashiked(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """hashiked with settings that make it fail at startup (it would otherwise serve)."""
+    host_key = tmp_path / "startup_host_key"
+    if not host_key.exists():
+        keygen = find_binary("ssh-keygen")
+        assert keygen is not None
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, timeout=60)
+    argv = [sys.executable, "-m", "hashike.cli.server", "-p", "0", "-h", str(host_key)]
+    argv += ["-o", "ListenAddress=127.0.0.1"]
+    for option in options:
+        argv += ["-o", option]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+
+
+def test_missing_password_file_is_a_startup_error(tmp_path: Path) -> None:
+    missing = tmp_path / "absent"
+    result = run_hashiked(tmp_path, f"PasswordFile={missing}", "PasswordAuthentication=yes")
+    assert result.returncode == 255
+    assert result.stderr == f"hashiked: PasswordFile {missing}: No such file or directory\n"
+
+
+def test_missing_banner_is_a_startup_error(tmp_path: Path) -> None:
+    missing = tmp_path / "absent"
+    result = run_hashiked(tmp_path, f"Banner={missing}")
+    assert result.returncode == 255
+    assert result.stderr == f"hashiked: Banner {missing}: No such file or directory\n"
+
+
+def test_bad_auth_keyword_is_a_startup_error(tmp_path: Path) -> None:
+    result = run_hashiked(tmp_path, "PasswordAuthentication=maybe")
+    assert result.returncode == 255
+    assert result.stderr == 'hashiked: command-line line 0: unsupported option "maybe".\n'
+
+
+def test_startup_warnings(start_hashiked: StartHashiked, tmp_path: Path) -> None:
+    bad = tmp_path / "passwords"
+    bad.write_text(f"{USER}:not-a-hash\n")
+    server = start_hashiked(f"PasswordFile={bad}", "PubkeyAuthentication=no")
+    log = server.log_text()
+    assert f"{bad} line 1: not a bcrypt hash ($2b$...): ignored" in log
+    assert "no authentication method is enabled: nobody can log in" in log
+    other = start_hashiked("PasswordAuthentication=yes")
+    assert "PasswordAuthentication yes has no effect without a PasswordFile" in other.log_text()

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hashike.keys.keypair import PrivateKey
+from hashike.proto.auth import SERVER_METHODS
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
 from hashike.proto.constants import DisconnectReason
@@ -151,11 +152,18 @@ class Server:
     ``connections`` holds every open connection; ``startups`` the ones not
     authenticated yet, which MaxStartups counts.
 
-    Raises ValueError if a password method is offered without a password file."""
+    Raises ValueError for options no connection could use: an unknown
+    method, a password method without a password file, max_auth_tries < 1."""
 
     def __init__(self, host_keys: Sequence[PrivateKey], options: ServerOptions) -> None:
+        # Checked here, once, rather than failing in every connection's core.
+        unknown = [m for m in options.auth_methods if m not in SERVER_METHODS]
+        if unknown:
+            raise ValueError(f"unsupported authentication methods: {', '.join(unknown)}")
         if options.password_file is None and any(m in _PASSWORD_METHODS for m in options.auth_methods):
             raise ValueError("password authentication needs a password file")
+        if options.max_auth_tries < 1:
+            raise ValueError("max_auth_tries must be at least 1")
         self.host_keys = tuple(host_keys)
         self.options = options
         self.users = UserAuthenticator(

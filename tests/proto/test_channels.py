@@ -62,6 +62,7 @@ class Side:
 
     def take(self) -> list[object]:
         events, self.events[:] = list(self.events), []
+        self.ch.recycle()  # as the connection does when the runtime takes events
         return events
 
     def feed(self, *payloads: bytes) -> None:
@@ -810,3 +811,19 @@ def test_random_message_sequences_raise_only_protocol_errors(messages: list[tupl
         except SSHError:
             break
     assert len(side.ch) <= side.ch.max_channels
+
+
+def test_ids_are_not_reused_within_one_batch_of_events() -> None:
+    """A closed id becomes reusable only once the runtime has taken the
+    events of the batch that closed it (so a late acknowledge cannot credit
+    a new channel under the same id)."""
+    pair = Pair()
+    cid = pair.a.ch.open("session")
+    pair.pump()
+    pair.a.ch.close(cid)
+    pair.pump()  # CLOSE both ways: the id is released on side a
+    assert cid not in pair.a.ch
+    assert pair.a.ch.open("session") != cid  # events not taken yet
+    pair.a.take()
+    pair.pump()
+    assert pair.a.ch.open("session") == cid  # now it may be reused

@@ -88,7 +88,7 @@ class SocketBridge(asyncio.Protocol):
         self.bytes_in += len(data)
         if self._write_paused:
             self._unacked += len(data)
-        else:
+        elif self.channel_id in self.channels:  # not closed later in this batch
             self.channels.acknowledge(self.channel_id, len(data))
 
     def channel_eof(self) -> None:
@@ -109,8 +109,9 @@ class SocketBridge(asyncio.Protocol):
     def pump_data(self) -> None:
         """Send what is waiting, as far as the window and the connection allow;
         read more only when nothing waits."""
-        if not self.open or self._closed or self.channel_id is None:
-            return
+        if not self.open or self._closed or self.channel_id not in self.channels:
+            return  # closed, perhaps by an event of this batch not handled yet
+        assert self.channel_id is not None
         can_send = self.pump.can_send()
         if self._pending is not None and can_send:
             n = self.channels.send_data(self.channel_id, self._pending)
@@ -131,7 +132,8 @@ class SocketBridge(asyncio.Protocol):
     def _close_channel(self) -> None:
         if not self._closed and self.channel_id is not None:
             self._closed = True
-            self.channels.close(self.channel_id)
+            if self.channel_id in self.channels:
+                self.channels.close(self.channel_id)
 
     # --- asyncio.Protocol: the local socket ---------------------------------------
 
@@ -165,9 +167,10 @@ class SocketBridge(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._unacked and self.channel_id is not None and not self._closed:
+        cid = self.channel_id
+        if self._unacked and cid is not None and cid in self.channels and not self._closed:
             n, self._unacked = self._unacked, 0
-            self.channels.acknowledge(self.channel_id, n)
+            self.channels.acknowledge(cid, n)
             self.pump.flush()
 
     def _pause_reading(self) -> None:

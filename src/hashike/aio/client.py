@@ -12,7 +12,7 @@ import inspect
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 
 from hashike.keys.keypair import PublicKey
 from hashike.proto.channels import ChannelOpenRefused
@@ -72,7 +72,6 @@ class _ClientPump(CorePump[ClientConnection]):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.server_version = ""
         self.negotiated: Negotiated | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def handle_event(self, event: Event) -> None:
         if isinstance(event, PeerVersionReceived):
@@ -102,11 +101,6 @@ class _ClientPump(CorePump[ClientConnection]):
             else:
                 who = "by remote host" if event.by_peer else "locally"
                 self.ready.set_exception(ConnectionClosed(f"Connection closed {who}: {event.description}"))
-
-    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _authenticate(self, auth: AuthSettings) -> None:
         try:
@@ -140,8 +134,6 @@ class _ClientPump(CorePump[ClientConnection]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        for task in self._tasks:
-            task.cancel()
         if not self.ready.done():
             self.ready.set_exception(ConnectionClosed("Connection closed by remote host"))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Coroutine
 from typing import Generic, TypeVar
 
 from hashike.proto.channels import (
@@ -52,6 +53,13 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.disconnect: Disconnected | None = None
         self.bridges: dict[int, SocketBridge] = {}
         self._ssh_write_paused = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        """Run ``coro`` for this connection; cancelled when the connection goes."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # asyncio.Protocol ---------------------------------------------------
 
@@ -80,6 +88,8 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         if not self.core.closed:
             self.core.receive_eof()
             self._dispatch_events()

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 from hashike.keys.keypair import PrivateKey
 from hashike.proto.auth import SERVER_METHODS
+from hashike.proto.channels import ChannelOpenRequested
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
-from hashike.proto.constants import DisconnectReason
+from hashike.proto.constants import DisconnectReason, OpenFailureReason
 from hashike.proto.events import (
     AuthSucceeded,
     Disconnected,
@@ -32,16 +33,14 @@ from hashike.proto.events import (
     PublicKeyAuthRequested,
 )
 
+from .forward import LISTEN_BACKLOG, connect_target
+from .policy import ForwardingPolicy
 from .pump import CorePump
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator
 
 __all__ = ["LISTEN_BACKLOG", "BindError", "Server", "ServerOptions", "listen"]
 
 log = logging.getLogger("hashike.server")
-
-# A burst of 1000 connections must not overflow the accept queue (ANCHORS.md:
-# sshtunnel's backlog of 5 loses most of a 200-connection burst).
-LISTEN_BACKLOG = 1024
 
 
 _PASSWORD_METHODS = ("password", "keyboard-interactive")
@@ -65,6 +64,7 @@ class ServerOptions:
     password_file: str | None = None
     allow_users: tuple[str, ...] | None = None
     banner: str | None = None
+    forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
 
 
 class BindError(OSError):
@@ -144,6 +144,34 @@ class _ServerPump(CorePump[ServerConnection]):
             self._auth.handle(event, (host, port))
         elif isinstance(event, AuthSucceeded):
             self._authenticated()
+        elif isinstance(event, ChannelOpenRequested):
+            self._channel_open(event, host, port)
+
+    def _channel_open(self, event: ChannelOpenRequested, host: str, port: int) -> None:
+        """RFC 4254 §7.2 direct-tcpip and PROTOCOL §2.4 direct-streamlocal,
+        within the forwarding policy; everything else is refused."""
+        channels = self.core.channels
+        policy = self._server.options.forwarding
+        key_options = self.core.auth_policy
+        if event.kind == "direct-tcpip" and event.host is not None and event.port is not None:
+            allowed = policy.allows_local(key_options, event.host, event.port)
+            target = f"{event.host} port {event.port}"
+        elif event.kind == "direct-streamlocal@openssh.com" and event.socket_path is not None:
+            allowed = policy.allows_streamlocal(key_options)
+            target = f"path {event.socket_path}"
+        else:
+            channels.reject_open(
+                event.channel_id, OpenFailureReason.UNKNOWN_CHANNEL_TYPE, "unknown channel type"
+            )
+            return
+        if not allowed:
+            # sshd's wording, so that log readers find it where they expect.
+            log.info("refused local port forward: originator %s port %s, target %s", host, port, target)
+            channels.reject_open(
+                event.channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed"
+            )
+            return
+        self._spawn(connect_target(self, event))
 
 
 class Server:

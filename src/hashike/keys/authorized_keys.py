@@ -37,6 +37,7 @@ from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.keys.known_hosts import match_pattern
 
 __all__ = [
+    "parse_forward_permission",
     "MAX_FILE_SIZE",
     "MAX_LINE_LENGTH",
     "AuthorizedKey",
@@ -259,7 +260,7 @@ def _port(text: str) -> int | None:
     return int(text)
 
 
-def _permission(value: str, listen: bool) -> ForwardPermission:
+def parse_forward_permission(value: str, listen: bool) -> ForwardPermission:
     """``host:port`` (``[v6]:port``); for permitlisten also a bare port, meaning any host."""
     if listen and ":" not in value and not value.startswith("["):
         return ForwardPermission("*", _port(value))
@@ -333,9 +334,9 @@ class _Builder:
         elif name == "from":
             self.from_patterns = value
         elif name == "permitopen":
-            self.permitopen.append(_permission(value, listen=False))
+            self.permitopen.append(parse_forward_permission(value, listen=False))
         elif name == "permitlisten":
-            self.permitlisten.append(_permission(value, listen=True))
+            self.permitlisten.append(parse_forward_permission(value, listen=True))
         elif name == "expiry-time":
             self.expiry_time = _expiry(value)
         elif name == "principals":

@@ -322,6 +322,7 @@ class Channels:
         self.peer_max_packet = peer_max_packet
         self._channels: dict[int, _Chan] = {}
         self._free: list[int] = []  # heap of freed ids below _next_id
+        self._released: list[int] = []  # freed, reusable after recycle()
         self._next_id = 0
         self._out_global: deque[str] = deque()
         self._in_global: deque[_Reply] = deque()
@@ -353,6 +354,9 @@ class Channels:
     def __len__(self) -> int:
         """Live channels, in every state until CLOSE went both ways."""
         return len(self._channels)
+
+    def __contains__(self, channel_id: object) -> bool:
+        return channel_id in self._channels
 
     def ids(self) -> tuple[int, ...]:
         return tuple(self._channels)
@@ -814,7 +818,16 @@ class Channels:
 
     def _release(self, c: _Chan) -> None:
         del self._channels[c.id]
-        heapq.heappush(self._free, c.id)
+        # Not reusable yet: the runtime may still hold events for this id from
+        # the same batch of input (a late acknowledge would credit a stranger).
+        self._released.append(c.id)
+
+    def recycle(self) -> None:
+        """Make ids released so far reusable. The connection calls this when
+        the runtime has taken the events of a batch of input."""
+        for cid in self._released:
+            heapq.heappush(self._free, cid)
+        self._released.clear()
 
     def _get(self, channel_id: int) -> _Chan:
         c = self._channels.get(channel_id)

@@ -98,6 +98,8 @@ class _Connection:
 
     def events_received(self) -> list[Event]:
         events, self._events[:] = list(self._events), []
+        if self._channels is not None:
+            self._channels.recycle()  # the runtime now knows which ids closed
         return events
 
     def data_to_send(self) -> bytes:

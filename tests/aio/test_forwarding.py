@@ -1,0 +1,156 @@
+"""Forwarding between hashike's client and hashike's server, in-process on
+loopback: the guide's POP3 scenario, integrity with half-close both ways,
+refused and prohibited targets, and a burst of connections."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from hashike.aio.policy import ForwardingPolicy, parse_permit_open
+from hashike.aio.server import ServerOptions
+from hashike.cli.pop3 import GREETING, start_pop3
+from hashike.proto.constants import OpenFailureReason
+from hashike.proto.errors import ChannelOpenFailed
+from tests.aio.forwarding import hashike_pair
+
+
+async def test_pop3_through_local_forward(tmp_path: Path) -> None:
+    pop3 = await start_pop3()
+    async with hashike_pair(tmp_path) as (_server, client):
+        listener = await client.forward_local(None, 0, "127.0.0.1", pop3.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        assert await reader.readline() == GREETING + b"\r\n"
+        writer.write(b"USER a70099a\r\nPASS secret\r\nSTAT\r\nQUIT\r\n")
+        replies = [await reader.readline() for _ in range(4)]
+        assert replies[1] == b"+OK maildrop locked and ready\r\n"
+        assert replies[2].startswith(b"+OK 2 ")
+        assert replies[3] == b"+OK bye\r\n"
+        assert await reader.read() == b""  # the POP3 server closed: EOF through the tunnel
+        writer.close()
+    pop3.close()
+
+
+async def echo_digest_server() -> asyncio.Server:
+    """Echoes everything back; after the client's EOF, appends nothing and
+    half-closes its own side once the echo is flushed."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(1 << 18):
+            writer.write(chunk)
+            await writer.drain()
+        writer.write_eof()
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+SIZE = int(os.environ.get("HASHIKE_INTEGRITY_MIB", "32")) << 20
+
+
+async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None:
+    echo = await echo_digest_server()
+    port = echo.sockets[0].getsockname()[1]
+    async with hashike_pair(tmp_path) as (_server, client):
+        reader, writer = await client.open_connection("127.0.0.1", port)
+        sent = hashlib.sha256()
+        got = hashlib.sha256()
+        received = 0
+
+        async def read_all() -> None:
+            nonlocal received
+            while chunk := await reader.read(1 << 20):
+                got.update(chunk)
+                received += len(chunk)
+
+        reading = asyncio.ensure_future(read_all())
+        block = os.urandom(1 << 20)
+        for i in range(SIZE >> 20):
+            chunk = block[i:] + block[:i]
+            sent.update(chunk)
+            writer.write(chunk)
+            await writer.drain()
+        writer.write_eof()
+        await asyncio.wait_for(reading, 120)
+        assert received == SIZE
+        assert got.hexdigest() == sent.hexdigest()
+        writer.close()
+    echo.close()
+
+
+async def test_refused_target_is_connect_failed(tmp_path: Path) -> None:
+    probe = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    closed = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    async with hashike_pair(tmp_path) as (_server, client):
+        with pytest.raises(ChannelOpenFailed) as info:
+            await client.open_connection("127.0.0.1", closed)
+        assert info.value.reason == OpenFailureReason.CONNECT_FAILED
+        assert "Connection refused" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("policy", "key_options", "allowed"),
+    [
+        (ForwardingPolicy(), "", True),
+        (ForwardingPolicy(allow_tcp_forwarding="no"), "", False),
+        (ForwardingPolicy(allow_tcp_forwarding="remote"), "", False),
+        (ForwardingPolicy(allow_tcp_forwarding="local"), "", True),
+        (ForwardingPolicy(disable_forwarding=True), "", False),
+        (ForwardingPolicy(permit_open=parse_permit_open(["none"])), "", False),
+        (ForwardingPolicy(permit_open=parse_permit_open(["127.0.0.1:*"])), "", True),
+        (ForwardingPolicy(permit_open=parse_permit_open(["127.0.0.2:*"])), "", False),
+        (ForwardingPolicy(), "restrict", False),
+        (ForwardingPolicy(), "no-port-forwarding", False),
+        (ForwardingPolicy(), "restrict,port-forwarding", True),
+        (ForwardingPolicy(), 'permitopen="127.0.0.1:1"', False),
+    ],
+)
+async def test_policy_matrix(
+    tmp_path: Path, policy: ForwardingPolicy, key_options: str, allowed: bool
+) -> None:
+    pop3 = await start_pop3()
+    options = ServerOptions(forwarding=policy)
+    async with hashike_pair(tmp_path, options, key_options) as (_server, client):
+        if allowed:
+            reader, writer = await client.open_connection("127.0.0.1", pop3.port)
+            assert await reader.readline() == GREETING + b"\r\n"
+            writer.close()
+        else:
+            with pytest.raises(ChannelOpenFailed) as info:
+                await client.open_connection("127.0.0.1", pop3.port)
+            assert info.value.reason == OpenFailureReason.ADMINISTRATIVELY_PROHIBITED
+    pop3.close()
+
+
+async def test_burst_of_connections_through_one_forward(tmp_path: Path) -> None:
+    echo = await echo_digest_server()
+    port = echo.sockets[0].getsockname()[1]
+    count = int(os.environ.get("HASHIKE_BURST", "1000"))
+    payload = os.urandom(64 * 1024)
+    async with hashike_pair(tmp_path) as (_server, client):
+        listener = await client.forward_local(None, 0, "127.0.0.1", port)
+
+        async def one() -> bool:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            writer.write(payload)
+            writer.write_eof()
+            data = await reader.read()
+            writer.close()
+            return data == payload
+
+        results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 180)
+        assert results.count(True) == count
+        # Every channel is closed both ways soon after: state stays bounded.
+        for _ in range(500):  # bounded: 5 s
+            if len(client.core.channels) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert len(client.core.channels) == 0
+    echo.close()

@@ -820,6 +820,10 @@ def test_ids_are_not_reused_within_one_batch_of_events() -> None:
     pair = Pair()
     cid = pair.a.ch.open("session")
     pair.pump()
+    [request] = pair.b.take()
+    assert isinstance(request, ChannelOpenRequested)
+    pair.b.ch.accept_open(request.channel_id)
+    pair.pump()
     pair.a.ch.close(cid)
     pair.pump()  # CLOSE both ways: the id is released on side a
     assert cid not in pair.a.ch

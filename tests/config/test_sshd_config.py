@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from hashike.aio.policy import ForwardingPolicy
 from hashike.config.sshd_config import (
     DEFAULT_AUTHORIZED_KEYS_FILE,
     NO_REKEY_BYTES,
     ConfigError,
     ServerSettings,
     auth_methods,
+    forwarding_policy,
     listen_endpoints,
     parse_listen_address,
     parse_server_config,
@@ -21,6 +23,7 @@ from hashike.config.sshd_config import (
     parse_time,
     transport_config,
 )
+from hashike.keys.authorized_keys import ForwardPermission, KeyOptions
 from hashike.proto.config import (
     DEFAULT_CIPHERS,
     DEFAULT_HOST_KEY_ALGORITHMS,
@@ -71,6 +74,11 @@ def test_defaults_without_any_source() -> None:
     assert s.allow_users == ()
     assert s.banner is None
     assert auth_methods(s) == ("publickey",)
+    assert s.allow_tcp_forwarding == "yes"
+    assert s.permit_open is None
+    assert s.disable_forwarding is False
+    assert s.gateway_ports == "no"
+    assert forwarding_policy(s) == ForwardingPolicy()
 
 
 def test_settings_are_frozen() -> None:
@@ -417,6 +425,141 @@ def test_allow_users_needs_an_argument() -> None:
 )
 def test_auth_methods(lines: list[str], methods: tuple[str, ...]) -> None:
     assert auth_methods(parse_server_config(None, lines)) == methods
+
+
+# --- forwarding ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("yes", "yes"), ("all", "yes"), ("ALL", "yes"), ("no", "no"), ("local", "local"), ("Remote", "remote")],
+)
+def test_allow_tcp_forwarding(value: str, expected: str) -> None:
+    s = parse_server_config(None, [f"AllowTcpForwarding {value}"])
+    assert s.allow_tcp_forwarding == expected
+    assert forwarding_policy(s).allow_tcp_forwarding == expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "1", "true", "local,remote"])
+def test_bad_allow_tcp_forwarding(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"AllowTcpForwarding {value}\n")
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(path, [])
+    assert str(info.value) == f'{path} line 1: unsupported option "{value}".'
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ("any", None),
+        ("none", ()),
+        ("127.0.0.1:110", (ForwardPermission("127.0.0.1", 110),)),
+        ("*:443 db.internal:*", (ForwardPermission("*", 443), ForwardPermission("db.internal", None))),
+        ("*:*", (ForwardPermission("*", None),)),
+        ("[::1]:8080", (ForwardPermission("::1", 8080),)),
+    ],
+)
+def test_permit_open(values: str, expected: tuple[ForwardPermission, ...] | None) -> None:
+    s = parse_server_config(None, [f"PermitOpen {values}"])
+    assert s.permit_open == expected
+    assert forwarding_policy(s).permit_open == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("PermitOpen", "PermitOpen missing argument."),
+        ("PermitOpen any 127.0.0.1:80", 'PermitOpen "any" must appear alone.'),
+        ("PermitOpen 127.0.0.1:80 none", 'PermitOpen "none" must appear alone.'),
+        (
+            "PermitOpen 80",
+            "Invalid permit open specification '80': invalid permission port.",
+        ),
+        (
+            "PermitOpen host:http",
+            "Invalid permit open specification 'host:http': invalid permission port.",
+        ),
+        (
+            "PermitOpen host:65536",
+            "Invalid permit open specification 'host:65536': invalid permission port.",
+        ),
+        (
+            "PermitOpen [::1:80",
+            "Invalid permit open specification '[::1:80': invalid permission hostname.",
+        ),
+    ],
+)
+def test_bad_permit_open(tmp_path: Path, line: str, message: str) -> None:
+    path = write(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(path, [])
+    assert str(info.value) == f"{path} line 1: {message}"
+
+
+def test_permit_open_first_line_wins_and_later_lines_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "PermitOpen 127.0.0.1:110\nPermitOpen any\n")
+    assert parse_server_config(path, []).permit_open == (ForwardPermission("127.0.0.1", 110),)
+    # -o comes first, so it overrides the file, as any keyword does.
+    assert parse_server_config(path, ["PermitOpen=none"]).permit_open == ()
+    bad = write(tmp_path, "PermitOpen any\nPermitOpen nonsense\n")
+    with pytest.raises(ConfigError, match=where(bad, 2)):
+        parse_server_config(bad, [])
+
+
+@pytest.mark.parametrize(("value", "expected"), [("yes", True), ("no", False), ("YES", True)])
+def test_disable_forwarding(value: str, expected: bool) -> None:
+    s = parse_server_config(None, [f"DisableForwarding {value}"])
+    assert s.disable_forwarding is expected
+    assert forwarding_policy(s).disable_forwarding is expected
+
+
+@pytest.mark.parametrize("value", ["no", "yes", "clientspecified", "ClientSpecified"])
+def test_gateway_ports(value: str) -> None:
+    assert parse_server_config(None, [f"GatewayPorts {value}"]).gateway_ports == value.lower()
+
+
+@pytest.mark.parametrize("line", ["GatewayPorts all", "DisableForwarding local", "GatewayPorts"])
+def test_bad_forwarding_values(line: str) -> None:
+    with pytest.raises(ConfigError, match=r"^command-line line 0: .*(unsupported option|missing argument)"):
+        parse_server_config(None, [line])
+
+
+@pytest.mark.parametrize(
+    ("lines", "key_options", "target", "allowed"),
+    [
+        ([], None, ("127.0.0.1", 110), True),
+        (["AllowTcpForwarding no"], None, ("127.0.0.1", 110), False),
+        (["AllowTcpForwarding remote"], None, ("127.0.0.1", 110), False),
+        (["AllowTcpForwarding local"], None, ("127.0.0.1", 110), True),
+        (["AllowTcpForwarding all"], None, ("127.0.0.1", 110), True),
+        (["PermitOpen none"], None, ("127.0.0.1", 110), False),
+        (["PermitOpen 127.0.0.1:110"], None, ("127.0.0.1", 110), True),
+        (["PermitOpen 127.0.0.1:110"], None, ("127.0.0.1", 111), False),
+        # Compared literally: localhost is not 127.0.0.1.
+        (["PermitOpen 127.0.0.1:110"], None, ("localhost", 110), False),
+        (["PermitOpen *:110"], None, ("localhost", 110), True),
+        (["DisableForwarding yes", "AllowTcpForwarding yes"], None, ("127.0.0.1", 110), False),
+        # authorized_keys narrows the server's policy and never widens it.
+        ([], KeyOptions(port_forwarding=False), ("127.0.0.1", 110), False),
+        (
+            ["PermitOpen 127.0.0.1:110"],
+            KeyOptions(permitopen=(ForwardPermission("127.0.0.1", 111),)),
+            ("127.0.0.1", 111),
+            False,
+        ),
+        (
+            ["AllowTcpForwarding no"],
+            KeyOptions(permitopen=(ForwardPermission("127.0.0.1", 110),)),
+            ("127.0.0.1", 110),
+            False,
+        ),
+    ],
+)
+def test_forwarding_policy(
+    lines: list[str], key_options: KeyOptions | None, target: tuple[str, int], allowed: bool
+) -> None:
+    policy = forwarding_policy(parse_server_config(None, lines))
+    assert policy.allows_local(key_options, *target) is allowed
 
 
 # --- precedence -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from hashike.config.sshd_config import (
     ConfigError,
     ServerSettings,
     auth_methods,
+    forwarding_policy,
     listen_endpoints,
     parse_server_config,
     transport_config,
@@ -147,6 +148,7 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
         password_file=password_file,
         allow_users=settings.allow_users or None,
         banner=None if settings.banner is None else _read_banner(settings.banner),
+        forwarding=forwarding_policy(settings),
     )
 
 

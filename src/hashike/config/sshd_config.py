@@ -47,6 +47,24 @@ the system's password database. Its keywords:
     Failed attempts before the connection ends (default 6).
 ``Banner path``
     Text sent to the client before authentication (default ``none``).
+
+Forwarding. What a logged-in client may forward, as :class:`ForwardingPolicy`
+(see :func:`forwarding_policy`); the authorized_keys options of the key that
+logged in (``restrict``, ``no-port-forwarding``, ``permitopen``) narrow it
+further, never widen it:
+
+``AllowTcpForwarding yes|all|no|local|remote``
+    Which directions are allowed (default yes; ``all`` is ``yes``). ``-L``
+    (direct-tcpip and direct-streamlocal channels) needs yes or local.
+``PermitOpen any|none|host:port ...``
+    The destinations ``-L`` may reach (default any). ``*`` stands for any host
+    or any port; a host is compared literally, as the client sent it. ``any``
+    and ``none`` must appear alone. The first PermitOpen line wins.
+``DisableForwarding yes|no``
+    Turn every kind of forwarding off, whatever else is set (default no).
+``GatewayPorts no|yes|clientspecified``
+    Whether ``-R`` listeners may bind non-loopback addresses (default no);
+    read and checked now, applied once remote forwarding exists.
 """
 
 from __future__ import annotations
@@ -57,7 +75,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hashike.keys.authorized_keys import expand_authorized_keys_path
+from hashike.aio.policy import ForwardingPolicy, parse_permit_open
+from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
 from hashike.proto.config import (
     DEFAULT_CIPHERS,
     DEFAULT_HOST_KEY_ALGORITHMS,
@@ -79,6 +98,7 @@ __all__ = [
     "ConfigError",
     "ServerSettings",
     "auth_methods",
+    "forwarding_policy",
     "listen_endpoints",
     "parse_listen_address",
     "parse_server_config",
@@ -122,6 +142,9 @@ class ServerSettings:
     ``allow_users`` empty means the default: only the user hashiked runs as.
     ``password_file`` and ``banner`` are paths, None for ``none``. Which
     methods these settings offer is :func:`auth_methods`'s answer.
+
+    ``permit_open`` None means ``any``, an empty tuple ``none``. What the
+    forwarding keywords allow together is :func:`forwarding_policy`'s answer.
     """
 
     port: int = 22
@@ -143,6 +166,10 @@ class ServerSettings:
     max_auth_tries: int = 6
     allow_users: tuple[str, ...] = ()
     banner: str | None = None
+    allow_tcp_forwarding: str = "yes"  # yes | no | local | remote ("all" is stored as "yes")
+    permit_open: tuple[ForwardPermission, ...] | None = None  # None: any; (): none
+    disable_forwarding: bool = False
+    gateway_ports: str = "no"  # no | yes | clientspecified
 
 
 class _ValueError(Exception):
@@ -374,6 +401,33 @@ def _parse_allow_users(args: list[str]) -> tuple[str, ...]:
     return tuple(args)
 
 
+def _choice(*values: str, aliases: dict[str, str] | None = None) -> _Parser:
+    """One of a few words (case-insensitive, as sshd's multistate options)."""
+
+    def parse(args: list[str]) -> str:
+        arg = _one(args)
+        word = arg.lower()
+        word = (aliases or {}).get(word, word)
+        if word not in values:
+            raise _ValueError(f'unsupported option "{arg}".')
+        return word
+
+    return parse
+
+
+def _parse_permit_open(args: list[str]) -> tuple[ForwardPermission, ...] | None:
+    if not args:
+        raise _ValueError("missing argument.", name_keyword=True)
+    for word in ("any", "none"):
+        if word in args and len(args) > 1:
+            raise _ValueError(f'"{word}" must appear alone.', name_keyword=True)
+    try:
+        return parse_permit_open(args)
+    except ValueError as exc:
+        message = str(exc)
+        raise _ValueError(f"{message[:1].upper()}{message[1:]}.") from None
+
+
 # --- the keyword table --------------------------------------------------------
 
 
@@ -415,6 +469,12 @@ _KEYWORDS: dict[str, _Keyword] = {
     "maxauthtries": _Keyword(("max_auth_tries",), _parse_max_auth_tries),
     "allowusers": _Keyword(("allow_users",), _parse_allow_users, accumulate=True, extend=True),
     "banner": _Keyword(("banner",), _parse_optional_path),
+    "allowtcpforwarding": _Keyword(
+        ("allow_tcp_forwarding",), _choice("yes", "no", "local", "remote", aliases={"all": "yes"})
+    ),
+    "permitopen": _Keyword(("permit_open",), _parse_permit_open),
+    "disableforwarding": _Keyword(("disable_forwarding",), _parse_flag),
+    "gatewayports": _Keyword(("gateway_ports",), _choice("no", "yes", "clientspecified")),
 }
 
 
@@ -544,6 +604,16 @@ def auth_methods(settings: ServerSettings) -> tuple[str, ...]:
     if passwords and settings.kbd_interactive_authentication:
         methods.append("keyboard-interactive")
     return tuple(methods)
+
+
+def forwarding_policy(settings: ServerSettings) -> ForwardingPolicy:
+    """The runtime's forwarding policy for these settings (the authorized_keys
+    options of each login are applied on top of it, per connection)."""
+    return ForwardingPolicy(
+        allow_tcp_forwarding=settings.allow_tcp_forwarding,
+        permit_open=settings.permit_open,
+        disable_forwarding=settings.disable_forwarding,
+    )
 
 
 def transport_config(settings: ServerSettings, base: TransportConfig | None = None) -> TransportConfig:

@@ -35,6 +35,25 @@ async def test_pop3_through_local_forward(tmp_path: Path) -> None:
     pop3.close()
 
 
+async def test_connection_closed_before_the_channel_opens(tmp_path: Path) -> None:
+    """A local client that hangs up at once (a port probe) must not disturb
+    the SSH connection or later forwarded connections."""
+    pop3 = await start_pop3()
+    async with hashike_pair(tmp_path) as (_server, client):
+        listener = await client.forward_local(None, 0, "127.0.0.1", pop3.port)
+        for _ in range(3):
+            _reader, probe = await asyncio.open_connection("127.0.0.1", listener.port)
+            probe.close()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        assert await asyncio.wait_for(reader.readline(), 10) == GREETING + b"\r\n"
+        writer.write(b"QUIT\r\n")
+        assert await asyncio.wait_for(reader.readline(), 10) == b"+OK bye\r\n"
+        writer.close()
+        assert not client.core.closed
+    pop3.close()
+
+
 async def echo_digest_server() -> asyncio.Server:
     """Echoes everything back; after the client's EOF, appends nothing and
     half-closes its own side once the echo is flushed."""

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 
-def test_demo_runs_and_reaches_userauth() -> None:
+def test_demo_runs_the_guides_pop3_scenario() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "hashike.cli.demo"],
         capture_output=True,
@@ -16,9 +16,17 @@ def test_demo_runs_and_reaches_userauth() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "hashiked listening on 127.0.0.1 port" in out
-    assert "kex: mlkem768x25519-sha256" in out
-    assert "the ssh-userauth service was accepted" in out
-    # OpenSSH's ssh is installed wherever the tests run (scripts/install.sh).
-    assert "SSH2_MSG_SERVICE_ACCEPT received" in out
+    assert "hashiked: listening on 127.0.0.1 port" in out
+    # The POP3 greeting and dialogue came through the tunnel.
+    assert "S: +OK POP3 wisdom server ready" in out
+    assert "S: +OK maildrop locked and ready" in out
+    assert "S: +OK bye" in out
+    # The netstat-like table names each connection.
+    for role in (
+        "the SSH connection (encrypted)",
+        "the SSH connection, server end",
+        "server's onward connection to POP3",
+        "-L listener: the tunnel's entrance",
+    ):
+        assert role in out, out
     assert "Traceback" not in result.stderr

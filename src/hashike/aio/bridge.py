@@ -95,10 +95,14 @@ class SocketBridge(asyncio.Protocol):
         self._remote_eof = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if transport.can_write_eof():
-                transport.write_eof()  # after the buffer is flushed
-            if self._local_eof:
-                self._close_channel()
+            try:
+                transport.write_eof()  # shutdown(SHUT_WR) once the buffer is flushed
+            except OSError:
+                # The local peer is already gone (ENOTCONN): that is this
+                # connection's problem only, never the SSH connection's.
+                transport.close()
+        if self._local_eof or transport is None or transport.is_closing():
+            self._close_channel()
 
     def channel_closed(self) -> None:
         self._closed = True
@@ -158,7 +162,8 @@ class SocketBridge(asyncio.Protocol):
         return True  # keep the socket open for the other direction (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.open and not self._closed:
+        # Also before the open is confirmed: the core sends CLOSE once it is.
+        if not self._closed and self.channel_id is not None:
             self._close_channel()
             self.pump.flush()
 

@@ -6,6 +6,8 @@ which is exactly why the guide tunnels it through SSH."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 
 __all__ = ["GREETING", "MESSAGES", "Pop3Server", "start_pop3"]
 
@@ -85,3 +87,20 @@ async def start_pop3(
     pop3 = Pop3Server(user, password)
     pop3.server = await asyncio.start_server(pop3._serve, host, port)
     return pop3
+
+
+def main() -> None:
+    """``python -m hashike.cli.pop3 [port]``: serve on 127.0.0.1, print the port."""
+
+    async def run() -> None:
+        pop3 = await start_pop3(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+        print(pop3.port, flush=True)
+        assert pop3.server is not None
+        await pop3.server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from hashike.proto.channels import ChannelRequestReceived
 from hashike.proto.errors import ChannelOpenFailed
 
 if TYPE_CHECKING:
@@ -80,7 +81,14 @@ class SocketBridge(asyncio.Protocol):
             self.on_open.set_exception(ChannelOpenFailed(f"open failed: {description}", reason))
         self.channel_closed()
 
-    def channel_data(self, data: bytes) -> None:
+    def channel_data(self, data: bytes, extended: int | None = None) -> None:
+        if extended is not None:
+            # RFC 4254 §5.2: a forwarded connection has no stderr: drop it, but
+            # still give the window back.
+            if self.channel_id in self.channels:
+                assert self.channel_id is not None
+                self.channels.acknowledge(self.channel_id, len(data))
+            return
         transport = self.transport
         if transport is None or transport.is_closing() or self.channel_id is None:
             return
@@ -103,6 +111,9 @@ class SocketBridge(asyncio.Protocol):
                 transport.close()
         if self._local_eof or transport is None or transport.is_closing():
             self._close_channel()
+
+    def channel_request(self, event: ChannelRequestReceived) -> bool:
+        return False  # no requests apply to a forwarded connection
 
     def channel_closed(self) -> None:
         self._closed = True

@@ -115,7 +115,7 @@ class _ClientPump(CorePump[ClientConnection]):
         if not self.ready.done():
             self.ready.set_result(None)
 
-    def open_refused(self, bridge: SocketBridge, event: ChannelOpenRefused) -> None:
+    def open_refused(self, event: ChannelOpenRefused) -> None:
         # ssh's own words, whatever the verbosity: the user must learn why
         # the local connection was closed at once.
         reason = _OPEN_FAILURES.get(event.reason, f"unknown reason {event.reason}")

@@ -28,7 +28,7 @@ from hashike.proto.channels import (
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.events import Disconnected, Event, KexCompleted
 
-from .bridge import SocketBridge
+from .handler import ChannelHandler
 
 __all__ = ["CorePump", "TIMER_INTERVAL"]
 
@@ -51,7 +51,8 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.closed = asyncio.get_running_loop().create_future()
         self._timer: asyncio.TimerHandle | None = None
         self.disconnect: Disconnected | None = None
-        self.bridges: dict[int, SocketBridge] = {}
+        # Every channel with a runtime handler, by local channel id.
+        self.bridges: dict[int, ChannelHandler] = {}
         self._ssh_write_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -117,50 +118,41 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
                     self.handle_event(event)
 
     def _route(self, event: Event) -> bool:
-        """Channel events for a bridged channel go to its bridge."""
-        if isinstance(event, ChannelData):
-            bridge = self.bridges.get(event.channel_id)
-            if bridge is not None and event.extended is None:
-                bridge.channel_data(event.data)
-                return True
-        elif isinstance(event, ChannelWindowOpened):
-            bridge = self.bridges.get(event.channel_id)
-            if bridge is not None:
-                bridge.pump_data()
-            return True
-        elif isinstance(event, ChannelEofReceived):
-            bridge = self.bridges.get(event.channel_id)
-            if bridge is not None:
-                bridge.channel_eof()
-                return True
-        elif isinstance(event, ChannelClosed):
-            bridge = self.bridges.pop(event.channel_id, None)
-            if bridge is not None:
-                bridge.channel_closed()
-                return True
-        elif isinstance(event, ChannelOpenConfirmed):
-            bridge = self.bridges.get(event.channel_id)
-            if bridge is not None:
-                bridge.channel_open()
-                return True
-        elif isinstance(event, ChannelOpenRefused):
-            bridge = self.bridges.pop(event.channel_id, None)
-            if bridge is not None:
-                self.open_refused(bridge, event)
-                bridge.channel_refused(event.reason, event.description)
-                return True
-        elif isinstance(event, GlobalRequestReceived):
-            if event.want_reply:  # RFC 4254 §4: requests we do not know fail
+        """Channel events go to the channel's handler (a socket bridge, a
+        session); requests nobody handles fail, as RFC 4254 §4 and §5.4 ask."""
+        if isinstance(event, GlobalRequestReceived):
+            if event.want_reply:
                 self.core.channels.reply_global_request(False)
             return True
-        elif isinstance(event, ChannelRequestReceived):
-            if event.want_reply:  # RFC 4254 §5.4
+        channel_id = getattr(event, "channel_id", None)
+        handler = self.bridges.get(channel_id) if isinstance(channel_id, int) else None
+        if isinstance(event, ChannelRequestReceived):
+            if (handler is None or not handler.channel_request(event)) and event.want_reply:
                 self.core.channels.reply_request(event.channel_id, False)
             return True
-        return False
+        if handler is None:
+            return isinstance(event, ChannelWindowOpened)
+        if isinstance(event, ChannelData):
+            handler.channel_data(event.data, event.extended)
+        elif isinstance(event, ChannelWindowOpened):
+            handler.pump_data()
+        elif isinstance(event, ChannelEofReceived):
+            handler.channel_eof()
+        elif isinstance(event, ChannelClosed):
+            del self.bridges[event.channel_id]
+            handler.channel_closed()
+        elif isinstance(event, ChannelOpenConfirmed):
+            handler.channel_open()
+        elif isinstance(event, ChannelOpenRefused):
+            del self.bridges[event.channel_id]
+            self.open_refused(event)
+            handler.channel_refused(event.reason, event.description)
+        else:
+            return False
+        return True
 
-    def open_refused(self, bridge: SocketBridge, event: ChannelOpenRefused) -> None:
-        """A channel we opened for ``bridge`` was refused; subclasses report it."""
+    def open_refused(self, event: ChannelOpenRefused) -> None:
+        """A channel we opened was refused; subclasses report it."""
 
     def can_send(self) -> bool:
         """False while a key exchange holds sends back, or the SSH socket's

@@ -13,23 +13,29 @@ import pytest
 
 from hashike.aio.policy import ForwardingPolicy, parse_permit_open
 from hashike.aio.server import ServerOptions
-from hashike.cli.pop3 import GREETING, start_pop3
+from hashike.cli.pop3 import GREETING, MESSAGES, start_pop3
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed
 from tests.aio.forwarding import hashike_pair
 
 
 async def test_pop3_through_local_forward(tmp_path: Path) -> None:
+    """The guide's scenario: USER/PASS/LIST/RETR/QUIT through -L."""
     pop3 = await start_pop3()
     async with hashike_pair(tmp_path) as (_server, client):
         listener = await client.forward_local(None, 0, "127.0.0.1", pop3.port)
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         assert await reader.readline() == GREETING + b"\r\n"
-        writer.write(b"USER a70099a\r\nPASS secret\r\nSTAT\r\nQUIT\r\n")
-        replies = [await reader.readline() for _ in range(4)]
-        assert replies[1] == b"+OK maildrop locked and ready\r\n"
-        assert replies[2].startswith(b"+OK 2 ")
-        assert replies[3] == b"+OK bye\r\n"
+        writer.write(b"USER a70099a\r\nPASS secret\r\nLIST\r\n")
+        assert await reader.readline() == b"+OK\r\n"
+        assert await reader.readline() == b"+OK maildrop locked and ready\r\n"
+        assert await reader.readline() == b"+OK 2 messages\r\n"
+        listing = [await reader.readline() for _ in range(3)]
+        assert listing == [f"{i} {len(m)}\r\n".encode() for i, m in enumerate(MESSAGES, 1)] + [b".\r\n"]
+        writer.write(b"RETR 2\r\nQUIT\r\n")
+        assert await reader.readline() == f"+OK {len(MESSAGES[1])} octets\r\n".encode()
+        assert await reader.readexactly(len(MESSAGES[1]) + 3) == MESSAGES[1] + b".\r\n"
+        assert await reader.readline() == b"+OK bye\r\n"
         assert await reader.read() == b""  # the POP3 server closed: EOF through the tunnel
         writer.close()
     pop3.close()
@@ -69,7 +75,7 @@ async def echo_digest_server() -> asyncio.Server:
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-SIZE = int(os.environ.get("HASHIKE_INTEGRITY_MIB", "32")) << 20
+SIZE = int(os.environ.get("HASHIKE_INTEGRITY_MIB", "256")) << 20
 
 
 async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None:

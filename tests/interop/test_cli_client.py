@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -179,5 +180,23 @@ def test_local_port_in_use(start_sshd: StartSshd, tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         f"bind [127.0.0.1]:{port}: Address already in use",
         f"channel_setup_fwd_listener_tcpip: cannot listen to port: {port}",
+        "Could not request local forwarding.",
+    ]
+
+
+def test_privileged_local_port_without_the_capability(start_sshd: StartSshd, tmp_path: Path) -> None:
+    """As an ordinary user would: no CAP_NET_BIND_SERVICE (files stay readable)."""
+    sshd = start_sshd()
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_lines())
+    argv = hashike_argv(sshd, known, "-N", "-o", "ExitOnForwardFailure=yes", "-L", "110:127.0.0.1:110")
+    argv += ["-i", str(sshd.client_key), f"{sshd.user}@127.0.0.1"]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service", *argv]
+    result = run(argv)
+    assert result.returncode == 255
+    assert result.stderr.splitlines() == [
+        "bind [127.0.0.1]:110: Permission denied. Privileged ports can only be forwarded by root; "
+        "use a port of 1024 or more, e.g. -L 40110:127.0.0.1:110.",
         "Could not request local forwarding.",
     ]

@@ -115,6 +115,9 @@ class SocketBridge(asyncio.Protocol):
     def channel_request(self, event: ChannelRequestReceived) -> bool:
         return False  # no requests apply to a forwarded connection
 
+    def channel_request_replied(self, success: bool) -> None:
+        pass  # a bridge makes no requests
+
     def channel_closed(self) -> None:
         self._closed = True
         self.pump.bridges.pop(self.channel_id or -1, None)

@@ -30,5 +30,9 @@ class ChannelHandler(Protocol):
         """Handle a channel request (RFC 4254 §5.4), replying if it wants a
         reply; False leaves it to the pump, which refuses it."""
 
+    def channel_request_replied(self, success: bool) -> None:
+        """The peer answered our oldest want_reply request on this channel
+        (RFC 4254 §5.4: replies come in request order)."""
+
     def pump_data(self) -> None:
         """The peer's window opened or the connection can send again."""

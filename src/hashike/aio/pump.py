@@ -22,6 +22,7 @@ from hashike.proto.channels import (
     ChannelOpenConfirmed,
     ChannelOpenRefused,
     ChannelRequestReceived,
+    ChannelRequestReplied,
     ChannelWindowOpened,
     GlobalRequestReceived,
 )
@@ -141,6 +142,8 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         elif isinstance(event, ChannelClosed):
             del self.bridges[event.channel_id]
             handler.channel_closed()
+        elif isinstance(event, ChannelRequestReplied):
+            handler.channel_request_replied(event.success)
         elif isinstance(event, ChannelOpenConfirmed):
             handler.channel_open()
         elif isinstance(event, ChannelOpenRefused):

@@ -186,4 +186,9 @@ async def test_rekey_refused_by_sshd_before_auth_fails_cleanly(start_sshd: Start
     disconnect = client.disconnect_event
     assert disconnect is not None and not disconnect.by_peer
     assert "refused key re-exchange" in disconnect.description
+    # sshd's pre-auth child logs through its monitor: give the line a moment.
+    for _ in range(100):  # bounded: 5 s
+        if "dispatch_protocol_error: type 20" in sshd.log_text():
+            break
+        await asyncio.sleep(0.05)
     assert "dispatch_protocol_error: type 20" in sshd.log_text()

@@ -175,14 +175,19 @@ class SshProcess:
                 self._changed.wait(remaining)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        # ssh 9.2's client loop can take a TERM just before it blocks in
+        # poll() (seen here: the handler ran, poll went on waiting for 300 s),
+        # so TERM is repeated until it exits, then KILL.
+        for _ in range(20):  # bounded: 10 s
+            if self.process.poll() is not None:
+                break
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(0.5)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
         self._reader.join(10)
         if self.process.stderr is not None:
             self.process.stderr.close()

@@ -37,6 +37,7 @@ from .forward import LISTEN_BACKLOG, connect_target
 from .policy import ForwardingPolicy
 from .pump import CorePump
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator
+from .session_server import SessionPolicy, open_session
 
 __all__ = ["LISTEN_BACKLOG", "BindError", "Server", "ServerOptions", "listen"]
 
@@ -53,7 +54,8 @@ class ServerOptions:
     ``auth_methods`` offered, of "publickey", "password" and
     "keyboard-interactive" (the password ones need ``password_file``);
     ``allow_users`` patterns, None for only the user the server runs as;
-    ``banner`` text sent before the first authentication reply."""
+    ``banner`` text sent before the first authentication reply.
+    ``sessions``: MaxSessions, PermitTTY and AcceptEnv (shells and commands)."""
 
     transport: TransportConfig = field(default_factory=TransportConfig)
     login_grace_time: float = 120.0  # sshd's default; 0 means no limit
@@ -65,6 +67,7 @@ class ServerOptions:
     allow_users: tuple[str, ...] | None = None
     banner: str | None = None
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
+    sessions: SessionPolicy = field(default_factory=SessionPolicy)
 
 
 class BindError(OSError):
@@ -148,17 +151,25 @@ class _ServerPump(CorePump[ServerConnection]):
             self._channel_open(event, host, port)
 
     def _channel_open(self, event: ChannelOpenRequested, host: str, port: int) -> None:
-        """RFC 4254 §7.2 direct-tcpip and PROTOCOL §2.4 direct-streamlocal,
-        within the forwarding policy; everything else is refused."""
+        """RFC 4254 §6.1 sessions (up to MaxSessions), RFC 4254 §7.2
+        direct-tcpip and PROTOCOL §2.4 direct-streamlocal within the
+        forwarding policy; everything else is refused."""
         channels = self.core.channels
+        if event.kind == "session":
+            open_session(self, event, self._server.options.sessions)
+            return
         policy = self._server.options.forwarding
         key_options = self.core.auth_policy
         if event.kind == "direct-tcpip" and event.host is not None and event.port is not None:
             allowed = policy.allows_local(key_options, event.host, event.port)
-            target = f"{event.host} port {event.port}"
+            kind, target = "local", f"{event.host} port {event.port}"
+            # The originator is the one the request names (RFC 4254 §7.2: the
+            # client that connected to ssh's -L), as sshd logs it.
+            if event.orig_host is not None and event.orig_port is not None:
+                host, port = event.orig_host, event.orig_port
         elif event.kind == "direct-streamlocal@openssh.com" and event.socket_path is not None:
             allowed = policy.allows_streamlocal(key_options)
-            target = f"path {event.socket_path}"
+            kind, target = "streamlocal", f"path {event.socket_path}"
         else:
             channels.reject_open(
                 event.channel_id, OpenFailureReason.UNKNOWN_CHANNEL_TYPE, "unknown channel type"
@@ -166,7 +177,7 @@ class _ServerPump(CorePump[ServerConnection]):
             return
         if not allowed:
             # sshd's wording, so that log readers find it where they expect.
-            log.info("refused local port forward: originator %s port %s, target %s", host, port, target)
+            log.info("refused %s port forward: originator %s port %s, target %s", kind, host, port, target)
             channels.reject_open(
                 event.channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed"
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,3 +121,73 @@ async def test_bulk_upload_with_half_close(start_sshd: StartSshd) -> None:
         writer.close()
     server.close()
     assert (await done)[1] == SIZE
+
+
+async def echo_digest_server() -> tuple[asyncio.Server, asyncio.Future[tuple[str, int]]]:
+    """Echoes every byte while hashing it; after the client's EOF (its
+    half-close), sends one more line, ``<sha256> <count>``, then its own EOF."""
+    done: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        digest = hashlib.sha256()
+        total = 0
+        try:
+            while chunk := await reader.read(1 << 20):
+                digest.update(chunk)
+                total += len(chunk)
+                writer.write(chunk)
+                await writer.drain()
+            if not done.done():
+                done.set_result((digest.hexdigest(), total))
+            writer.write(f"{digest.hexdigest()} {total}\n".encode())
+            await writer.drain()
+            writer.write_eof()
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), done
+
+
+ECHO_SIZE = int(os.environ.get("HASHIKE_INTEGRITY_MIB", "256")) * 1024 * 1024
+
+
+async def test_bulk_echo_both_directions_with_half_close(start_sshd: StartSshd) -> None:
+    """ECHO_SIZE bytes up through sshd and the same bytes back down at the same
+    time; after our half-close the far side's verdict still arrives, then its EOF."""
+    sshd = start_sshd()
+    server, done = await echo_digest_server()
+    port = server.sockets[0].getsockname()[1]
+    started = time.monotonic()
+    async with await login(sshd) as client:
+        reader, writer = await client.open_connection("127.0.0.1", port)
+        sent = hashlib.sha256()
+        echo = hashlib.sha256()
+
+        async def read_echo() -> bytes:
+            remaining = ECHO_SIZE
+            while remaining:  # bounded: ends at ECHO_SIZE bytes or EOF
+                chunk = await reader.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                echo.update(chunk)
+                remaining -= len(chunk)
+            assert remaining == 0, f"the echo ended {remaining} bytes short"
+            return await reader.read()  # the verdict line, then EOF
+
+        reading = asyncio.ensure_future(read_echo())
+        block = os.urandom(1 << 20)
+        for i in range(ECHO_SIZE >> 20):
+            chunk = i.to_bytes(8, "big") + block[8:]
+            sent.update(chunk)
+            writer.write(chunk)
+            await writer.drain()
+        writer.write_eof()  # half-close: the echo's tail and the verdict must still come back
+        trailer = await asyncio.wait_for(reading, 120)
+        writer.close()
+    server.close()
+    seconds = time.monotonic() - started
+    assert await done == (sent.hexdigest(), ECHO_SIZE)  # upload intact on the far side
+    assert echo.hexdigest() == sent.hexdigest()  # download intact here
+    assert trailer == f"{sent.hexdigest()} {ECHO_SIZE}\n".encode()
+    print(f"\n{ECHO_SIZE >> 20} MiB each way through hashike and sshd in {seconds:.1f} s")

@@ -31,7 +31,6 @@ from hashike.keys.known_hosts import (
     key_type_label,
     match_pattern,
     match_pattern_list,
-    verify_host_key,
 )
 from hashike.proto.wire import encode_string
 
@@ -468,15 +467,6 @@ def run(
     return verdict, err.getvalue()
 
 
-def test_verify_host_key_answers_like_evaluate(tmp_path: Path, key: PublicKey, other: PublicKey) -> None:
-    path = tmp_path / "kh"
-    path.write_text(line(NAME, other) + "\n")
-    for strict, expected in (("yes", False), ("no", True)):
-        err = io.StringIO()
-        assert verify_host_key(HOST, PORT, key, strict=strict, known_hosts_files=[path], err=err) is expected
-        assert err.getvalue() == run(path, key, strict)[1]
-
-
 def test_match_is_silent_in_every_mode(tmp_path: Path, key: PublicKey) -> None:
     path = tmp_path / "kh"
     path.write_text(line(NAME, key) + "\n")
@@ -509,9 +499,9 @@ def test_unknown_accept_new_and_no_add_the_key(tmp_path: Path, key: PublicKey, s
 def test_unknown_hashed_add(tmp_path: Path, key: PublicKey) -> None:
     path = tmp_path / "kh"
     err = io.StringIO()
-    assert verify_host_key(
+    assert evaluate_host_key(
         HOST, PORT, key, strict="accept-new", known_hosts_files=[path], err=err, hash_known_hosts=True
-    )
+    ).accepted
     assert path.read_text().startswith("|1|")
     assert KnownHosts.load([path]).check(HOST, PORT, key)[0] is HostKeyStatus.MATCH
 
@@ -628,9 +618,9 @@ def test_global_match_is_accepted_and_nothing_is_written(tmp_path: Path, key: Pu
     user, system = tmp_path / "user", tmp_path / "system"
     system.write_text(line(NAME, key) + "\n")
     err = io.StringIO()
-    assert verify_host_key(
+    assert evaluate_host_key(
         HOST, PORT, key, strict="yes", known_hosts_files=[user], global_known_hosts_files=[system], err=err
-    )
+    ).accepted
     assert not user.exists() and err.getvalue() == ""
 
 
@@ -676,7 +666,7 @@ def test_write_failure_fails_closed(tmp_path: Path, key: PublicKey) -> None:
 
 def test_no_user_file_fails_closed(key: PublicKey) -> None:
     err = io.StringIO()
-    assert not verify_host_key(HOST, PORT, key, strict="accept-new", known_hosts_files=[], err=err)
+    assert not evaluate_host_key(HOST, PORT, key, strict="accept-new", known_hosts_files=[], err=err).accepted
     assert err.getvalue() == "Host key verification failed: no known hosts file to add the host to.\n"
 
 
@@ -690,7 +680,7 @@ def test_prompt_that_raises_fails_closed(tmp_path: Path, key: PublicKey) -> None
 
 def test_invalid_mode_is_a_programming_error(tmp_path: Path, key: PublicKey) -> None:
     with pytest.raises(ValueError):
-        verify_host_key(
+        evaluate_host_key(
             HOST, PORT, key, strict="maybe", known_hosts_files=[tmp_path / "kh"], err=io.StringIO()
         )
 

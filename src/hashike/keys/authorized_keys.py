@@ -29,12 +29,13 @@ import binascii
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.keys.known_hosts import match_pattern
+from hashike.keys.textfile import iter_lines
 
 __all__ = [
     "parse_forward_permission",
@@ -473,23 +474,13 @@ def parse_authorized_key_line(line: str, lineno: int = 1) -> AuthorizedKey | Non
     return AuthorizedKey(key, options, lineno, comment)
 
 
-def _lines(data: bytes) -> Iterator[bytes]:
-    start = 0
-    while start <= len(data):
-        end = data.find(b"\n", start)
-        if end < 0:
-            end = len(data)
-        yield data[start:end]
-        start = end + 1
-
-
 def parse_authorized_keys(data: str | bytes) -> tuple[list[AuthorizedKey], list[tuple[int, str]]]:
     """Parse a whole file: the usable keys, and ``(line, message)`` for every skipped line."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogateescape")
     keys: list[AuthorizedKey] = []
     warnings: list[tuple[int, str]] = []
-    for lineno, raw in enumerate(_lines(data[:MAX_FILE_SIZE]), 1):
+    for lineno, raw in enumerate(iter_lines(data[:MAX_FILE_SIZE]), 1):
         if len(raw) > MAX_LINE_LENGTH:
             warnings.append((lineno, "line too long"))
             continue

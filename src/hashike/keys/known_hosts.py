@@ -27,7 +27,7 @@ import contextlib
 import enum
 import hmac
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from hashike.keys.keypair import KeyFormatError, PublicKey
+from hashike.keys.textfile import iter_lines
 from hashike.proto.errors import DecodeError, SSHError
 from hashike.proto.wire import Reader
 
@@ -54,7 +55,6 @@ __all__ = [
     "key_type_label",
     "match_pattern",
     "match_pattern_list",
-    "verify_host_key",
 ]
 
 MAX_LINE_LENGTH = 64 * 1024
@@ -307,18 +307,6 @@ def _parse_line(path: str, lineno: int, line: str) -> KnownHostEntry | None:
     return KnownHostEntry(path, lineno, marker, hostnames, key_type, blob, key, comment, salt, digest)
 
 
-def _lines(data: bytes) -> Iterator[bytes]:
-    """Lines without their newline, one at a time (a list of millions of empty lines
-    from a hostile file would cost far more memory than the file)."""
-    start = 0
-    while start <= len(data):
-        end = data.find(b"\n", start)
-        if end < 0:
-            end = len(data)
-        yield data[start:end]
-        start = end + 1
-
-
 def _read_limited(path: str) -> tuple[bytes, bool] | None:
     """The first MAX_FILE_SIZE bytes of the file and whether there was more; None if missing."""
     try:
@@ -372,7 +360,7 @@ class KnownHosts:
             data = data.encode("utf-8", "surrogateescape")
         entries: list[KnownHostEntry] = []
         warnings: list[tuple[str, int, str]] = []
-        for lineno, raw in enumerate(_lines(data[:MAX_FILE_SIZE]), 1):
+        for lineno, raw in enumerate(iter_lines(data[:MAX_FILE_SIZE]), 1):
             if len(raw) > MAX_LINE_LENGTH:
                 warnings.append((path, lineno, "line too long"))
                 continue
@@ -658,38 +646,3 @@ def evaluate_host_key(
         with contextlib.suppress(Exception):  # nothing more can be reported
             err.write(f"Host key verification failed: {message}.\n")
         return HostKeyVerdict(accepted=False, status=status, error=message)
-
-
-def verify_host_key(
-    host: str,
-    port: int,
-    key: PublicKey,
-    *,
-    strict: str,
-    known_hosts_files: Sequence[str | os.PathLike[str]],
-    global_known_hosts_files: Sequence[str | os.PathLike[str]] = (),
-    err: TextIO,
-    prompt: Callable[[str], str | None] | None = None,
-    hash_known_hosts: bool = False,
-    address: str | None = None,
-    rng: Callable[[int], bytes] = os.urandom,
-) -> bool:
-    """:func:`evaluate_host_key`, answering only whether to go on.
-
-    A True answer may be restricted (a changed key under StrictHostKeyChecking=no):
-    callers that forward ports or authenticate by password should call
-    :func:`evaluate_host_key` and honour :attr:`HostKeyVerdict.restricted`.
-    """
-    return evaluate_host_key(
-        host,
-        port,
-        key,
-        strict=strict,
-        known_hosts_files=known_hosts_files,
-        global_known_hosts_files=global_known_hosts_files,
-        err=err,
-        prompt=prompt,
-        hash_known_hosts=hash_known_hosts,
-        address=address,
-        rng=rng,
-    ).accepted

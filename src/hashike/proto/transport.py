@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 from hashike.keys.keypair import PrivateKey, PublicKey
 from hashike.proto.ciphers import CIPHERS, MACS, make_opener, make_sealer
-from hashike.proto.config import TransportConfig
+from hashike.proto.config import SUPPORTED_HOST_KEY_ALGORITHMS, TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import KeyExchangeFailed, LocalProtocolError, RemoteProtocolError, SSHError
 from hashike.proto.events import (
@@ -580,18 +580,9 @@ class Transport:
     def _ext_info(self) -> bytes:
         extensions: list[tuple[str, bytes]] = [(EXT_MAX_PACKET, str(MAX_PACKET_LENGTH).encode())]
         if not self.is_client:
-            sig_algs = ",".join(
-                dict.fromkeys(
-                    (
-                        "ssh-ed25519",
-                        "ecdsa-sha2-nistp256",
-                        "ecdsa-sha2-nistp384",
-                        "ecdsa-sha2-nistp521",
-                        "rsa-sha2-512",
-                        "rsa-sha2-256",
-                    )
-                )
-            )
+            # RFC 8308 §3.1: what user authentication accepts, which is every
+            # signature algorithm we verify (never ssh-rsa).
+            sig_algs = ",".join(SUPPORTED_HOST_KEY_ALGORITHMS)
             extensions = [("server-sig-algs", sig_algs.encode()), ("ping@openssh.com", b"0"), *extensions]
         return (
             encode_byte(MsgType.EXT_INFO)

@@ -1,0 +1,950 @@
+"""Bulk throughput through an ``-L`` tunnel: hashike and OpenSSH, each as client and as server.
+
+Run ``python -m bench.tunnel_throughput [--mib 1024 | --quick] [--ciphers a,b] [--runs N] [--json]``.
+
+Theory of operation. Everything runs on 127.0.0.1 in processes of its own,
+started the way a user would start them: the ``hashiked`` CLI
+(``python -m hashike.cli.server``), a private OpenSSH ``sshd -D -e -f cfg``
+on a free port with its own config and keys, the ``hashike`` CLI
+(``python -m hashike.cli.client -N -L``), OpenSSH ``ssh -N -L``, and
+AsyncSSH's client when ``import asyncssh`` works (it is not installed for
+this; nothing here installs it). All servers share one host key and one
+authorized client key, written to a temporary directory; each client forces
+the cipher under test with ``-o Ciphers=...``.
+
+This process holds both ends of every tunnel. The *sink* is a threaded TCP
+server that reads into one preallocated buffer and discards; after EOF it
+sends back the byte count in ASCII and closes. A *transfer* connects to the
+tunnel's local port, ``sendall``\\ s N MiB from a preallocated 1 MiB buffer,
+shuts down its write side and waits for the sink's count: the time from
+connect to that answer gives MB/s (10**6 bytes/s), and the count must equal
+what was sent. EOF and the answer cross the tunnel too, so half-close is
+exercised on every run.
+
+CPU per GiB comes from ``/proc/PID/stat`` (utime + stime, every thread),
+read just before and just after a transfer, summed over the client's
+process tree and over the server's (sshd forks a monitor and an
+unprivileged child per connection, so its whole tree is counted). The
+machine's busy time from ``/proc/stat`` over the same interval, minus this
+benchmark's own processes, is reported as the *background* load: other
+people's work on a shared machine.
+
+Per cipher, every tunnel is started (and warmed up with a short transfer)
+before any is measured, and the pairings take turns within each run, so a
+noisy neighbour hurts them alike. Loopback TCP with no tunnel is the
+ceiling. Every transfer is bounded by ``--timeout``; every wait for a
+process by a fixed deadline. This is a benchmark: never assert on its
+numbers in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import pwd
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cryptography
+
+from hashike.keys.keypair import generate_private_key, write_private_key
+
+__all__ = [
+    "BASELINE",
+    "PAIRINGS",
+    "Lab",
+    "Result",
+    "Server",
+    "Sink",
+    "Tunnel",
+    "client_argv",
+    "environment",
+    "free_port",
+    "lab",
+    "main",
+    "markdown",
+    "process_table",
+    "python_env",
+    "read_line",
+    "request_reply",
+    "run",
+    "start_hashiked",
+    "start_server",
+    "start_sshd",
+    "start_tunnel",
+    "tail",
+    "transfer",
+    "tree_cpu",
+]
+
+HOST = "127.0.0.1"
+MiB = 1 << 20
+GiB = 1 << 30
+CHUNK = MiB  # the sender's preallocated buffer, and the sink's
+WARMUP_BYTES = 32 * MiB
+STARTUP_TIMEOUT = 20.0  # a server listening, or a tunnel answering
+STOP_TIMEOUT = 5.0
+POLL_INTERVAL = 0.002  # between attempts to connect to a tunnel not up yet
+MAX_REPLY = 64  # the sink's answer is a decimal count and a newline
+# Bytecode of the Python processes started here, outside the source tree.
+PYCACHE = Path(tempfile.gettempdir()) / "hashike-bench-pycache"
+
+DEFAULT_CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
+# (client, server), in table order. "ssh → sshd" is the reference.
+PAIRINGS: tuple[tuple[str, str], ...] = (
+    ("hashike", "hashiked"),
+    ("hashike", "sshd"),
+    ("ssh", "hashiked"),
+    ("ssh", "sshd"),
+    ("asyncssh", "sshd"),
+)
+BASELINE = ("ssh", "sshd")
+ARROW = "→"
+
+# AsyncSSH as a -L client, run only when ``import asyncssh`` works. Arguments:
+# host port user key known_hosts cipher listen_port target_port.
+ASYNCSSH_CLIENT = """
+import asyncio, sys
+import asyncssh
+
+async def main():
+    host, port, user, key, known, cipher, lport, tport = sys.argv[1:]
+    async with asyncssh.connect(
+        host, int(port), username=user, client_keys=[key], known_hosts=known,
+        encryption_algs=[cipher], agent_path=None, config=None,
+    ) as conn:
+        listener = await conn.forward_local_port(host, int(lport), host, int(tport))
+        await listener.wait_closed()
+
+asyncio.run(main())
+"""
+
+
+# --- /proc ---------------------------------------------------------------------------
+
+_TICK = float(os.sysconf("SC_CLK_TCK"))
+
+
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far, all threads), from /proc."""
+    table: dict[int, tuple[int, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue  # gone since scandir
+        # Field 2 (the name) may hold spaces and ')'; the rest follow the last ')'.
+        # After it: [0] state, [1] ppid, ..., [11] utime, [12] stime (fields 3, 4, 14, 15).
+        fields = text[text.rfind(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+    return table
+
+
+def descendants(pid: int, table: dict[int, tuple[int, float]]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    stack = [pid]
+    while stack and len(found) < len(table):  # bounded even if /proc raced into a cycle
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def tree_cpu(pid: int, table: dict[int, tuple[int, float]]) -> float:
+    """CPU seconds of ``pid`` and every process below it."""
+    return sum(table[p][1] for p in (pid, *descendants(pid, table)) if p in table)
+
+
+def machine_busy() -> float:
+    """Seconds of CPU the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK  # user..steal; guest is already in user
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def free_port(host: str = HOST) -> int:
+    """A port nobody listens on right now (callers retry on the race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """TERM the process and everything it forked (sshd's per-connection children
+    start sessions of their own and outlive the listener); KILL what lingers."""
+    if process.poll() is not None:
+        return
+    pids = [*descendants(process.pid, process_table()), process.pid]
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for pid in pids[:-1]:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+
+
+def tail(path: Path, limit: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:].strip()
+    except OSError:
+        return ""
+
+
+# --- the lab: keys, servers, known_hosts ------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running hashiked or sshd on 127.0.0.1."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+@dataclass
+class Lab:
+    """A temporary directory with one host key, one client key that may log in
+    as ``user``, and a known_hosts file naming every server started."""
+
+    directory: Path
+    user: str
+    host_key: Path
+    client_key: Path
+    authorized_keys: Path
+    known_hosts: Path
+    ssh: str | None
+    sshd: str | None
+    host_key_line: str
+    env: dict[str, str]  # for the Python processes started here
+    servers: dict[str, Server] = field(default_factory=dict)
+
+    def add_known_host(self, port: int) -> None:
+        with open(self.known_hosts, "a") as f:
+            f.write(f"[{HOST}]:{port} {self.host_key_line}\n")
+
+
+def _openssh(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+
+
+def python_env(bytecode_cache: bool = True) -> dict[str, str]:
+    """The environment of the Python processes started here.
+
+    With ``bytecode_cache``, bytecode is written and read as for an installed
+    program (pip compiles it at install time), but under PYCACHE rather than
+    in the source tree: without it, a PYTHONDONTWRITEBYTECODE=1 environment
+    recompiles every module at every start. Otherwise: this process's own."""
+    env = dict(os.environ)
+    if bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return env
+
+
+@contextlib.contextmanager
+def lab(keep: bool = False, bytecode_cache: bool = True) -> Iterator[Lab]:
+    """A Lab whose servers are stopped, and whose directory is removed, on exit."""
+    env = python_env(bytecode_cache)
+    if bytecode_cache:  # fill the cache before anything is timed
+        subprocess.run(
+            [sys.executable, "-c", "import hashike.cli.client, hashike.cli.server"],
+            env=env,
+            check=True,
+            timeout=120,
+        )
+    directory = Path(tempfile.mkdtemp(prefix="hashike-bench-"))
+    try:
+        host_key = generate_private_key(comment="bench host key")
+        client_key = generate_private_key(comment="bench client key")
+        write_private_key(host_key, directory / "host_ed25519")
+        write_private_key(client_key, directory / "id_ed25519")
+        authorized_keys = directory / "authorized_keys"
+        authorized_keys.write_text(client_key.public_key.openssh_line() + "\n")
+        known_hosts = directory / "known_hosts"
+        known_hosts.write_text("")
+        the_lab = Lab(
+            directory=directory,
+            user=pwd.getpwuid(os.geteuid()).pw_name,
+            host_key=directory / "host_ed25519",
+            client_key=directory / "id_ed25519",
+            authorized_keys=authorized_keys,
+            known_hosts=known_hosts,
+            ssh=_openssh("ssh"),
+            sshd=_openssh("sshd"),
+            host_key_line=host_key.public_key.openssh_line(),
+            env=env,
+        )
+        try:
+            yield the_lab
+        finally:
+            for server in the_lab.servers.values():
+                server.stop()
+    finally:
+        if keep:
+            print(f"kept {directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def read_line(stream: Any, timeout: float) -> str:
+    """One line from a pipe, or '' after ``timeout`` (the reader thread is a daemon)."""
+    line: list[bytes] = []
+    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return line[0].decode(errors="replace") if line else ""
+
+
+def start_hashiked(the_lab: Lab) -> Server:
+    """``python -m hashike.cli.server -p 0 ...``; the port comes from its first line."""
+    log = the_lab.directory / "hashiked.log"
+    argv = [
+        sys.executable, "-m", "hashike.cli.server", "-p", "0", "-h", str(the_lab.host_key),
+        "-o", f"ListenAddress={HOST}",
+        "-o", f"AuthorizedKeysFile={the_lab.authorized_keys}",
+        "-o", f"AllowUsers={the_lab.user}",
+    ]  # fmt: skip
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, env=the_lab.env
+        )
+    line = read_line(process.stdout, STARTUP_TIMEOUT)
+    found = re.search(r"listening on \S+ port (\d+)", line)
+    if found is None:
+        stop_process(process)
+        raise RuntimeError(f"hashiked did not start: {line.strip()!r}; log: {tail(log)}")
+    # stdout stays open and unread: hashiked prints nothing more there.
+    return Server("hashiked", int(found.group(1)), process, log)
+
+
+def _banner(port: int) -> bytes | None:
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as s:
+            data = b""
+            while b"\n" not in data and len(data) < 256:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+    except OSError:
+        return None
+
+
+def start_sshd(the_lab: Lab) -> Server:
+    """A private ``sshd -D -e -f cfg`` on a free port (retried if another program wins it)."""
+    if the_lab.sshd is None:
+        raise RuntimeError("sshd not found")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation needs it
+    config = the_lab.directory / "sshd_config"
+    log = the_lab.directory / "sshd.log"
+    for _attempt in range(5):
+        port = free_port()
+        config.write_text(
+            "\n".join([
+                f"ListenAddress {HOST}",
+                f"Port {port}",
+                f"HostKey {the_lab.host_key}",
+                f"PidFile {the_lab.directory / 'sshd.pid'}",
+                f"AuthorizedKeysFile {the_lab.authorized_keys}",
+                f"AllowUsers {the_lab.user}",
+                "UsePAM no",
+                "StrictModes no",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin prohibit-password",
+                "AllowTcpForwarding yes",
+                "LogLevel INFO",
+            ]) + "\n"
+        )  # fmt: skip
+        check = subprocess.run(
+            [the_lab.sshd, "-t", "-f", str(config)], capture_output=True, text=True, timeout=30
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"sshd rejected its config: {check.stderr.strip()}")
+        with open(log, "wb") as log_file:
+            process = subprocess.Popen(
+                [the_lab.sshd, "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            banner = _banner(port)
+            if banner is not None and process.poll() is None:
+                if banner.startswith(b"SSH-2.0-OpenSSH"):
+                    return Server("sshd", port, process, log)
+                break  # someone else's server won the port
+            time.sleep(0.05)
+        stop_process(process)
+    raise RuntimeError(f"sshd did not start; log: {tail(log)}")
+
+
+def start_server(the_lab: Lab, name: str) -> Server:
+    """Start ``hashiked`` or ``sshd`` once per lab, and record it in known_hosts."""
+    if name not in the_lab.servers:
+        server = start_hashiked(the_lab) if name == "hashiked" else start_sshd(the_lab)
+        the_lab.servers[name] = server
+        the_lab.add_known_host(server.port)
+    return the_lab.servers[name]
+
+
+# --- tunnels ---------------------------------------------------------------------------
+
+
+def client_available(the_lab: Lab, client: str) -> bool:
+    if client == "ssh":
+        return the_lab.ssh is not None
+    if client == "asyncssh":
+        return importlib.util.find_spec("asyncssh") is not None
+    return True
+
+
+def server_available(the_lab: Lab, server: str) -> bool:
+    return server == "hashiked" or the_lab.sshd is not None
+
+
+def client_argv(
+    client: str, the_lab: Lab, server_port: int, cipher: str | None, local_port: int, target_port: int
+) -> list[str]:
+    """The command line of one ``-N -L local_port:127.0.0.1:target_port`` client."""
+    forward = f"{HOST}:{local_port}:{HOST}:{target_port}"
+    destination = f"{the_lab.user}@{HOST}"
+    common = [
+        "-o", f"UserKnownHostsFile={the_lab.known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+        "-o", "IdentityAgent=none",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "ExitOnForwardFailure=yes",
+        *(["-o", f"Ciphers={cipher}"] if cipher else []),
+        "-i", str(the_lab.client_key),
+        "-p", str(server_port),
+        "-N", "-L", forward,
+        destination,
+    ]  # fmt: skip
+    if client == "hashike":
+        return [sys.executable, "-m", "hashike.cli.client", "-F", "none", *common]
+    if client == "ssh":
+        assert the_lab.ssh is not None
+        return [the_lab.ssh, "-F", "/dev/null", "-o", "ConnectTimeout=10", *common]
+    if client == "asyncssh":
+        return [
+            sys.executable, "-c", ASYNCSSH_CLIENT, HOST, str(server_port), the_lab.user,
+            str(the_lab.client_key), str(the_lab.known_hosts),
+            cipher or "aes128-gcm@openssh.com", str(local_port), str(target_port),
+        ]  # fmt: skip
+    raise ValueError(f"unknown client {client!r}")
+
+
+def request_reply(port: int, payload: bytes, timeout: float) -> bytes:
+    """Connect, send ``payload``, half-close, and read the answer to EOF."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while len(reply) <= len(payload) + MAX_REPLY:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+@dataclass
+class Tunnel:
+    """A client process holding ``-L local_port`` open to a server."""
+
+    client: str
+    server: Server
+    cipher: str | None
+    local_port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    started: float  # perf_counter() just before the process was started
+    ready: float  # perf_counter() when the first request got its answer
+
+    @property
+    def label(self) -> str:
+        return f"{self.client} {ARROW} {self.server.name}"
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def start_tunnel(
+    the_lab: Lab,
+    client: str,
+    server: Server,
+    cipher: str | None,
+    target_port: int,
+    probe: bytes,
+    expect: bytes,
+    timeout: float = STARTUP_TIMEOUT,
+) -> Tunnel:
+    """Start a client and wait until a request through its -L gets ``expect`` back.
+
+    ``ready - started`` is the time from process start to a usable forward
+    (polled every POLL_INTERVAL). Retries with another local port if the
+    client lost a race for the one chosen."""
+    log = the_lab.directory / f"{client}-{server.name}-{cipher or 'default'}.log"
+    failure = ""
+    for _attempt in range(3):
+        local_port = free_port()
+        argv = client_argv(client, the_lab, server.port, cipher, local_port, target_port)
+        with open(log, "wb") as log_file:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=the_lab.env
+            )
+        deadline = started + timeout
+        while time.perf_counter() < deadline and process.poll() is None:
+            try:
+                reply = request_reply(local_port, probe, timeout=max(0.1, deadline - time.perf_counter()))
+            except OSError:
+                reply = None
+            if reply == expect:
+                return Tunnel(client, server, cipher, local_port, process, log, started, time.perf_counter())
+            time.sleep(POLL_INTERVAL)
+        stop_process(process)
+        failure = tail(log) or f"exit status {process.returncode}"
+        if not re.search(r"[Aa]ddress already in use|cannot listen", failure):
+            break
+    raise RuntimeError(f"{client} {ARROW} {server.name} ({cipher}): tunnel not usable: {failure}")
+
+
+# --- the sink and the sender -------------------------------------------------------------
+
+
+class Sink:
+    """Threaded TCP server: reads and discards; after EOF answers with the count."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._sock = socket.create_server((HOST, 0), backlog=128)
+        self._sock.settimeout(0.2)  # so that the accept loop sees close()
+        self.port: int = self._sock.getsockname()[1]
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="sink", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        buf = bytearray(CHUNK)
+        total = 0
+        with conn:
+            conn.settimeout(self.timeout)
+            try:
+                while n := conn.recv_into(buf):
+                    total += n
+                conn.sendall(f"{total}\n".encode())
+            except OSError:
+                pass  # the sender times out and reports it
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(1.0)
+        self._sock.close()
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def transfer(port: int, buffer: memoryview, nbytes: int, timeout: float) -> float:
+    """Send ``nbytes`` through ``port`` to the sink; seconds until its count came back."""
+    start = time.perf_counter()
+    deadline = start + timeout
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        sent = 0
+        while sent < nbytes:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError(f"sent {sent} of {nbytes} bytes in {timeout:.0f} s")
+            s.settimeout(remaining)  # sendall's timeout bounds the whole call
+            n = min(len(buffer), nbytes - sent)
+            s.sendall(buffer[:n])
+            sent += n
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(max(0.1, deadline - time.perf_counter()))
+        reply = b""
+        while len(reply) <= MAX_REPLY:
+            chunk = s.recv(MAX_REPLY)
+            if not chunk:
+                break
+            reply += chunk
+    elapsed = time.perf_counter() - start
+    if reply != f"{nbytes}\n".encode():
+        raise RuntimeError(f"the sink answered {reply!r} after {nbytes} bytes were sent")
+    return elapsed
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    mbps: float
+    client_cpu: float | None  # CPU s/GiB
+    server_cpu: float | None
+    background_cores: float  # other processes' CPU over the transfer, in cores
+
+
+def sample(
+    port: int, buffer: memoryview, nbytes: int, timeout: float, client_pid: int | None, server_pid: int | None
+) -> Sample:
+    def snapshot() -> tuple[float, float, float, float, float]:
+        table = process_table()
+        c = tree_cpu(client_pid, table) if client_pid is not None else 0.0
+        s = tree_cpu(server_pid, table) if server_pid is not None else 0.0
+        return time.perf_counter(), c, s, own_cpu(), machine_busy()
+
+    t0, c0, s0, o0, b0 = snapshot()
+    elapsed = transfer(port, buffer, nbytes, timeout)
+    t1, c1, s1, o1, b1 = snapshot()
+    gib = nbytes / GiB
+    ours = (c1 - c0) + (s1 - s0) + (o1 - o0)
+    return Sample(
+        mbps=nbytes / elapsed / 1e6,
+        client_cpu=(c1 - c0) / gib if client_pid is not None else None,
+        server_cpu=(s1 - s0) / gib if server_pid is not None else None,
+        background_cores=max(0.0, (b1 - b0) - ours) / (t1 - t0),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    pairing: str
+    cipher: str | None
+    mbps: float | None  # median of the runs
+    client_cpu_s_per_gib: float | None
+    server_cpu_s_per_gib: float | None
+    ratio: float | None  # MB/s over ssh → sshd's with the same cipher
+    runs_mbps: list[float]
+    runs_client_cpu: list[float]
+    runs_server_cpu: list[float]
+    background_cores: float | None  # median, over the runs
+    error: str | None = None
+
+
+def _median(values: Sequence[float | None], digits: int) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), digits) if present else None
+
+
+def _result(pairing: str, cipher: str | None, samples: Sequence[Sample], error: str | None) -> Result:
+    return Result(
+        pairing=pairing,
+        cipher=cipher,
+        mbps=_median([s.mbps for s in samples], 1),
+        client_cpu_s_per_gib=_median([s.client_cpu for s in samples], 2),
+        server_cpu_s_per_gib=_median([s.server_cpu for s in samples], 2),
+        ratio=None,
+        runs_mbps=[round(s.mbps, 1) for s in samples],
+        runs_client_cpu=[round(s.client_cpu, 2) for s in samples if s.client_cpu is not None],
+        runs_server_cpu=[round(s.server_cpu, 2) for s in samples if s.server_cpu is not None],
+        background_cores=_median([s.background_cores for s in samples], 2),
+        error=error,
+    )
+
+
+def _with_ratios(results: list[Result]) -> list[Result]:
+    base = {r.cipher: r.mbps for r in results if r.pairing == f"{BASELINE[0]} {ARROW} {BASELINE[1]}"}
+    out = []
+    for r in results:
+        b = base.get(r.cipher) if r.cipher is not None else None
+        ratio = round(r.mbps / b, 2) if r.mbps is not None and b else None
+        out.append(Result(**{**asdict(r), "ratio": ratio}))
+    return out
+
+
+def run(
+    the_lab: Lab,
+    pairings: Sequence[tuple[str, str]],
+    ciphers: Sequence[str],
+    nbytes: int,
+    runs: int,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> list[Result]:
+    buffer = memoryview(os.urandom(CHUNK))
+    results: list[Result] = []
+    with Sink(timeout) as sink:
+        # The ceiling: the same sender and sink, no tunnel.
+        loop_samples: list[Sample] = []
+        transfer(sink.port, buffer, min(nbytes, WARMUP_BYTES), timeout)
+        for _ in range(runs):
+            loop_samples.append(sample(sink.port, buffer, nbytes, timeout, None, None))
+            progress(f"loopback: {loop_samples[-1].mbps:,.0f} MB/s")
+        results.append(_result("loopback TCP, no tunnel", None, loop_samples, None))
+
+        for cipher in ciphers:
+            tunnels: dict[tuple[str, str], Tunnel] = {}
+            errors: dict[tuple[str, str], str] = {}
+            samples: dict[tuple[str, str], list[Sample]] = {p: [] for p in pairings}
+            try:
+                for pairing in pairings:
+                    try:
+                        server = start_server(the_lab, pairing[1])
+                        tunnel = start_tunnel(the_lab, pairing[0], server, cipher, sink.port, b"", b"0\n")
+                        tunnels[pairing] = tunnel
+                        transfer(tunnel.local_port, buffer, min(nbytes, WARMUP_BYTES), timeout)
+                    except (RuntimeError, OSError) as exc:
+                        errors[pairing] = str(exc)
+                        progress(f"{pairing[0]} {ARROW} {pairing[1]} {cipher}: {exc}")
+                for run_no in range(runs):
+                    for pairing, tunnel in tunnels.items():
+                        if pairing in errors:
+                            continue
+                        try:
+                            s = sample(
+                                tunnel.local_port,
+                                buffer,
+                                nbytes,
+                                timeout,
+                                tunnel.process.pid,
+                                tunnel.server.process.pid,
+                            )
+                        except (RuntimeError, OSError) as exc:
+                            errors[pairing] = f"run {run_no + 1}: {exc}; log: {tail(tunnel.log, 300)}"
+                            progress(f"{tunnel.label} {cipher}: {errors[pairing]}")
+                            continue
+                        samples[pairing].append(s)
+                        progress(
+                            f"{tunnel.label} {cipher} run {run_no + 1}/{runs}: {s.mbps:,.0f} MB/s, "
+                            f"CPU s/GiB {s.client_cpu:.2f} / {s.server_cpu:.2f}, "
+                            f"background {s.background_cores:.2f} cores"
+                        )
+            finally:
+                for tunnel in tunnels.values():
+                    tunnel.stop()
+            for pairing in pairings:
+                label = f"{pairing[0]} {ARROW} {pairing[1]}"
+                results.append(_result(label, cipher, samples[pairing], errors.get(pairing)))
+    return _with_ratios(results)
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def markdown(results: Sequence[Result]) -> str:
+    lines = [
+        "| pairing | cipher | MB/s | client CPU s/GiB | server CPU s/GiB | ratio vs ssh→sshd | each run |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        cipher = r.cipher or "—"
+        if r.error is not None and r.mbps is None:
+            lines.append(f"| {r.pairing} | {cipher} | — | — | — | — | error: {r.error[:120]} |")
+            continue
+        runs = ", ".join(f"{x:,.0f}" for x in r.runs_mbps) + (" (then failed)" if r.error else "")
+        lines.append(
+            f"| {r.pairing} | {cipher} | {_cell(r.mbps, ',.0f')} | {_cell(r.client_cpu_s_per_gib, '.2f')} "
+            f"| {_cell(r.server_cpu_s_per_gib, '.2f')} | {_cell(r.ratio, '.2f')} | {runs} |"
+        )
+    return "\n".join(lines)
+
+
+def _git_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}{' + uncommitted changes in src/' if dirty else ''}" if rev else "unknown"
+
+
+def environment(the_lab: Lab) -> dict[str, Any]:
+    openssh = "not found"
+    if the_lab.ssh is not None:
+        openssh = subprocess.run(
+            [the_lab.ssh, "-V"], capture_output=True, text=True, timeout=10
+        ).stderr.strip()
+    return {
+        "python": platform.python_version(),
+        "cryptography": cryptography.__version__,
+        "openssh": openssh,
+        "asyncssh": importlib.util.find_spec("asyncssh") is not None,
+        "hashike": _git_revision(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": loadavg(),
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.tunnel_throughput", description=(__doc__ or "").split("\n")[0]
+    )
+    p.add_argument(
+        "--mib", type=int, default=1024, help="MiB pushed through each tunnel per run (default 1024)"
+    )
+    p.add_argument("--quick", action="store_true", help="256 MiB per run (overrides --mib)")
+    p.add_argument("--runs", type=int, default=3, help="runs per pairing and cipher; the median is reported")
+    p.add_argument(
+        "--ciphers",
+        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+        default=list(DEFAULT_CIPHERS),
+        help="comma-separated; each is forced on every client with -o Ciphers=",
+    )
+    p.add_argument(
+        "--pairings",
+        type=lambda s: [tuple(part.strip().split(":", 1)) for part in s.split(",") if part.strip()],
+        default=None,
+        help="subset, e.g. hashike:hashiked,ssh:sshd (default: all that are available)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, help="bound of one transfer, s (default 60 + MiB / 2)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    mib = 256 if args.quick else args.mib
+    if mib < 1 or args.runs < 1:
+        print("--mib and --runs must be positive", file=sys.stderr)
+        return 2
+    timeout = args.timeout if args.timeout is not None else 60 + mib / 2
+    wanted: list[tuple[str, str]] = [tuple(p) for p in args.pairings] if args.pairings else list(PAIRINGS)
+    unknown = [p for p in wanted if p not in PAIRINGS]
+    if unknown:
+        print(f"unknown pairing(s): {unknown}; known: {PAIRINGS}", file=sys.stderr)
+        return 2
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    with lab(keep=args.keep) as the_lab:
+        pairings = [p for p in wanted if client_available(the_lab, p[0]) and server_available(the_lab, p[1])]
+        skipped = [f"{c} {ARROW} {s}" for c, s in wanted if (c, s) not in pairings]
+        env = environment(the_lab)
+        results = run(the_lab, pairings, args.ciphers, mib * MiB, args.runs, timeout, progress)
+    env.update(
+        loadavg_after=loadavg(),
+        wall_seconds=round(time.monotonic() - started, 1),
+        mib=mib,
+        runs=args.runs,
+        skipped=skipped,
+    )
+    if args.json:
+        print(json.dumps({"env": env, "results": [asdict(r) for r in results]}, indent=2))
+        return 0
+    background = [r.background_cores for r in results if r.background_cores is not None]
+    print(
+        f"Python {env['python']}, cryptography {env['cryptography']}, {env['openssh']}, "
+        f"hashike {env['hashike']}; {env['machine']} x{env['cpus']}"
+    )
+    print(
+        f"{mib} MiB per transfer, median of {args.runs} run(s); MB/s = 10**6 bytes/s; "
+        f"wall time {env['wall_seconds']} s; load average {env['loadavg_before']} before, "
+        f"{env['loadavg_after']} after; other processes' CPU during transfers: median "
+        f"{statistics.median(background) if background else 0:.2f} cores"
+    )
+    if skipped:
+        print(f"skipped (not installed): {', '.join(skipped)}")
+    print()
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ import inspect
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from hashike.keys.keypair import PublicKey
 from hashike.proto.channels import ChannelOpenRefused
@@ -39,6 +39,8 @@ from .bridge import SocketBridge
 from .client_auth import AuthSettings, authenticate
 from .forward import ForwardListener, Target, forward_local, open_channel
 from .pump import CorePump
+from .session_client import Process, RunResult, SessionHandler, start_process
+from .session_client import run as run_command
 
 __all__ = ["HostKeyCheck", "SSHClient", "connect"]
 
@@ -213,6 +215,42 @@ class SSHClient:
             raise
         return await asyncio.open_connection(sock=theirs)
 
+    async def create_process(
+        self,
+        command: str | None = None,
+        *,
+        term: str | None = None,
+        size: tuple[int, int] | None = None,
+        env: Mapping[str, str] | None = None,
+        modes: Mapping[int, int] | None = None,
+        pixels: tuple[int, int] = (0, 0),
+    ) -> Process:
+        """Start ``command`` (a login shell if None) in a session channel
+        (RFC 4254 §6). ``term``/``size`` (columns, rows)/``modes`` ask for a
+        pty first; whether it was granted is ``Process.pty``. ``env`` goes as
+        "env" requests, which servers accept only for names they allow
+        (OpenSSH: AcceptEnv). Raises ChannelOpenFailed or SessionRequestFailed
+        when the server refuses."""
+        return await start_process(
+            self._pump, command, term=term, size=size, env=env, modes=modes, pixels=pixels
+        )
+
+    async def run(self, command: str, *, input: bytes | None = None) -> RunResult:
+        """Run ``command`` to completion with ``input`` on its stdin (then EOF)
+        and return its exit status or signal and its whole stdout and stderr."""
+        return await run_command(self._pump, command, input=input)
+
+    def channel_descriptions(self) -> list[tuple[int, str]]:
+        """Each open channel with a runtime handler, as (local id, what it
+        carries) in ssh's words; for the ``~#`` escape."""
+        found = []
+        for channel_id, handler in sorted(self._pump.bridges.items()):
+            if isinstance(handler, SessionHandler):
+                found.append((channel_id, "client-session"))
+            elif isinstance(handler, SocketBridge):
+                found.append((channel_id, _describe_bridge(handler)))
+        return found
+
     def rekey(self) -> None:
         self.core.start_rekey()
         self._pump.process()
@@ -229,6 +267,26 @@ class SSHClient:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
         await self.wait_closed()
+
+
+def _describe_bridge(bridge: SocketBridge) -> str:
+    """ssh's ~# line for a forwarded connection (-L): the listening port, the
+    target and the local peer."""
+    transport = bridge.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    local = transport.get_extra_info("sockname") if transport is not None else None
+    target = getattr(bridge, "_target", None)  # set by forward._ListenerBridge
+    counts = f"(in {bridge.bytes_in} out {bridge.bytes_out})"
+    if not isinstance(target, Target):
+        return f"direct-tcpip: {counts}"
+    if target.socket_path is not None:
+        return f"direct-streamlocal@openssh.com: to {target.socket_path} {counts}"
+    if isinstance(local, tuple) and isinstance(peer, tuple):
+        return (
+            f"direct-tcpip: listening port {local[1]} for {target.host} port {target.port}, "
+            f"connect from {peer[0]} port {peer[1]} to {local[0]} port {local[1]} {counts}"
+        )
+    return f"direct-tcpip: local socket {local} for {target.host} port {target.port} {counts}"
 
 
 async def connect(

@@ -1,7 +1,10 @@
 """``hashike``: the client, with OpenSSH's option syntax and messages.
 
-    hashike [-46gNTtv] [-E log_file] [-F configfile] [-i identity_file]
+    hashike [-46gNnTtv] [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]
             [-L address] [-l login_name] [-o option] [-p port] destination [command]
+
+Without a command, a login shell with a pty; with one, the command with
+stdin, stdout and stderr wired through, and its exit status as ours.
 
 Every failure is one line on stderr and exit status 255, as with ssh:
 ``hashike: connect to host wisdom port 22: Connection refused``,
@@ -12,27 +15,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import logging
 import os
+import re
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity, file_identity
 from hashike.aio.forward import ForwardListener, Target
+from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
 from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
 from hashike.keys.keypair import KeyFileError, PublicKey
 from hashike.keys.known_hosts import evaluate_host_key
-from hashike.proto.errors import AuthenticationFailed, ConnectionClosed, HostKeyNotVerified
+from hashike.proto.errors import (
+    AuthenticationFailed,
+    ChannelOpenFailed,
+    ConnectionClosed,
+    HostKeyNotVerified,
+    SSHError,
+)
 
+from .escape import Escape, EscapeReader, help_text
 from .logs import setup_logging
-from .terminal import ask, ask_async
+from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size
 
 __all__ = ["main"]
 
@@ -44,7 +58,7 @@ log = logging.getLogger("hashike.client")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        usage="hashike [-46gNTtv] [-E log_file] [-F configfile] [-i identity_file]\n"
+        usage="hashike [-46gNnTtv] [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]\n"
         "               [-L address] [-l login_name] [-o option] [-p port] destination [command]",
         description="hashike's SSH client. Options, ~/.ssh/config and messages follow ssh(1).",
         epilog="Example, the guide's POP tunnel: hashike -N -L 40000:localhost:110 user@mailhost",
@@ -75,11 +89,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="options", metavar="option", action="append", default=[], help="Keyword=value")
     p.add_argument("-p", dest="port", metavar="port", type=int, help="port on the remote host")
     p.add_argument("-T", dest="tty", action="store_const", const="no", help="no pseudo-terminal")
-    p.add_argument("-t", dest="tty", action="store_const", const="yes", help="force a pseudo-terminal")
+    p.add_argument(
+        "-t", dest="tty", action=_TtyAction, nargs=0,
+        help="a pseudo-terminal even for a command (twice: even when stdin is not a terminal)",
+    )  # fmt: skip
+    p.add_argument(
+        "-e", dest="escape_char", metavar="escape_char",
+        help="escape character for sessions with a pty (default ~); none disables escapes",
+    )  # fmt: skip
+    p.add_argument("-n", dest="stdin_null", action="store_true", help="stdin from /dev/null")
     p.add_argument("-v", dest="verbose", action="count", default=0, help="debug messages (repeat for more)")
     p.add_argument("destination", help="[user@]hostname")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run on the remote host")
     return p
+
+
+class _TtyAction(argparse.Action):
+    """ssh's -t: once asks for a pty (RequestTTY yes), twice forces one."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: object) -> None:
+        namespace.tty = "force" if namespace.tty == "yes" else "yes"
 
 
 class _Fatal(Exception):
@@ -259,47 +288,369 @@ def _background() -> None:
     os.close(devnull)
 
 
-async def _session(
-    settings: ClientSettings, no_command: bool, command: Sequence[str], background: bool
-) -> int:
+@dataclass(frozen=True, slots=True)
+class _Invocation:
+    """What the command line asks for beyond the settings."""
+
+    no_command: bool = False
+    command: tuple[str, ...] = ()
+    background: bool = False
+    stdin_null: bool = False
+    escape_given: bool = False  # -e: escapes even without a pty
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM/SIGHUP; remembers which."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.signum: int | None = None
+
+    def __call__(self, signum: int) -> None:
+        self.signum = signum
+        self.event.set()
+
+
+async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     # Handlers first: a TERM during login must still end us cleanly.
-    stop = asyncio.Event()
+    stop = _Stop()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop, sig)
     client = await _connect(settings)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
     listeners = await _start_forwards(client, settings)
-    if not no_command:
-        print(
-            f"{PROG}: remote commands and shells are not implemented yet; "
-            "keeping the connection up as -N would.",
-            file=sys.stderr,
-        )
-    if background:
+    if invocation.background:
         _background()
+    try:
+        if invocation.no_command or settings.session_type == "none":
+            return await _forward_only(client, settings, stop)
+        return await _remote_session(client, settings, invocation, stop)
+    finally:
+        for listener in listeners:
+            listener.close()
+        if not client.core.closed:
+            client.close()
+        await client.wait_closed()
+
+
+async def _forward_only(client: SSHClient, settings: ClientSettings, stop: _Stop) -> int:
+    """-N: the connection stays up for the forwards until a signal or the server ends it."""
     closed = asyncio.ensure_future(client.wait_closed())
-    waiter = asyncio.ensure_future(stop.wait())
+    waiter = asyncio.ensure_future(stop.event.wait())
     await asyncio.wait({closed, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
-    for listener in listeners:
-        listener.close()
     if not closed.done():
-        client.close()
-        await client.wait_closed()
-        return 0
-    event = client.disconnect_event
-    if event is not None and event.by_peer:
-        print(f"Connection to {settings.hostname} closed by remote host.", file=sys.stderr)
+        return 0  # (not cancelled: that would cancel the pump's own future)
+    _report_remote_close(client, settings)
     return EXIT_FAILURE
 
 
+def _report_remote_close(client: SSHClient, settings: ClientSettings, newline: str = "\n") -> None:
+    event = client.disconnect_event
+    if event is not None and event.by_peer:
+        print(f"Connection to {settings.hostname} closed by remote host.", end=newline, file=sys.stderr)
+
+
+def _want_pty(request_tty: str, has_command: bool, stdin_tty: bool) -> bool:
+    """ssh's rule: auto means a pty for a shell; yes for anything; force even
+    when stdin is not a terminal; no never."""
+    want = request_tty in ("yes", "force") or (request_tty == "auto" and not has_command)
+    if want and not stdin_tty and request_tty != "force":
+        if request_tty == "yes" or has_command:
+            print("Pseudo-terminal will not be allocated because stdin is not a terminal.", file=sys.stderr)
+        return False
+    return want
+
+
+def _glob(name: str, pattern: str) -> bool:
+    """ssh's pattern: * and ? wildcards, everything else literal."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, re.DOTALL) is not None
+
+
+def _environment(settings: ClientSettings) -> dict[str, str]:
+    """SendEnv (local variables whose names match) and SetEnv, as ssh sends them."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if any(_glob(name, pattern) for pattern in settings.send_env)
+    }
+    env.update(settings.set_env)
+    return env
+
+
+async def _remote_session(
+    client: SSHClient, settings: ClientSettings, invocation: _Invocation, stop: _Stop
+) -> int:
+    command = " ".join(invocation.command) or None  # ssh joins the words with spaces
+    stdin_tty = not invocation.stdin_null and os.isatty(0)
+    want_pty = _want_pty(settings.request_tty, command is not None, stdin_tty)
+    kwargs: dict[str, Any] = {}
+    if want_pty:
+        cols, rows, xpixel, ypixel = terminal_size(0) or (0, 0, 0, 0)
+        kwargs = {
+            "term": os.environ.get("TERM", ""),
+            "size": (cols, rows),
+            "pixels": (xpixel, ypixel),
+            "modes": terminal_modes(0),
+        }
+        log.debug("Requesting pty: %s %dx%d", kwargs["term"], cols, rows)
+    log.debug("Sending command: %s" if command else "Requesting shell.", command)
+    try:
+        process = await client.create_process(command, env=_environment(settings), **kwargs)
+    except ChannelOpenFailed:
+        return EXIT_FAILURE  # the pump already said why, in ssh's words
+    except SessionRequestFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILURE
+    except ConnectionClosed:
+        _report_remote_close(client, settings)
+        return EXIT_FAILURE
+    if want_pty and not process.pty:
+        print(f"PTY allocation request failed on channel {process.channel_id}", file=sys.stderr)
+        if settings.request_tty in ("yes", "force"):
+            process.close()  # asked for explicitly: a session without one is not what was wanted
+            return EXIT_FAILURE
+    escape_on = settings.escape_char is not None and (want_pty or invocation.escape_given)
+    escapes = EscapeReader(settings.escape_char) if escape_on else None
+    raw = RawMode(0)
+    try:
+        if process.pty and stdin_tty:
+            raw.enter()
+        session = _InteractiveSession(client, settings, process, raw, escapes, stop)
+        status = await session.run(stdin_null=invocation.stdin_null)
+    finally:
+        raw.restore()
+    if status is None:  # the connection went first
+        _report_remote_close(client, settings, "\r\n" if process.pty else "\n")
+        return EXIT_FAILURE
+    if process.pty and stop.signum is None:
+        print(f"Connection to {settings.hostname} closed.", end="\r\n", file=sys.stderr)
+    return status
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _InteractiveSession:
+    """Wires a remote process to our stdin, stdout and stderr, with escapes
+    and window-size changes, until the process ends or the user ends it.
+
+    stdin is read in a daemon thread with blocking reads, so its file's
+    flags are never changed (O_NONBLOCK on a terminal is shared with the
+    shell that started us); every chunk is handed to the event loop, which
+    waits for the channel to take it before the thread reads more. Output is
+    written from worker threads, so a slow consumer never stalls the
+    connection, and read from the channel one chunk at a time, so a slow
+    consumer holds back the window instead of filling our memory."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(
+        self,
+        client: SSHClient,
+        settings: ClientSettings,
+        process: Process,
+        raw: RawMode,
+        escapes: EscapeReader | None,
+        stop: _Stop,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.process = process
+        self.raw = raw
+        self.escapes = escapes
+        self.stop = stop
+        self.disconnect_requested = False
+        self._loop = asyncio.get_running_loop()
+
+    async def run(self, *, stdin_null: bool) -> int | None:
+        """The exit status (255 if ended by ~., a signal or without one), or
+        None if the connection was lost before the process ended."""
+        outputs = [
+            asyncio.ensure_future(self._copy(self.process.stdout, 1)),
+            asyncio.ensure_future(self._copy(self.process.stderr, 2)),
+        ]
+        if stdin_null:
+            self.process.stdin.write_eof()
+        else:
+            threading.Thread(target=self._read_stdin, name="hashike-stdin", daemon=True).start()
+        winch = self.raw.active
+        if winch:
+            self._loop.add_signal_handler(signal.SIGWINCH, self._window_changed)
+        finished = asyncio.ensure_future(self._finish(outputs))
+        stopped = asyncio.ensure_future(self.stop.event.wait())
+        try:
+            await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if winch:
+                self._loop.remove_signal_handler(signal.SIGWINCH)
+            stopped.cancel()
+            for task in (finished, *outputs):
+                task.cancel()
+        if finished.done() and not finished.cancelled():
+            return finished.result()
+        if self.stop.signum is not None:
+            log.debug("Killed by signal %d.", self.stop.signum)
+        return EXIT_FAILURE  # ~. or a signal: no exit status, as with ssh
+
+    async def _finish(self, outputs: list[asyncio.Task[None]]) -> int | None:
+        await asyncio.gather(*outputs)
+        try:
+            await self.process.wait()
+        except ConnectionClosed:
+            return None
+        status = self.process.exit_status
+        if status is None and self.process.exit_signal is not None:
+            log.debug("Remote command killed by signal %s.", self.process.exit_signal)
+        return EXIT_FAILURE if status is None else status & 0xFF
+
+    async def _copy(self, reader: ChannelReader, fd: int) -> None:
+        while data := await reader.read(self.CHUNK):
+            try:
+                await asyncio.to_thread(_write_all, fd, data)
+            except OSError as exc:
+                # Our reader went away (EPIPE): the remote output has nowhere
+                # to go, so the session ends, as a pipeline's writer does.
+                log.debug("write to fd %d failed: %s", fd, exc)
+                self.process.close()
+                return
+
+    # --- stdin, in its own thread ----------------------------------------------------
+
+    def _read_stdin(self) -> None:
+        while True:
+            try:
+                data = os.read(0, self.CHUNK)
+            except OSError:
+                data = b""  # EBADF, EIO: no more input
+            try:
+                more = asyncio.run_coroutine_threadsafe(self._stdin_data(data), self._loop).result()
+            except Exception:  # the loop is gone or closing
+                return
+            if not data or not more:
+                return
+
+    async def _stdin_data(self, data: bytes) -> bool:
+        """One chunk of our stdin (b"" at EOF); False to stop reading."""
+        stdin = self.process.stdin
+        if self.process.closed or self.disconnect_requested:
+            return False
+        if not data:
+            stdin.write_eof()  # the channel's EOF (RFC 4254 §5.3)
+            return False
+        actions = self.escapes.feed(data) if self.escapes is not None else [data]
+        for action in actions:
+            if isinstance(action, bytes):
+                stdin.write(action)
+            elif not self._escape(action):
+                return False
+        try:
+            await stdin.drain()
+        except ConnectionResetError:
+            return False
+        return True
+
+    # --- escapes ------------------------------------------------------------------------
+
+    def _say(self, text: str) -> None:
+        newline = "\r\n" if self.raw.active else "\n"
+        with contextlib.suppress(OSError):
+            _write_all(2, text.replace("\n", newline).encode("utf-8", "replace"))
+
+    def _escape(self, command: Escape) -> bool:
+        """Carry out an escape command; False ends the session."""
+        if command is Escape.DISCONNECT:
+            self.disconnect_requested = True
+            self.stop.event.set()
+            return False
+        if command is Escape.HELP:
+            assert self.settings.escape_char is not None
+            self._say(help_text(self.settings.escape_char, "\n"))
+        elif command is Escape.LIST_CONNECTIONS:
+            lines = [f"  #{cid} {what}" for cid, what in self.client.channel_descriptions()]
+            self._say("\nThe following connections are open:\n" + "".join(f"{ln}\n" for ln in lines))
+        elif command is Escape.REKEY:
+            try:
+                self.client.rekey()
+            except SSHError as exc:
+                log.debug("rekey: %s", exc)
+        elif command is Escape.BREAK:
+            self.process.send_break()
+        elif command is Escape.SUSPEND:
+            self._suspend()
+        return True
+
+    def _suspend(self) -> None:
+        """~^Z: give the terminal back and stop, as ssh does; on SIGCONT take
+        it again and tell the server the size, which may have changed."""
+        self._say("^Z [suspend ssh]\n")
+        was_raw = self.raw.active
+        self.raw.restore()
+        os.kill(os.getpid(), signal.SIGTSTP)
+        if was_raw:
+            self.raw.enter()
+            self._window_changed()
+
+    def _window_changed(self) -> None:
+        size = terminal_size(0)
+        if size is not None and not self.process.closed:
+            with contextlib.suppress(ConnectionResetError):
+                self.process.change_terminal_size(*size)
+
+
+def _late_options(parser: argparse.ArgumentParser, words: list[str]) -> int:
+    """How many of the words after the destination are options: ssh reads
+    options there too (``ssh host -N``) until the first other word, or ``--``
+    (counted, and dropped by the caller)."""
+    takes_value = {
+        flag[1]
+        for action in parser._actions
+        for flag in action.option_strings
+        if action.nargs is None and len(flag) == 2
+    }
+    i = 0
+    while i < len(words) and words[i].startswith("-") and words[i] != "-":
+        word = words[i]
+        i += 1
+        if word == "--":
+            break
+        for j, char in enumerate(word[1:], 1):
+            if char in takes_value:
+                if j == len(word) - 1:
+                    i += 1  # the value is the next word
+                break
+    return min(i, len(words))
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(words)
+    late = _late_options(parser, args.command)
+    if late:
+        command = args.command[late:]
+        before = words[: len(words) - len(args.command) - 1]
+        options = [w for w in args.command[:late] if w != "--"]
+        args = parser.parse_args([*before, *options, args.destination])
+        args.command = command
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_file)
     host, user = _split_destination(args.destination, args.login)
-    options = list(args.options)
+    # -t/-T and -e come first: ssh sets them before any -o is read.
+    options = [f"RequestTTY={args.tty}"] if args.tty else []
+    if args.escape_char is not None:
+        options.append(f"EscapeChar={args.escape_char}")
+    options += args.options
     if args.family:
         options.append(f"AddressFamily={args.family}")
     if args.gateway:
@@ -315,7 +666,14 @@ def main(argv: list[str] | None = None) -> int:
             identity_files=args.identities,
             forwards=forwards,
         )
-        return asyncio.run(_session(settings, args.no_command, args.command, args.background))
+        invocation = _Invocation(
+            no_command=args.no_command,
+            command=tuple(args.command),
+            background=args.background,
+            stdin_null=args.stdin_null or args.background,
+            escape_given=args.escape_char is not None and args.escape_char != "none",
+        )
+        return asyncio.run(_session(settings, invocation))
     except (ConfigError, ForwardSpecError) as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(("Bad ", "/")) else str(exc), file=sys.stderr)
         return EXIT_FAILURE

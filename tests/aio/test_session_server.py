@@ -27,6 +27,7 @@ import pytest
 from hashike.aio.client import SSHClient
 from hashike.aio.server import ServerOptions
 from hashike.aio.session_server import STDIN_HIGH_WATER, SessionPolicy, exit_request
+from hashike.config.sshd_config import ConfigError, parse_server_config, session_policy
 from hashike.proto.channels import ChannelRequestReceived
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.session import (
@@ -509,6 +510,30 @@ async def test_second_exec_and_late_requests_are_refused(tmp_path: Path) -> None
         session.send(b"it\n", eof=True)
         await session.finish()
     assert bytes(session.stdout) == b"got it\n"
+
+
+async def test_command_execve_cannot_take_is_refused(tmp_path: Path) -> None:
+    async with hashike_pair(tmp_path) as (_server, client):
+        session = await Session(client).open()
+        assert not await session.exec("echo a\x00b")  # a NUL: refused, the server carries on
+        assert await session.exec("echo fine")
+        await session.finish()
+    assert bytes(session.stdout) == b"fine\n"
+
+
+def test_sshd_config_session_keywords() -> None:
+    settings = parse_server_config(
+        None, ["MaxSessions 0", "PermitTTY no", "AcceptEnv LANG LC_*", "AcceptEnv TZ", "MaxSessions 5"]
+    )
+    assert session_policy(settings) == SessionPolicy(
+        max_sessions=0, permit_tty=False, accept_env=("LANG", "LC_*", "TZ")
+    )
+    assert session_policy(parse_server_config(None)) == SessionPolicy()
+    assert SessionPolicy(accept_env=("LC_*",)).accepts_env("LC_ALL")
+    assert not SessionPolicy(accept_env=("LC_*",)).accepts_env("LANG")
+    for bad in ("MaxSessions -1", "MaxSessions ten", "PermitTTY maybe", "AcceptEnv A=B", "AcceptEnv"):
+        with pytest.raises(ConfigError, match=r"^command-line line 0: "):
+            parse_server_config(None, [bad])
 
 
 # --- hangup --------------------------------------------------------------------------------

@@ -609,7 +609,9 @@ class ServerSession:
         cwd = account.pw_dir if os.path.isdir(account.pw_dir) else "/"
         try:
             self.process = self._popen(argv, env, cwd)
-        except OSError as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            # ValueError: a NUL in the command or the environment, which
+            # execve cannot take; SubprocessError: the pty setup failed.
             log.error("session %d: cannot run %s: %s", self.channel_id, shell, exc)
             return False
         finally:

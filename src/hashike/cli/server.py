@@ -26,6 +26,7 @@ from hashike.config.sshd_config import (
     forwarding_policy,
     listen_endpoints,
     parse_server_config,
+    session_policy,
     transport_config,
 )
 from hashike.keys.keypair import (
@@ -149,6 +150,7 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
         allow_users=settings.allow_users or None,
         banner=None if settings.banner is None else _read_banner(settings.banner),
         forwarding=forwarding_policy(settings),
+        sessions=session_policy(settings),
     )
 
 

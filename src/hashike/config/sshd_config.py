@@ -65,6 +65,20 @@ further, never widen it:
 ``GatewayPorts no|yes|clientspecified``
     Whether ``-R`` listeners may bind non-loopback addresses (default no);
     read and checked now, applied once remote forwarding exists.
+
+Sessions. Shells and commands run as the user hashiked runs as, through that
+user's login shell (see :mod:`hashike.aio.session_server`); as
+:class:`SessionPolicy` (see :func:`session_policy`), narrowed further by the
+``no-pty``/``restrict`` and ``command=`` options of the key that logged in:
+
+``MaxSessions n``
+    Session channels open at once on one connection (default 10). ``0``
+    refuses every session, as sshd does: a forwarding-only account.
+``PermitTTY yes|no``
+    Whether a pty may be allocated (default yes).
+``AcceptEnv pattern ...``
+    Variable names the client may set with "env" requests (``*`` and ``?``
+    wildcards; default none). Several lines add up.
 """
 
 from __future__ import annotations
@@ -76,6 +90,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hashike.aio.policy import ForwardingPolicy, parse_permit_open
+from hashike.aio.session_server import SessionPolicy
 from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
 from hashike.proto.config import (
     DEFAULT_CIPHERS,
@@ -104,6 +119,7 @@ __all__ = [
     "parse_server_config",
     "parse_size",
     "parse_time",
+    "session_policy",
     "transport_config",
 ]
 
@@ -170,6 +186,9 @@ class ServerSettings:
     permit_open: tuple[ForwardPermission, ...] | None = None  # None: any; (): none
     disable_forwarding: bool = False
     gateway_ports: str = "no"  # no | yes | clientspecified
+    max_sessions: int = 10
+    permit_tty: bool = True
+    accept_env: tuple[str, ...] = ()
 
 
 class _ValueError(Exception):
@@ -401,6 +420,23 @@ def _parse_allow_users(args: list[str]) -> tuple[str, ...]:
     return tuple(args)
 
 
+def _parse_max_sessions(args: list[str]) -> int:
+    arg = _one(args)
+    # 0 is meaningful: no sessions at all (forwarding only).
+    if not _is_number(arg) or int(arg) > 1_000_000:
+        raise _ValueError(f"Invalid MaxSessions '{arg}'.")
+    return int(arg)
+
+
+def _parse_accept_env(args: list[str]) -> tuple[str, ...]:
+    if not args:
+        raise _ValueError("missing argument.", name_keyword=True)
+    for arg in args:
+        if not arg or "=" in arg:
+            raise _ValueError(f"Invalid environment name '{arg}'.", name_keyword=True)
+    return tuple(args)
+
+
 def _choice(*values: str, aliases: dict[str, str] | None = None) -> _Parser:
     """One of a few words (case-insensitive, as sshd's multistate options)."""
 
@@ -475,6 +511,9 @@ _KEYWORDS: dict[str, _Keyword] = {
     "permitopen": _Keyword(("permit_open",), _parse_permit_open),
     "disableforwarding": _Keyword(("disable_forwarding",), _parse_flag),
     "gatewayports": _Keyword(("gateway_ports",), _choice("no", "yes", "clientspecified")),
+    "maxsessions": _Keyword(("max_sessions",), _parse_max_sessions),
+    "permittty": _Keyword(("permit_tty",), _parse_flag),
+    "acceptenv": _Keyword(("accept_env",), _parse_accept_env, accumulate=True, extend=True),
 }
 
 
@@ -613,6 +652,16 @@ def forwarding_policy(settings: ServerSettings) -> ForwardingPolicy:
         allow_tcp_forwarding=settings.allow_tcp_forwarding,
         permit_open=settings.permit_open,
         disable_forwarding=settings.disable_forwarding,
+    )
+
+
+def session_policy(settings: ServerSettings) -> SessionPolicy:
+    """The runtime's session policy for these settings (each login's
+    authorized_keys options apply on top of it)."""
+    return SessionPolicy(
+        max_sessions=settings.max_sessions,
+        permit_tty=settings.permit_tty,
+        accept_env=settings.accept_env,
     )
 
 

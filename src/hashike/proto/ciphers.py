@@ -170,41 +170,40 @@ class _ChaChaPoly:
     tag_size = 16
     aligns_length = False
 
-    _ZERO32 = bytes(32)
+    # One 64-byte ChaCha20 block: its first 32 bytes are the Poly1305 key, and
+    # consuming it leaves the same stream at block counter 1 for the payload,
+    # so one cipher context serves both (fewer primitive set-ups per packet).
+    _ZERO_BLOCK = bytes(64)
     _CTR0 = bytes(8)
-    _CTR1 = (1).to_bytes(8, "little")
 
     def __init__(self, key: bytes) -> None:
         self._main_key = key[:32]
         self._header_key = key[32:]
 
-    def _stream(self, key: bytes, counter: bytes, seq: int) -> CipherContext:
-        return Cipher(algorithms.ChaCha20(key, counter + _U64.pack(seq)), mode=None).encryptor()
-
-    def _mac(self, seq: int) -> poly1305.Poly1305:
-        return poly1305.Poly1305(self._stream(self._main_key, self._CTR0, seq).update(self._ZERO32))
+    def _stream(self, key: bytes, seq: int) -> CipherContext:
+        return Cipher(algorithms.ChaCha20(key, self._CTR0 + _U64.pack(seq)), mode=None).encryptor()
 
     def seal(self, seq: int, plain: memoryview, out: memoryview) -> None:
         n = len(plain)
-        self._stream(self._header_key, self._CTR0, seq).update_into(plain[:4], out[:4])
-        self._stream(self._main_key, self._CTR1, seq).update_into(plain[4:], out[4:n])
-        mac = self._mac(seq)
-        mac.update(out[:n])
-        out[n : n + 16] = mac.finalize()
+        self._stream(self._header_key, seq).update_into(plain[:4], out[:4])
+        main = self._stream(self._main_key, seq)
+        poly_key = main.update(self._ZERO_BLOCK)[:32]
+        main.update_into(plain[4:], out[4:n])
+        out[n : n + 16] = poly1305.Poly1305.generate_tag(poly_key, out[:n])
 
     def packet_length(self, seq: int, head: memoryview) -> int:
-        value: int = _U32.unpack(self._stream(self._header_key, self._CTR0, seq).update(head))[0]
+        value: int = _U32.unpack(self._stream(self._header_key, seq).update(head))[0]
         return value
 
     def open(self, seq: int, packet: memoryview, out: memoryview) -> None:
         n = len(packet) - 16
-        mac = self._mac(seq)
-        mac.update(packet[:n])
+        main = self._stream(self._main_key, seq)
+        poly_key = main.update(self._ZERO_BLOCK)[:32]
         try:
-            mac.verify(bytes(packet[n:]))  # constant-time comparison
+            poly1305.Poly1305.verify_tag(poly_key, packet[:n], bytes(packet[n:]))  # constant time
         except InvalidSignature:
             raise MACError() from None
-        self._stream(self._main_key, self._CTR1, seq).update_into(packet[4:n], out[: n - 4])
+        main.update_into(packet[4:n], out[: n - 4])
 
 
 class _CtrEtm:

@@ -248,6 +248,26 @@ async def test_hashike_library(matrix: Matrix, config: str, key: str) -> None:
     server.assert_healthy()
 
 
+async def test_refused_open_arriving_with_disconnect(matrix: Matrix) -> None:
+    """A forbidden direct-tcpip open and the client's DISCONNECT in one
+    segment: hashiked logs the refusal but answers nothing to a closed
+    connection (it used to raise from data_received)."""
+    server = matrix.hashiked("PermitOpen=none")
+    client = await hashike_login(server, matrix, matrix.keys["plain"])
+    client.core.channels.open_direct_tcpip("127.0.0.1", matrix.ports["port"], "127.0.0.1", 4321)
+    client.close()  # one write: CHANNEL_OPEN, then DISCONNECT
+    await asyncio.wait_for(client.wait_closed(), DEADLINE)
+    # hashiked runs one event loop: once a later login is accepted, the
+    # callback that handled that segment has long returned.
+    async with await hashike_login(server, matrix, matrix.keys["plain"]):
+        pass
+    log = server.log_text()
+    refused = f"originator 127.0.0.1 port 4321, target 127.0.0.1 port {matrix.ports['port']}"
+    assert f"refused local port forward: {refused}" in log, log
+    assert "Fatal error" not in log, log
+    server.assert_healthy()
+
+
 # --- the hashike command --------------------------------------------------------------
 
 

@@ -154,9 +154,14 @@ class _ServerPump(CorePump[ServerConnection]):
         """RFC 4254 §6.1 sessions (up to MaxSessions), RFC 4254 §7.2
         direct-tcpip and PROTOCOL §2.4 direct-streamlocal within the
         forwarding policy; everything else is refused."""
+        # An open that came in the same batch as the peer's DISCONNECT (or
+        # after ours) is still judged and logged, but gets no answer: the
+        # core sends nothing once closed.
+        closed = self.core.closed
         channels = self.core.channels
         if event.kind == "session":
-            open_session(self, event, self._server.options.sessions)
+            if not closed:
+                open_session(self, event, self._server.options.sessions)
             return
         policy = self._server.options.forwarding
         key_options = self.core.auth_policy
@@ -171,18 +176,21 @@ class _ServerPump(CorePump[ServerConnection]):
             allowed = policy.allows_streamlocal(key_options)
             kind, target = "streamlocal", f"path {event.socket_path}"
         else:
-            channels.reject_open(
-                event.channel_id, OpenFailureReason.UNKNOWN_CHANNEL_TYPE, "unknown channel type"
-            )
+            if not closed:
+                channels.reject_open(
+                    event.channel_id, OpenFailureReason.UNKNOWN_CHANNEL_TYPE, "unknown channel type"
+                )
             return
         if not allowed:
             # sshd's wording, so that log readers find it where they expect.
             log.info("refused %s port forward: originator %s port %s, target %s", kind, host, port, target)
-            channels.reject_open(
-                event.channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed"
-            )
+            if not closed:
+                channels.reject_open(
+                    event.channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed"
+                )
             return
-        self._spawn(connect_target(self, event))
+        if not closed:
+            self._spawn(connect_target(self, event))
 
 
 class Server:

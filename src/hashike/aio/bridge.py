@@ -50,6 +50,7 @@ class SocketBridge(asyncio.Protocol):
         self._remote_eof = False
         self._write_paused = False
         self._unacked = 0  # received bytes whose credit waits for resume_writing
+        self._writes: list[bytes] = []  # received this batch, written at its end
         self._reading = True
         self._closed = False
         self.bytes_in = 0
@@ -92,14 +93,25 @@ class SocketBridge(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.channel_id is None:
             return
-        transport.write(data)
+        # One write per batch of input rather than per CHANNEL_DATA: an
+        # OpenSSH peer sends 32 KiB packets, and a syscall for each dominated.
+        if not self._writes:
+            self.pump.call_after_batch(self.flush_writes)
+        self._writes.append(data)
         self.bytes_in += len(data)
         if self._write_paused:
             self._unacked += len(data)
         elif self.channel_id in self.channels:  # not closed later in this batch
             self.channels.acknowledge(self.channel_id, len(data))
 
+    def flush_writes(self) -> None:
+        writes, self._writes = self._writes, []
+        transport = self.transport
+        if writes and transport is not None and not transport.is_closing():
+            transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+
     def channel_eof(self) -> None:
+        self.flush_writes()
         self._remote_eof = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
@@ -119,6 +131,7 @@ class SocketBridge(asyncio.Protocol):
         pass  # a bridge makes no requests
 
     def channel_closed(self) -> None:
+        self.flush_writes()
         self._closed = True
         self.pump.bridges.pop(self.channel_id or -1, None)
         if self.transport is not None:

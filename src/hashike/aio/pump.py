@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Generic, TypeVar
 
 from hashike.proto.channels import (
@@ -56,6 +56,11 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.bridges: dict[int, ChannelHandler] = {}
         self._ssh_write_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._after_batch: list[Callable[[], None]] = []
+
+    def call_after_batch(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the events of this batch of input are handled."""
+        self._after_batch.append(fn)
 
     def _spawn(self, coro: Coroutine[None, None, None]) -> None:
         """Run ``coro`` for this connection; cancelled when the connection goes."""
@@ -117,6 +122,9 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
                     self._resume_bridges()  # sends were held during the exchange
                 if not self._route(event):
                     self.handle_event(event)
+        after, self._after_batch = self._after_batch, []
+        for fn in after:
+            fn()
 
     def _route(self, event: Event) -> bool:
         """Channel events go to the channel's handler (a socket bridge, a

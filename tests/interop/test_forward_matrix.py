@@ -248,6 +248,33 @@ async def test_hashike_library(matrix: Matrix, config: str, key: str) -> None:
     server.assert_healthy()
 
 
+async def sync_with(server: Hashiked, m: Matrix) -> str:
+    """hashiked runs one event loop: once a later login is accepted, the
+    callbacks that handled earlier input have long returned. Its log, then."""
+    async with await hashike_login(server, m, m.keys["plain"]):
+        pass
+    return server.log_text()
+
+
+async def test_eof_arriving_with_disconnect(matrix: Matrix) -> None:
+    """The client's CHANNEL_EOF and DISCONNECT in one segment, on a channel
+    whose target has already closed: hashiked's bridge would close the
+    channel, but the connection is gone (it used to raise from data_received)."""
+    server = matrix.hashiked("AllowTcpForwarding=yes")
+    client = await hashike_login(server, matrix, matrix.keys["plain"])
+    reader, writer = await client.open_connection("127.0.0.1", matrix.ports["port"])
+    # The target greets and closes: hashiked has sent its EOF and waits for ours.
+    assert await asyncio.wait_for(reader.read(), DEADLINE) == greeting(matrix.ports["port"])
+    (channel_id,) = client.core.channels.ids()
+    client.core.channels.send_eof(channel_id)
+    client.close()  # one write: CHANNEL_EOF, then DISCONNECT
+    await asyncio.wait_for(client.wait_closed(), DEADLINE)
+    writer.close()
+    log = await sync_with(server, matrix)
+    assert "Fatal error" not in log, log
+    server.assert_healthy()
+
+
 async def test_refused_open_arriving_with_disconnect(matrix: Matrix) -> None:
     """A forbidden direct-tcpip open and the client's DISCONNECT in one
     segment: hashiked logs the refusal but answers nothing to a closed
@@ -257,11 +284,7 @@ async def test_refused_open_arriving_with_disconnect(matrix: Matrix) -> None:
     client.core.channels.open_direct_tcpip("127.0.0.1", matrix.ports["port"], "127.0.0.1", 4321)
     client.close()  # one write: CHANNEL_OPEN, then DISCONNECT
     await asyncio.wait_for(client.wait_closed(), DEADLINE)
-    # hashiked runs one event loop: once a later login is accepted, the
-    # callback that handled that segment has long returned.
-    async with await hashike_login(server, matrix, matrix.keys["plain"]):
-        pass
-    log = server.log_text()
+    log = await sync_with(server, matrix)
     refused = f"originator 127.0.0.1 port 4321, target 127.0.0.1 port {matrix.ports['port']}"
     assert f"refused local port forward: {refused}" in log, log
     assert "Fatal error" not in log, log

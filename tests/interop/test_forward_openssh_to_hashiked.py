@@ -510,3 +510,123 @@ def test_refused_target_fails_the_channel_not_the_session(
     log = setup.hashiked.log_text()
     assert f"connect_to 127.0.0.1 port {dead}: failed: Connection refused" in log, log
     setup.hashiked.assert_healthy()
+
+
+# --- the far side half-closes first ------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    sent_digest: str  # what the far side sent before its EOF
+    upload: FarSide  # what it received after
+
+
+async def download_then_upload_server(mib: int, seen: concurrent.futures.Future[Exchange]) -> asyncio.Server:
+    """Sends ``mib`` MiB (each MiB different) and then its EOF, *before*
+    reading anything; then reads the client's upload to EOF. The client
+    learns of the half-close as EOF and must still be able to send."""
+    block = os.urandom(1 << 20)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sent = hashlib.sha256()
+        try:
+            for i in range(mib):
+                chunk = i.to_bytes(8, "big") + block[8:]
+                sent.update(chunk)
+                writer.write(chunk)
+                await writer.drain()
+            writer.write_eof()
+            await writer.drain()
+            digest = hashlib.sha256()
+            total = 0
+            while chunk := await reader.read(1 << 20):
+                digest.update(chunk)
+                total += len(chunk)
+            seen.set_result(Exchange(sent.hexdigest(), FarSide(digest.hexdigest(), total)))
+        finally:
+            writer.close()
+
+    return await _listen(handle)
+
+
+def test_far_side_half_closes_first(setup: Setup, ssh_client: SshClient, background: BackgroundLoop) -> None:
+    """The other order of half-close: the target sends, then shuts down its
+    side; the client reads to EOF, then uploads through the same tunnel."""
+    mib = max(1, INTEGRITY_MIB // 8)
+    seen: concurrent.futures.Future[Exchange] = concurrent.futures.Future()
+    target = background.run(download_then_upload_server(mib, seen))
+    ssh, (local,) = ssh_forwards(ssh_client, setup.hashiked.port, setup.client_key, [server_port(target)])
+    try:
+        with connect(local) as sock:
+            received = hashlib.sha256()
+            total = 0
+            while chunk := sock.recv(1 << 20):  # bounded: to the target's EOF, or the socket timeout
+                received.update(chunk)
+                total += len(chunk)
+            upload = os.urandom(1 << 20)
+            sock.sendall(upload)
+            sock.shutdown(socket.SHUT_WR)
+            exchange = seen.result(DEADLINE)
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1) == b""
+    finally:
+        ssh.stop()
+        background.run(_close_server(target))
+    assert (total, received.hexdigest()) == (mib << 20, exchange.sent_digest)
+    assert exchange.upload == FarSide(hashlib.sha256(upload).hexdigest(), len(upload))
+    setup.hashiked.assert_healthy()
+
+
+# --- many connections at once --------------------------------------------------------------
+
+# ssh listens with a backlog of 128 and handles its channel table in linear
+# time per event, so a burst of a thousand measures ssh (and overflows its
+# accept queue); this one stays below its backlog. hashike -> hashiked and
+# hashike -> sshd take 1000 (tests/aio/test_forwarding.py, test_forward_matrix.py).
+SSH_BURST = int(os.environ.get("HASHIKE_SSH_BURST", "100"))
+
+
+async def _echo_server() -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(1 << 16):
+                writer.write(chunk)
+                await writer.drain()
+            writer.write_eof()
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+
+
+async def _burst(port: int, count: int) -> list[str]:
+    async def one(i: int) -> str | None:
+        payload = hashlib.sha256(i.to_bytes(4, "big")).digest() * 2048  # 64 KiB of its own
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(payload)
+                writer.write_eof()
+                data = await reader.read()
+            finally:
+                writer.close()
+        except OSError as exc:
+            return f"{i}: {exc!r}"
+        return None if data == payload else f"{i}: {len(data)} bytes, wrong data"
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), 60)
+    return [r for r in results if r is not None]
+
+
+def test_simultaneous_connections(setup: Setup, ssh_client: SshClient, background: BackgroundLoop) -> None:
+    echo = background.run(_echo_server())
+    ssh, (local,) = ssh_forwards(ssh_client, setup.hashiked.port, setup.client_key, [server_port(echo)])
+    try:
+        errors = background.run(_burst(local, SSH_BURST), 90)
+    finally:
+        ssh.stop()
+        background.run(_close_server(echo))
+    assert not errors, (errors[:10], ssh.stderr[-2000:])
+    assert "open failed" not in ssh.stderr, ssh.stderr
+    setup.hashiked.assert_healthy()

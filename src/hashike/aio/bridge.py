@@ -66,6 +66,12 @@ class SocketBridge(asyncio.Protocol):
         channels: Channels = self.pump.core.channels
         return channels
 
+    def _live(self) -> bool:
+        """Can we still send on our channel? Not once it is closed, nor once
+        the connection is: a batch of input may end in the peer's
+        DISCONNECT, and the events before it must then send nothing."""
+        return self.channel_id in self.channels and not self.pump.core.closed
+
     def bind(self, channel_id: int) -> None:
         self.channel_id = channel_id
         self.pump.bridges[channel_id] = self
@@ -86,7 +92,7 @@ class SocketBridge(asyncio.Protocol):
         if extended is not None:
             # RFC 4254 §5.2: a forwarded connection has no stderr: drop it, but
             # still give the window back.
-            if self.channel_id in self.channels:
+            if self._live():
                 assert self.channel_id is not None
                 self.channels.acknowledge(self.channel_id, len(data))
             return
@@ -101,7 +107,7 @@ class SocketBridge(asyncio.Protocol):
         self.bytes_in += len(data)
         if self._write_paused:
             self._unacked += len(data)
-        elif self.channel_id in self.channels:  # not closed later in this batch
+        elif self._live():  # not closed later in this batch
             self.channels.acknowledge(self.channel_id, len(data))
 
     def flush_writes(self) -> None:
@@ -140,7 +146,7 @@ class SocketBridge(asyncio.Protocol):
     def pump_data(self) -> None:
         """Send what is waiting, as far as the window and the connection allow;
         read more only when nothing waits."""
-        if not self.open or self._closed or self.channel_id not in self.channels:
+        if not self.open or self._closed or not self._live():
             return  # closed, perhaps by an event of this batch not handled yet
         assert self.channel_id is not None
         can_send = self.pump.can_send()
@@ -163,7 +169,7 @@ class SocketBridge(asyncio.Protocol):
     def _close_channel(self) -> None:
         if not self._closed and self.channel_id is not None:
             self._closed = True
-            if self.channel_id in self.channels:
+            if self._live():
                 self.channels.close(self.channel_id)
 
     # --- asyncio.Protocol: the local socket ---------------------------------------
@@ -200,7 +206,7 @@ class SocketBridge(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         cid = self.channel_id
-        if self._unacked and cid is not None and cid in self.channels and not self._closed:
+        if self._unacked and cid is not None and self._live() and not self._closed:
             n, self._unacked = self._unacked, 0
             self.channels.acknowledge(cid, n)
             self.pump.flush()

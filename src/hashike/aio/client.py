@@ -251,6 +251,10 @@ class SSHClient:
                 found.append((channel_id, _describe_bridge(handler)))
         return found
 
+    def forwarded_channels(self) -> int:
+        """How many forwarded connections (socket bridges) are open."""
+        return sum(isinstance(h, SocketBridge) for h in self._pump.bridges.values())
+
     def rekey(self) -> None:
         self.core.start_rekey()
         self._pump.process()

@@ -326,7 +326,12 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     try:
         if invocation.no_command or settings.session_type == "none":
             return await _forward_only(client, settings, stop)
-        return await _remote_session(client, settings, invocation, stop)
+        status = await _remote_session(client, settings, invocation, stop)
+        for listener in listeners:
+            listener.close()  # logged out: the tunnel takes no new connections
+        if not client.core.closed and stop.signum is None and not stop.event.is_set():
+            await _wait_forwarded(client, stop)
+        return status
     finally:
         for listener in listeners:
             listener.close()
@@ -345,6 +350,16 @@ async def _forward_only(client: SSHClient, settings: ClientSettings, stop: _Stop
         return 0  # (not cancelled: that would cancel the pump's own future)
     _report_remote_close(client, settings)
     return EXIT_FAILURE
+
+
+async def _wait_forwarded(client: SSHClient, stop: _Stop) -> None:
+    """As ssh does after the session ends: forwarded connections still open
+    are left to finish (a signal ends the wait)."""
+    for _ in range(1 << 62):  # ends with the connections, the connection or a signal
+        if not client.forwarded_channels() or client.core.closed or stop.event.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.event.wait(), 0.1)
 
 
 def _report_remote_close(client: SSHClient, settings: ClientSettings, newline: str = "\n") -> None:

@@ -140,6 +140,55 @@ def test_no_pty_for_a_command_unless_asked(sshd: SshdServer, known: Path) -> Non
     assert result.stderr == f"Connection to {HOST} closed.\r\n".encode()
 
 
+def test_shell_from_a_pipe(sshd: SshdServer, known: Path) -> None:
+    """No command and stdin not a terminal: ssh's warning, then a shell
+    without a pty reading its commands from our stdin."""
+    result = run_cli(hashike(sshd, known, f"{sshd.user}@{HOST}"), input=b"echo from-stdin; tty; exit 4\n")
+    assert result.returncode == 4
+    assert result.stdout == b"from-stdin\nnot a tty\n"
+    assert result.stderr == b"Pseudo-terminal will not be allocated because stdin is not a terminal.\n"
+
+
+def test_forwarding_only_account(start_sshd: StartSshd, tmp_path: Path) -> None:
+    """MaxSessions 0: the session is refused (255, ssh's words) while -L works."""
+    sshd = start_sshd(MaxSessions=0, LogLevel="VERBOSE")
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_lines())
+    result = run_cli(hashike(sshd, known, f"{sshd.user}@{HOST}", "echo should-not-run"))
+    assert result.returncode == 255
+    assert result.stdout == b""
+    # sshd refuses with CONNECT_FAILED; ssh prints this very line.
+    assert result.stderr == b"channel 0: open failed: connect failed: open failed\n"
+    target = HoldServer()
+    local = free_port()
+    argv = hashike(sshd, known, "-N", "-v", "-L", f"{local}:{HOST}:{target.port}", f"{sshd.user}@{HOST}")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        for _ in range(1000):  # bounded: until the forward is announced
+            line = proc.stderr.readline()
+            if b"forwarded to remote address" in line or not line:
+                break
+        with socket.create_connection((HOST, local), timeout=DEADLINE) as conn, conn.makefile("rb") as reader:
+            assert reader.readline() == b"hello\n"
+    finally:
+        target.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(DEADLINE)
+    assert proc.returncode == 0
+
+
+def test_forced_command_runs_instead(start_sshd: StartSshd, tmp_path: Path) -> None:
+    sshd = start_sshd(LogLevel="VERBOSE")
+    line = sshd.authorized_keys.read_text()
+    sshd.authorized_keys.write_text(f'command="echo forced: $SSH_ORIGINAL_COMMAND; exit 6" {line}')
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_lines())
+    result = run_cli(hashike(sshd, known, f"{sshd.user}@{HOST}", "echo", "asked"))
+    assert result.returncode == 6
+    assert result.stdout == b"forced: echo asked\n"
+
+
 def test_options_after_the_destination(sshd: SshdServer, known: Path) -> None:
     # ssh reads options up to the command: "hashike host -T cmd".
     result = run_cli([*hashike(sshd, known, f"{sshd.user}@{HOST}"), "-T", "echo", "-T"])

@@ -373,8 +373,7 @@ def _want_pty(request_tty: str, has_command: bool, stdin_tty: bool) -> bool:
     when stdin is not a terminal; no never."""
     want = request_tty in ("yes", "force") or (request_tty == "auto" and not has_command)
     if want and not stdin_tty and request_tty != "force":
-        if request_tty == "yes" or has_command:
-            print("Pseudo-terminal will not be allocated because stdin is not a terminal.", file=sys.stderr)
+        print("Pseudo-terminal will not be allocated because stdin is not a terminal.", file=sys.stderr)
         return False
     return want
 
@@ -432,18 +431,26 @@ async def _remote_session(
     escapes = EscapeReader(settings.escape_char) if escape_on else None
     raw = RawMode(0)
     try:
-        if process.pty and stdin_tty:
-            raw.enter()
+        if process.pty and stdin_tty and raw.enter():
+            _log_line_ends("\r\n")  # no output processing in raw mode: CR ourselves
         session = _InteractiveSession(client, settings, process, raw, escapes, stop)
         status = await session.run(stdin_null=invocation.stdin_null)
     finally:
         raw.restore()
+        _log_line_ends("\n")
     if status is None:  # the connection went first
         _report_remote_close(client, settings, "\r\n" if process.pty else "\n")
         return EXIT_FAILURE
     if process.pty and stop.signum is None:
         print(f"Connection to {settings.hostname} closed.", end="\r\n", file=sys.stderr)
     return status
+
+
+def _log_line_ends(terminator: str) -> None:
+    """How log lines on stderr end: "\r\n" while the terminal is raw, as ssh does."""
+    for handler in logging.getLogger("hashike").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.terminator = terminator
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -607,9 +614,10 @@ class _InteractiveSession:
         self._say("^Z [suspend ssh]\n")
         was_raw = self.raw.active
         self.raw.restore()
+        _log_line_ends("\n")
         os.kill(os.getpid(), signal.SIGTSTP)
-        if was_raw:
-            self.raw.enter()
+        if was_raw and self.raw.enter():
+            _log_line_ends("\r\n")
             self._window_changed()
 
     def _window_changed(self) -> None:

@@ -203,7 +203,7 @@ def ssh_forwards(
 ) -> tuple[SshProcess, list[int]]:
     """``ssh -v -N -L lp:127.0.0.1:target ...`` to hashiked at ``port``, one
     -L per target; returns once ssh listens on every local port (which are
-    returned in order). Free ports are chosen at run time; a lost race for
+    returned in order) and has entered its session loop. Free ports are chosen at run time; a lost race for
     one (ssh: "Address already in use") is retried a few times."""
     last = ""
     for _attempt in range(3):
@@ -223,7 +223,11 @@ def ssh_forwards(
             start_new_session=True,
         )
         client = SshProcess(process)
-        if all(client.wait_for(rf"Local forwarding listening on 127\.0\.0\.1 port {lp}\.") for lp in local):
+        # ssh 9.2 prints "Local forwarding listening on ..." between bind()
+        # and listen(): a connection at once can be refused (seen here). It
+        # enters its session loop only once every listener is set up.
+        listening = [rf"Local forwarding listening on 127\.0\.0\.1 port {lp}\." for lp in local]
+        if all(map(client.wait_for, [*listening, r"Entering interactive session\."])):
             return client, local
         client.stop()
         last = client.stderr

@@ -448,7 +448,9 @@ async def test_window_change_and_signal(pump: LoopbackPump, server: FakeServer) 
     process.change_terminal_size(132, 50)
     process.send_signal("SIGINT")
     process.send_signal(15)
-    tail = server.requests[-3:]
+    process.send_break()
+    assert server.requests[-1] == ("break", False, (1000).to_bytes(4, "big"))  # RFC 4335
+    tail = server.requests[-4:-1]
     assert [(n, w) for n, w, _ in tail] == [("window-change", False), ("signal", False), ("signal", False)]
     assert decode_window_change(tail[0][2]) == (132, 50, 0, 0)
     assert [decode_signal(extra) for _, _, extra in tail[1:]] == ["INT", "TERM"]
@@ -494,3 +496,75 @@ async def test_write_after_eof_is_an_error(pump: LoopbackPump) -> None:
         process.stdin.write(b"more")
     assert await process.stdout.read() == b"abc"
     assert await process.wait() == 0
+
+
+# ---------------------------------------------------------------- the CLI's pieces
+
+
+@pytest.mark.parametrize(
+    ("argv", "destination", "command", "tty"),
+    [
+        (["host"], "host", [], None),
+        (["-t", "host"], "host", [], "yes"),
+        (["-tt", "host", "tty"], "host", ["tty"], "force"),
+        (["-t", "-t", "-T", "host"], "host", [], "no"),
+        (["host", "-t", "ls", "-t"], "host", ["ls", "-t"], "yes"),  # options up to the command
+        (["host", "-p", "2222", "-tt", "--", "-x"], "host", ["-x"], "force"),
+        (["-T", "host", "-t"], "host", [], "yes"),  # ssh: the last one wins
+    ],
+)
+def test_command_line(argv: list[str], destination: str, command: list[str], tty: str | None) -> None:
+    from hashike.cli.client import _parse_args
+
+    args = _parse_args(argv)
+    assert (args.destination, args.command, args.tty) == (destination, command, tty)
+
+
+@pytest.mark.parametrize(
+    ("request_tty", "has_command", "stdin_tty", "want", "warned"),
+    [
+        ("auto", False, True, True, False),
+        ("auto", True, True, False, False),
+        ("auto", False, False, False, True),  # ssh host < file
+        ("yes", True, True, True, False),
+        ("yes", True, False, False, True),
+        ("force", True, False, True, False),
+        ("no", False, True, False, False),
+    ],
+)
+def test_when_a_pty_is_requested(
+    request_tty: str, has_command: bool, stdin_tty: bool, want: bool, warned: bool,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from hashike.cli.client import _want_pty
+
+    assert _want_pty(request_tty, has_command, stdin_tty) is want
+    warning = "Pseudo-terminal will not be allocated because stdin is not a terminal.\n"
+    assert capsys.readouterr().err == (warning if warned else "")
+
+
+def test_terminal_modes_and_raw_mode_restore() -> None:
+    import os
+    import termios
+
+    from hashike.cli.terminal import RawMode, terminal_modes, terminal_size
+
+    master, slave = os.openpty()
+    try:
+        modes = terminal_modes(slave)
+        attrs = termios.tcgetattr(slave)
+        assert modes[53] == int(bool(attrs[3] & termios.ECHO))  # RFC 4254 §8: ECHO is 53
+        assert modes[1] == attrs[6][termios.VINTR][0]  # VINTR, ^C
+        assert modes[128] > 0 and modes[129] > 0  # speeds in baud
+        assert terminal_size(slave) is not None
+        with RawMode(slave) as raw:
+            assert raw.active
+            assert terminal_modes(slave)[53] == 0 and terminal_modes(slave)[51] == 0  # no ECHO, ICANON
+        assert termios.tcgetattr(slave) == attrs
+        null = os.open(os.devnull, os.O_RDONLY)
+        assert not RawMode(null).enter()  # not a terminal: nothing done
+        os.close(null)
+        assert terminal_modes(-1) == {} and terminal_size(-1) is None
+    finally:
+        os.close(master)
+        os.close(slave)

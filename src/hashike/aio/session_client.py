@@ -48,6 +48,7 @@ from hashike.proto.session import (
     encode_signal,
     encode_window_change,
 )
+from hashike.proto.wire import encode_uint32
 
 if TYPE_CHECKING:
     from hashike.proto.channels import Channels
@@ -565,7 +566,7 @@ class Process:
 
     def send_break(self, milliseconds: int = 1000) -> None:
         """RFC 4335: a BREAK on the remote terminal's serial line (or SysRq)."""
-        self._handler.request("break", milliseconds.to_bytes(4, "big"), want_reply=False)
+        self._handler.request("break", encode_uint32(milliseconds), want_reply=False)
 
     def close(self) -> None:
         """Close the channel at once (RFC 4254 §5.3): output not yet arrived is lost."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Escape", "EscapeReader", "help_text"]
+__all__ = ["Escape", "EscapeAction", "EscapeReader", "help_text"]
 
 _NEWLINES = b"\r\n"
 

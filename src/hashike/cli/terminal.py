@@ -92,7 +92,7 @@ def terminal_modes(fd: int) -> dict[int, int]:
     ``fd`` is not a terminal: the server then uses its defaults)."""
     try:
         iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(fd)
-    except (termios.error, OSError):
+    except (termios.error, OSError, ValueError):
         return {}
     modes: dict[int, int] = {}
     for name, op in _CHAR_OPCODES.items():
@@ -117,7 +117,7 @@ def terminal_size(fd: int) -> tuple[int, int, int, int] | None:
     """(columns, rows, width px, height px) of the terminal on ``fd``, or None."""
     try:
         packed = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
-    except OSError:
+    except (OSError, ValueError):
         return None
     rows, cols, xpixel, ypixel = struct.unpack("HHHH", packed)
     return cols, rows, xpixel, ypixel
@@ -137,7 +137,7 @@ class RawMode:
         """Go raw; False if ``fd`` is not a terminal (nothing changed)."""
         try:
             saved = termios.tcgetattr(self.fd)
-        except (termios.error, OSError):
+        except (termios.error, OSError, ValueError):
             return False
         iflag, oflag, cflag, lflag, ispeed, ospeed, cc = saved
         iflag |= termios.IGNPAR
@@ -156,7 +156,7 @@ class RawMode:
         raw = [iflag, oflag, cflag, lflag, ispeed, ospeed, cc]
         try:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, raw)
-        except (termios.error, OSError):
+        except (termios.error, OSError, ValueError):
             return False
         self._saved = saved
         return True

@@ -115,6 +115,15 @@ def test_binary_stdin_and_eof(sshd: SshdServer, known: Path) -> None:
     assert result.stdout == f"{hashlib.sha256(data).hexdigest()}  -\ndone\n".encode()
 
 
+def test_escapes_without_a_pty_only_with_e(sshd: SshdServer, known: Path) -> None:
+    data = b"first\n~.\nnever\n"
+    result = run_cli(hashike(sshd, known, "-e", "~", f"{sshd.user}@{HOST}", "cat"), input=data)
+    assert result.returncode == 255  # ~. ended it: no exit status
+    assert b"first\n".startswith(result.stdout)  # the echo may or may not have come back
+    result = run_cli(hashike(sshd, known, f"{sshd.user}@{HOST}", "cat"), input=data)
+    assert (result.returncode, result.stdout) == (0, data)
+
+
 def test_stdin_null(sshd: SshdServer, known: Path) -> None:
     with subprocess.Popen(
         hashike(sshd, known, "-n", f"{sshd.user}@{HOST}", "cat; echo after-eof"),

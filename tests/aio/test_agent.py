@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hashike.aio.agent import AgentClient, AgentError
 from hashike.keys.keypair import generate_private_key, write_private_key
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[str]:
-    sock = str(tmp_path / "agent.sock")
-    proc = subprocess.Popen(
-        ["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        for _ in range(200):  # bounded: 2 s
-            if os.path.exists(sock):
-                break
-            subprocess.run(["sleep", "0.01"], check=True)
-        assert os.path.exists(sock), "ssh-agent did not start"
-        yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.parametrize(
@@ -39,14 +20,16 @@ def agent(tmp_path: Path) -> Iterator[str]:
         ("rsa", ("rsa-sha2-512", "rsa-sha2-256")),
     ],
 )
-async def test_list_and_sign(agent: str, tmp_path: Path, key_type: str, algorithms: tuple[str, ...]) -> None:
+async def test_list_and_sign(
+    ssh_agent: str, tmp_path: Path, key_type: str, algorithms: tuple[str, ...]
+) -> None:
     key = generate_private_key(key_type, comment="test key")
     path = tmp_path / "id"
     write_private_key(key, path)
-    env = {**os.environ, "SSH_AUTH_SOCK": agent}
+    env = {**os.environ, "SSH_AUTH_SOCK": ssh_agent}
     added = subprocess.run(["ssh-add", str(path)], env=env, capture_output=True, text=True, timeout=30)
     assert added.returncode == 0, added.stderr
-    async with await AgentClient.connect(agent) as client:
+    async with await AgentClient.connect(ssh_agent) as client:
         identities = await client.identities()
         assert [k for k, _ in identities] == [key.public_key]
         # cryptography writes no comment into the key file, so ssh-add names it by path.
@@ -57,8 +40,8 @@ async def test_list_and_sign(agent: str, tmp_path: Path, key_type: str, algorith
             assert not key.public_key.verify(signature, b"other data", (algorithm,))
 
 
-async def test_sign_with_unknown_key_is_refused(agent: str) -> None:
-    async with await AgentClient.connect(agent) as client:
+async def test_sign_with_unknown_key_is_refused(ssh_agent: str) -> None:
+    async with await AgentClient.connect(ssh_agent) as client:
         assert await client.identities() == []
         with pytest.raises(AgentError, match="refused"):
             await client.sign(generate_private_key().public_key, b"x", "ssh-ed25519")

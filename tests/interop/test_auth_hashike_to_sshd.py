@@ -76,35 +76,18 @@ async def test_encrypted_key_asks_for_its_passphrase_only_when_accepted(
     assert asked == [f"Enter passphrase for key '{known}': "]
 
 
-@pytest.fixture
-def agent_socket(tmp_path: Path) -> Iterator[str]:
-    sock = str(tmp_path / "agent.sock")
-    proc = subprocess.Popen(
-        ["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        for _ in range(500):  # bounded: 5 s
-            if os.path.exists(sock):
-                break
-            subprocess.run(["sleep", "0.01"], check=True)
-        yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.mark.parametrize("key_type", ["ssh-ed25519", "rsa"])
 async def test_publickey_through_openssh_agent(
-    start_sshd: StartSshd, tmp_path: Path, agent_socket: str, key_type: str
+    start_sshd: StartSshd, tmp_path: Path, ssh_agent: str, key_type: str
 ) -> None:
     sshd = start_sshd()
     path = tmp_path / "agent_key"
     write_private_key(generate_private_key(key_type), path)
     authorize(sshd, Path(f"{path}.pub"))
-    env = {**os.environ, "SSH_AUTH_SOCK": agent_socket}
+    env = {**os.environ, "SSH_AUTH_SOCK": ssh_agent}
     subprocess.run(["ssh-add", str(path)], env=env, check=True, capture_output=True, timeout=30)
     path.unlink()  # only the agent holds the private key now
-    async with await AgentClient.connect(agent_socket) as agent:
+    async with await AgentClient.connect(ssh_agent) as agent:
         identities = [Identity(key, f"agent: {comment}") for key, comment in await agent.identities()]
         auth = AuthSettings(username=sshd.user, identities=identities, agent=agent)
         async with await connect(

@@ -374,8 +374,9 @@ class SessionHandler:
 
     def request(self, name: str, extra: bytes, *, want_reply: bool) -> asyncio.Future[bool] | None:
         """Send a channel request; with want_reply, a future for the answer."""
-        if self.closed or self.channel_id is None:
+        if not self._usable():
             raise ConnectionResetError("the session channel is closed")
+        assert self.channel_id is not None
         future: asyncio.Future[bool] | None = None
         if want_reply:
             future = asyncio.get_running_loop().create_future()
@@ -386,13 +387,25 @@ class SessionHandler:
 
     def close(self) -> None:
         """Send CLOSE (RFC 4254 §5.3) unless the channel is already gone."""
-        if not self.closed and self.channel_id is not None and self.channel_id in self.channels:
+        if self._usable():
+            assert self.channel_id is not None
             self.channels.close(self.channel_id)
             self.flush()
 
+    def _usable(self) -> bool:
+        """The channel is ours to send on: not closed, its id not reused, and
+        the connection not ended (it may have, earlier in this batch of events)."""
+        return (
+            not self.closed
+            and self.channel_id is not None
+            and self.channel_id in self.channels
+            and not self.pump.core.closed
+        )
+
     def _acknowledge(self, n: int) -> None:
         # Only while the id is still ours: after ChannelClosed it may be reused.
-        if not self.closed and self.channel_id is not None and self.channel_id in self.channels:
+        if self._usable():
+            assert self.channel_id is not None
             self.channels.acknowledge(self.channel_id, n)
             self.flush()
 
@@ -437,7 +450,8 @@ class SessionHandler:
                 return False
         except DecodeError:
             return False
-        if event.want_reply and self.channel_id is not None:
+        if event.want_reply and self._usable():
+            assert self.channel_id is not None
             self.channels.reply_request(self.channel_id, True)
         return True
 
@@ -448,7 +462,7 @@ class SessionHandler:
                 future.set_result(success)
 
     def pump_data(self) -> None:
-        if self.closed or self.channel_id not in self.channels or not self.opened.done():
+        if not self._usable() or not self.opened.done():
             return
         if self.pump.can_send():
             assert self.channel_id is not None

@@ -19,10 +19,9 @@ from hashike.config.sshd_config import (
     listen_endpoints,
     parse_listen_address,
     parse_server_config,
-    parse_size,
-    parse_time,
     transport_config,
 )
+from hashike.config.syntax import parse_size, parse_time
 from hashike.keys.authorized_keys import ForwardPermission, KeyOptions
 from hashike.proto.config import (
     DEFAULT_CIPHERS,

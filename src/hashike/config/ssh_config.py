@@ -63,7 +63,7 @@ from hashike.config.forward import (
     forward_from_config,
     parse_port,
 )
-from hashike.config.sshd_config import parse_size, parse_time
+from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
 from hashike.proto.config import (
     DEFAULT_CIPHERS,
     DEFAULT_HOST_KEY_ALGORITHMS,
@@ -590,37 +590,11 @@ _KEYWORD_RE = re.compile(r"\s*([^\s=]+)\s*(?:=\s*)?(.*)", re.DOTALL)
 _BLANKS = " \t\r\n\f"
 
 
-def _split_arguments(text: str) -> list[str]:
-    """Split like ssh's argv_split: blanks separate, '...' and "..." quote, a
-    backslash escapes a quote, a backslash or (outside quotes) a space, and
-    an unquoted '#' that starts a word begins a comment."""
-    args: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i] in " \t":
-            i += 1
-            continue
-        if text[i] == "#":
-            break
-        word: list[str] = []
-        quote = ""
-        while i < n and (quote or text[i] not in " \t"):
-            c = text[i]
-            if c == "\\" and i + 1 < n and (text[i + 1] in "\\\"'" or (not quote and text[i + 1] == " ")):
-                word.append(text[i + 1])
-                i += 2
-                continue
-            if quote and c == quote:
-                quote = ""
-            elif not quote and c in "\"'":
-                quote = c
-            else:
-                word.append(c)
-            i += 1
-        if quote:
-            raise _ValueError("invalid quotes")
-        args.append("".join(word))
-    return args
+def _split(text: str) -> list[str]:
+    try:
+        return split_arguments(text)
+    except UnterminatedQuote:
+        raise _ValueError("invalid quotes") from None
 
 
 def _tilde(path: str, home: str) -> str:
@@ -729,7 +703,7 @@ class _Builder:
         if not rest.strip(_BLANKS):
             raise ConfigError(f'{where}: no argument after keyword "{keyword}"')
         try:
-            args = _split_arguments(rest)
+            args = _split(rest)
         except _ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if keyword in ("host", "match", "include"):

@@ -91,6 +91,7 @@ from typing import Any
 
 from hashike.aio.policy import ForwardingPolicy, parse_permit_open
 from hashike.aio.session_server import SessionPolicy
+from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
 from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
 from hashike.proto.config import (
     DEFAULT_CIPHERS,
@@ -117,8 +118,6 @@ __all__ = [
     "listen_endpoints",
     "parse_listen_address",
     "parse_server_config",
-    "parse_size",
-    "parse_time",
     "session_policy",
     "transport_config",
 ]
@@ -204,36 +203,6 @@ _Parser = Callable[[list[str]], Any]
 
 
 # --- value formats -----------------------------------------------------------
-
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_SIZE_RE = re.compile(r"(\d+)([kmg]?)", re.IGNORECASE | re.ASCII)
-
-_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_TIME_PART_RE = re.compile(r"(\d+)([smhdw]?)", re.IGNORECASE | re.ASCII)
-
-
-def parse_size(text: str) -> int:
-    """A byte count with an optional K, M or G suffix (powers of 1024)."""
-    m = _SIZE_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(f"invalid size '{text}'")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-
-
-def parse_time(text: str) -> int:
-    """sshd_config(5) TIME FORMATS: ``time[qualifier]`` repeated and summed,
-    qualifiers s, m, h, d, w (none means seconds): ``1h30m`` is 5400."""
-    if not text:
-        raise ValueError("empty time value")
-    total = 0
-    pos = 0
-    while pos < len(text):
-        m = _TIME_PART_RE.match(text, pos)
-        if m is None:
-            raise ValueError(f"invalid time value '{text}'")
-        total += int(m.group(1)) * _TIME_UNITS[m.group(2).lower()]
-        pos = m.end()
-    return total
 
 
 def parse_listen_address(text: str) -> tuple[str, int | None]:
@@ -467,6 +436,13 @@ def _parse_permit_open(args: list[str]) -> tuple[ForwardPermission, ...] | None:
 # --- the keyword table --------------------------------------------------------
 
 
+def _split(text: str) -> list[str]:
+    try:
+        return split_arguments(text)
+    except UnterminatedQuote:
+        raise _ValueError("unterminated quote.", name_keyword=True) from None
+
+
 @dataclass(frozen=True, slots=True)
 class _Keyword:
     # ServerSettings field names this keyword fills; a parser returning a tuple
@@ -523,39 +499,6 @@ _KEYWORDS: dict[str, _Keyword] = {
 _KEYWORD_RE = re.compile(r"\s*([^\s=]+)\s*(?:=\s*)?(.*)", re.DOTALL)
 
 
-def _split_arguments(text: str) -> list[str]:
-    """Split like sshd's argv_split: whitespace separates, '...' and "..." quote,
-    backslash escapes a quote, backslash or blank, and an unquoted '#' that
-    starts a word begins a comment."""
-    args: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i].isspace():
-            i += 1
-            continue
-        if text[i] == "#":
-            break
-        word: list[str] = []
-        quote = ""
-        while i < n and (quote or not text[i].isspace()):
-            c = text[i]
-            if c == "\\" and i + 1 < n and text[i + 1] in "\\\"' \t":
-                word.append(text[i + 1])
-                i += 2
-                continue
-            if quote and c == quote:
-                quote = ""
-            elif not quote and c in "\"'":
-                quote = c
-            else:
-                word.append(c)
-            i += 1
-        if quote:
-            raise _ValueError("unterminated quote.", name_keyword=True)
-        args.append("".join(word))
-    return args
-
-
 @dataclass(slots=True)
 class _Builder:
     values: dict[str, Any] = field(default_factory=dict)
@@ -572,7 +515,7 @@ class _Builder:
         if spec is None:
             raise ConfigError(f"{source} line {lineno}: Bad configuration option: {keyword}")
         try:
-            value = spec.parse(_split_arguments(rest))
+            value = spec.parse(_split(rest))
         except _ValueError as exc:
             where = f"{source} line {lineno}:"
             message = f"{where} {keyword} {exc}" if exc.name_keyword else f"{where} {exc}"

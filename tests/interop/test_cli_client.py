@@ -200,3 +200,34 @@ def test_privileged_local_port_without_the_capability(start_sshd: StartSshd, tmp
         "use a port of 1024 or more, e.g. -L 40110:127.0.0.1:110.",
         "Could not request local forwarding.",
     ]
+
+
+def test_background_after_authentication(start_sshd: StartSshd, tmp_path: Path) -> None:
+    """-f: the command returns 0 once logged in and forwarding; the tunnel
+    keeps working from the background process."""
+    sshd = start_sshd()
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_lines())
+    target = socket.create_server(("127.0.0.1", 0))
+    target_port = target.getsockname()[1]
+    local = free_port()
+    argv = hashike_argv(sshd, known, "-f", "-N", "-L", f"{local}:127.0.0.1:{target_port}")
+    argv += ["-i", str(sshd.client_key), f"{sshd.user}@127.0.0.1"]
+    # As with ssh -f, the background process keeps stderr: wait for the
+    # foreground process to exit, not for the end of its output.
+    errors = tmp_path / "stderr"
+    with errors.open("w") as err:
+        parent = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        returncode = parent.wait(30)
+    try:
+        assert returncode == 0, errors.read_text()
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
+            target.settimeout(10)
+            accepted, _ = target.accept()
+            with accepted:
+                accepted.sendall(b"hello from the far side\n")
+                assert conn.makefile("rb").readline() == b"hello from the far side\n"
+    finally:
+        target.close()
+        # The background hashike is the only process listening on ``local``.
+        subprocess.run(["fuser", "-k", "-TERM", f"{local}/tcp"], capture_output=True, timeout=10)

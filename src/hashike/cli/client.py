@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -280,9 +281,15 @@ async def _start_forwards(client: SSHClient, settings: ClientSettings) -> list[F
 def _background() -> None:
     """-f: ssh goes to the background once authenticated and forwarding is
     set up. The parent exits 0 at once; the child carries on the connection."""
+    loop = asyncio.get_running_loop()
     if os.fork():
         os._exit(0)
     os.setsid()
+    # asyncio refuses a loop inherited across fork (it records the pid that
+    # runs it) and the worker threads of its executor did not come along: the
+    # child adopts the loop, which it alone uses now, and gets new workers.
+    asyncio.events._set_running_loop(loop)
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.close(devnull)

@@ -179,3 +179,29 @@ async def test_burst_of_connections_through_one_forward(tmp_path: Path) -> None:
             await asyncio.sleep(0.01)
         assert len(client.core.channels) == 0
     echo.close()
+
+
+async def test_requests_arriving_with_disconnect_are_not_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel request and the peer's DISCONNECT in one batch: the server
+    must not try to answer on the closed connection (it used to raise out of
+    data_received, which asyncio logs as a fatal error)."""
+    async with hashike_pair(tmp_path) as (server, client):
+        channels = client.core.channels
+        cid = channels.open("session")
+        client._pump.flush()
+        for _ in range(200):  # bounded: 2 s
+            if channels.channel(cid).state.name == "OPEN":
+                break
+            await asyncio.sleep(0.01)
+        channels.send_request(cid, "exec", True, b"\x00\x00\x00\x04true")
+        channels.global_request("keepalive@example.org", True)
+        client.core.close()
+        client._pump.flush()  # the requests and DISCONNECT leave in one write
+        await client.wait_closed()
+        for _ in range(100):  # bounded: 1 s
+            if not server.connections:
+                break
+            await asyncio.sleep(0.01)
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"]

@@ -13,12 +13,13 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, get_args
 
 from hashike.proto.channels import (
     ChannelClosed,
     ChannelData,
     ChannelEofReceived,
+    ChannelEvent,
     ChannelOpenConfirmed,
     ChannelOpenRefused,
     ChannelRequestReceived,
@@ -39,6 +40,7 @@ log = logging.getLogger("hashike")
 TIMER_INTERVAL = 30.0
 
 CoreT = TypeVar("CoreT", ClientConnection, ServerConnection)
+_CHANNEL_EVENTS = get_args(ChannelEvent)
 
 
 class CorePump(asyncio.Protocol, Generic[CoreT]):
@@ -120,6 +122,11 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
                     self._close_bridges()
                 elif isinstance(event, KexCompleted):
                     self._resume_bridges()  # sends were held during the exchange
+                elif self.core.closed and isinstance(event, _CHANNEL_EVENTS):
+                    # The peer's DISCONNECT came in the same batch: nothing can
+                    # be answered any more, and the Disconnected event that
+                    # follows closes every handler.
+                    continue
                 if not self._route(event):
                     self.handle_event(event)
         after, self._after_batch = self._after_batch, []

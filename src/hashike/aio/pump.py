@@ -22,6 +22,7 @@ from hashike.proto.channels import (
     ChannelEvent,
     ChannelOpenConfirmed,
     ChannelOpenRefused,
+    ChannelOpenRequested,
     ChannelRequestReceived,
     ChannelRequestReplied,
     ChannelWindowOpened,
@@ -122,10 +123,15 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
                     self._close_bridges()
                 elif isinstance(event, KexCompleted):
                     self._resume_bridges()  # sends were held during the exchange
-                elif self.core.closed and isinstance(event, _CHANNEL_EVENTS):
+                elif (
+                    self.core.closed
+                    and isinstance(event, _CHANNEL_EVENTS)
+                    and not isinstance(event, ChannelOpenRequested)
+                ):
                     # The peer's DISCONNECT came in the same batch: nothing can
                     # be answered any more, and the Disconnected event that
-                    # follows closes every handler.
+                    # follows closes every handler. (Opens still reach
+                    # handle_event, which judges and logs them, unanswered.)
                     continue
                 if not self._route(event):
                     self.handle_event(event)

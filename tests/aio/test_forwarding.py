@@ -17,6 +17,7 @@ from hashike.cli.pop3 import GREETING, MESSAGES, start_pop3
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed
 from tests.aio.forwarding import hashike_pair
+from tests.echo import start_echo_server
 
 
 async def test_pop3_through_local_forward(tmp_path: Path) -> None:
@@ -60,26 +61,11 @@ async def test_connection_closed_before_the_channel_opens(tmp_path: Path) -> Non
     pop3.close()
 
 
-async def echo_digest_server() -> asyncio.Server:
-    """Echoes everything back; after the client's EOF, appends nothing and
-    half-closes its own side once the echo is flushed."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while chunk := await reader.read(1 << 18):
-            writer.write(chunk)
-            await writer.drain()
-        writer.write_eof()
-        await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
 SIZE = int(os.environ.get("HASHIKE_INTEGRITY_MIB", "256")) << 20
 
 
 async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None:
-    echo = await echo_digest_server()
+    echo = await start_echo_server()
     port = echo.sockets[0].getsockname()[1]
     async with hashike_pair(tmp_path) as (_server, client):
         reader, writer = await client.open_connection("127.0.0.1", port)
@@ -155,7 +141,7 @@ async def test_policy_matrix(
 
 
 async def test_burst_of_connections_through_one_forward(tmp_path: Path) -> None:
-    echo = await echo_digest_server()
+    echo = await start_echo_server()
     port = echo.sockets[0].getsockname()[1]
     count = int(os.environ.get("HASHIKE_BURST", "1000"))
     payload = os.urandom(64 * 1024)

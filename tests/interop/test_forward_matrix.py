@@ -40,6 +40,7 @@ from hashike.aio.client_auth import AuthSettings, file_identity
 from hashike.keys.keypair import PublicKey
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed
+from tests.echo import start_echo_server
 from tests.interop.conftest import free_port
 from tests.interop.test_forward_hashike_to_sshd import login
 from tests.interop.test_forward_openssh_to_hashiked import (
@@ -355,28 +356,12 @@ BURST = int(os.environ.get("HASHIKE_BURST", "1000"))
 BURST_PAYLOAD = 64 * 1024
 
 
-async def echo_server() -> asyncio.Server:
-    """Echoes everything; closes its side after the client's EOF."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await reader.read(1 << 16):
-                writer.write(chunk)
-                await writer.drain()
-            writer.write_eof()
-            await writer.drain()
-        finally:
-            writer.close()
-
-    # Every connection of the burst arrives at once: a backlog to match.
-    return await asyncio.start_server(handle, "127.0.0.1", 0, backlog=BURST + 24)
-
-
 async def test_burst_of_connections_through_sshd(start_sshd: StartSshd) -> None:
     """BURST simultaneous connections through one hashike -L (the library's
     forward_local) to sshd, each echoing 64 KiB of its own: all complete, none fails."""
     sshd = start_sshd()
-    echo = await echo_server()
+    # Every connection of the burst arrives at once: a backlog to match.
+    echo = await start_echo_server(backlog=BURST + 24)
     port = server_port(echo)
     async with await login(sshd) as client:
         listener = await client.forward_local(None, 0, "127.0.0.1", port)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from hashike.cli.pop3 import GREETING, MESSAGES, start_pop3
+from tests.echo import start_echo_server
 from tests.interop.conftest import find_binary, free_port
 
 if TYPE_CHECKING:
@@ -590,20 +591,6 @@ def test_far_side_half_closes_first(setup: Setup, ssh_client: SshClient, backgro
 SSH_BURST = int(os.environ.get("HASHIKE_SSH_BURST", "100"))
 
 
-async def _echo_server() -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await reader.read(1 << 16):
-                writer.write(chunk)
-                await writer.drain()
-            writer.write_eof()
-            await writer.drain()
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
-
-
 async def _burst(port: int, count: int) -> list[str]:
     async def one(i: int) -> str | None:
         payload = hashlib.sha256(i.to_bytes(4, "big")).digest() * 2048  # 64 KiB of its own
@@ -624,7 +611,7 @@ async def _burst(port: int, count: int) -> list[str]:
 
 
 def test_simultaneous_connections(setup: Setup, ssh_client: SshClient, background: BackgroundLoop) -> None:
-    echo = background.run(_echo_server())
+    echo = background.run(start_echo_server())
     ssh, (local,) = ssh_forwards(ssh_client, setup.hashiked.port, setup.client_key, [server_port(echo)])
     try:
         errors = background.run(_burst(local, SSH_BURST), 90)

@@ -143,19 +143,14 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         """Channel events go to the channel's handler (a socket bridge, a
         session); requests nobody handles fail, as RFC 4254 §4 and §5.4 ask."""
         if isinstance(event, GlobalRequestReceived):
-            if event.want_reply and not self.core.closed:  # it may have closed in this batch
+            if event.want_reply:
                 self.core.channels.reply_global_request(False)
             return True
         channel_id = getattr(event, "channel_id", None)
         handler = self.bridges.get(channel_id) if isinstance(channel_id, int) else None
         if isinstance(event, ChannelRequestReceived):
             handled = handler is not None and handler.channel_request(event)
-            if (
-                not handled
-                and event.want_reply
-                and not self.core.closed
-                and event.channel_id in self.core.channels
-            ):
+            if not handled and event.want_reply and event.channel_id in self.core.channels:
                 self.core.channels.reply_request(event.channel_id, False)
             return True
         if handler is None:

@@ -10,7 +10,6 @@ otherwise), so the client sees a refused target as a refused channel.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import socket
@@ -22,15 +21,12 @@ from hashike.proto.constants import OpenFailureReason
 from hashike.proto.wire import encode_string, encode_uint32
 
 from .bridge import SocketBridge
+from .listen import LISTEN_BACKLOG, bind_all
 from .pump import CorePump
 
-__all__ = ["LISTEN_BACKLOG", "ForwardListener", "Target", "connect_target", "forward_local", "open_channel"]
+__all__ = ["ForwardListener", "Target", "connect_target", "forward_local", "open_channel"]
 
 log = logging.getLogger("hashike")
-
-# A burst of 1000 simultaneous connections must not overflow the accept
-# queue (ANCHORS.md: sshtunnel's backlog of 5 drops most of a 200-burst).
-LISTEN_BACKLOG = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,22 +124,10 @@ async def forward_local(
     else:
         hosts = [listen_host]
     port = listen_port or 0
-    try:
-        for i, host in enumerate(hosts):
-            try:
-                server = await loop.create_server(
-                    factory, host, port, backlog=LISTEN_BACKLOG, reuse_address=True
-                )
-            except OSError as exc:
-                # The default ::1 is skipped on a machine without IPv6.
-                if i > 0 and host == "::1" and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                    continue
-                raise
-            listener.servers.append(server)
-            port = port or server.sockets[0].getsockname()[1]  # port 0: the same one everywhere
-    except BaseException:
-        listener.close()
-        raise
+    # The default ::1 is skipped on a machine without IPv6.
+    listener.servers = await bind_all(
+        factory, [(h, port) for h in hosts], optional=("::1",) if len(hosts) > 1 else ()
+    )
     return listener
 
 

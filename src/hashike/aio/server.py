@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from hashike.keys.keypair import PrivateKey
@@ -33,13 +33,14 @@ from hashike.proto.events import (
     PublicKeyAuthRequested,
 )
 
-from .forward import LISTEN_BACKLOG, connect_target
+from .forward import connect_target
+from .listen import BindError, bind_all
 from .policy import ForwardingPolicy
 from .pump import CorePump
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator
 from .session_server import SessionPolicy, open_session
 
-__all__ = ["LISTEN_BACKLOG", "BindError", "Server", "ServerOptions", "listen"]
+__all__ = ["BindError", "Server", "ServerOptions", "listen"]
 
 log = logging.getLogger("hashike.server")
 
@@ -68,20 +69,6 @@ class ServerOptions:
     banner: str | None = None
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
-
-
-class BindError(OSError):
-    """A listening address could not be bound; the message is sshd's line."""
-
-    def __init__(self, host: str, port: int, error: OSError) -> None:
-        # asyncio rewords the OS error; sshd prints the C library's text.
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        super().__init__(error.errno, f"Bind to port {port} on {host} failed: {reason}.")
-        self.host = host
-        self.port = port
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 class _ServerPump(CorePump[ServerConnection]):
@@ -248,29 +235,12 @@ class Server:
         self.startups.discard(pump)
         self.connections.discard(pump)
 
-    async def start(self, endpoints: Sequence[tuple[str, int]]) -> None:
-        """Listen on every (host, port); port 0 picks one free port for all.
+    async def start(self, endpoints: Sequence[tuple[str, int]], *, optional: Collection[str] = ()) -> None:
+        """Listen on every (host, port); port 0 picks one free port for all;
+        hosts in ``optional`` this machine lacks are skipped (see bind_all).
 
         Raises BindError naming the address that failed; nothing stays bound."""
-        loop = asyncio.get_running_loop()
-        chosen = 0
-        try:
-            for host, port in endpoints:
-                try:
-                    srv = await loop.create_server(
-                        lambda: _ServerPump(self),
-                        host,
-                        port or chosen,
-                        backlog=LISTEN_BACKLOG,
-                        reuse_address=True,
-                    )
-                except OSError as exc:
-                    raise BindError(host, port or chosen, exc) from exc
-                self._servers.append(srv)
-                chosen = chosen or srv.sockets[0].getsockname()[1]
-        except BaseException:
-            self.close()
-            raise
+        self._servers += await bind_all(lambda: _ServerPump(self), endpoints, optional=optional)
 
     def close(self) -> None:
         for srv in self._servers:

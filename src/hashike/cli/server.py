@@ -16,7 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
-from hashike.aio.server import BindError, Server, ServerOptions
+from hashike.aio.listen import BindError
+from hashike.aio.server import Server, ServerOptions
 from hashike.aio.server_auth import PasswordFileError, load_password_file
 from hashike.config.sshd_config import (
     DEFAULT_LISTEN_HOSTS,
@@ -158,22 +159,16 @@ async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
     options = _server_options(settings)
     endpoints = list(listen_endpoints(settings))
     server = Server(keys, options)
+    # The default ::1 is skipped on a machine without IPv6; anything the user
+    # asked for is required.
+    optional = () if settings.listen_addresses else DEFAULT_LISTEN_HOSTS[1:]
     try:
-        await server.start(endpoints)
+        await server.start(endpoints, optional=optional)
     except BindError as exc:
-        # The default ::1 is skipped on a machine without IPv6; anything the
-        # user asked for, and any other failure, is fatal.
-        no_v6 = exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) and exc.host == "::1"
-        if not (no_v6 and not settings.listen_addresses):
-            hint = ""
-            if exc.errno == errno.EACCES and exc.port < 1024:
-                hint = f" Ports below 1024 need root; use a port of 1024 or more, e.g. -p {exc.port + 40000}."
-            raise _Fatal(f"{exc}{hint}") from None
-        server = Server(keys, options)
-        try:
-            await server.start([e for e in endpoints if e[0] not in DEFAULT_LISTEN_HOSTS[1:]])
-        except BindError as retry:
-            raise _Fatal(str(retry)) from None
+        hint = ""
+        if exc.errno == errno.EACCES and exc.port < 1024:
+            hint = f" Ports below 1024 need root; use a port of 1024 or more, e.g. -p {exc.port + 40000}."
+        raise _Fatal(f"{exc}{hint}") from None
     where = " and ".join(f"{host} port {port}" for host, port in server.sockets)
     fingerprints = ", ".join(f"{k.public_key.fingerprint()} ({k.key_type})" for k in keys)
     print(f"hashiked: listening on {where}; host key {fingerprints}", flush=True)

@@ -12,7 +12,8 @@ from pathlib import Path
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity
 from hashike.aio.server import Server, ServerOptions, listen
-from hashike.keys.keypair import PrivateKey, generate_private_key
+from hashike.keys.keypair import generate_private_key
+from hashike.proto.hostkey import PrivateKey
 from tests.proto.pair import host_key
 
 CLIENT_KEY = generate_private_key()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hashike.aio.policy import ForwardingPolicy, parse_permit_open
 from hashike.aio.server import ServerOptions
 from hashike.cli.pop3 import GREETING, MESSAGES, start_pop3
+from hashike.config.policy import ForwardingPolicy, parse_permit_open
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed
 from tests.aio.forwarding import hashike_pair

@@ -8,8 +8,8 @@ import pytest
 
 from hashike.aio.client import connect
 from hashike.aio.server import ServerOptions, listen
-from hashike.keys.keypair import PublicKey
 from hashike.proto.errors import ConnectionClosed, HostKeyNotVerified
+from hashike.proto.hostkey import PublicKey
 from tests.proto.pair import host_key
 
 

@@ -25,9 +25,9 @@ from hashike.aio.server_auth import (
     PasswordFileError,
     UserAuthenticator,
     load_password_file,
+    login_key_options,
 )
 from hashike.config.sshd_config import DEFAULT_AUTHORIZED_KEYS_FILE
-from hashike.keys.keypair import PrivateKey
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.constants import DisconnectReason
@@ -42,6 +42,7 @@ from hashike.proto.events import (
     PublicKeyAccepted,
     ServiceAccepted,
 )
+from hashike.proto.hostkey import PrivateKey
 from tests.proto.authkit import user_key
 from tests.proto.pair import host_key
 
@@ -256,7 +257,7 @@ async def test_key_options_become_the_policy(keys_file: Path) -> None:
     async with await start(options(keys_file)) as server:
         client = await TinyClient.connect(server.port)
         assert isinstance(await client.publickey("alice", key), AuthSucceeded)
-        policy = server_core(server).auth_policy
+        policy = login_key_options(server_core(server))
         assert policy is not None and policy.restrict
         assert policy.permits_open("db", 5432)
         assert not policy.permits_open("db", 22)
@@ -295,7 +296,7 @@ async def test_a_later_line_for_the_same_key_may_accept(keys_file: Path) -> None
     async with await start(options(keys_file)) as server:
         client = await TinyClient.connect(server.port)
         assert isinstance(await client.publickey("alice", key), AuthSucceeded)
-        policy = server_core(server).auth_policy
+        policy = login_key_options(server_core(server))
         assert policy is not None and policy.permits_open("a", 1) and not policy.permits_open("b", 1)
         await client.close()
 

@@ -21,18 +21,18 @@ from hashike.aio.session_client import (
     start_process,
 )
 from hashike.cli.escape import Escape, EscapeReader, help_text
-from hashike.proto.channels import (
+from hashike.proto.channels import Channels
+from hashike.proto.constants import OpenFailureReason
+from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
+from hashike.proto.events import (
     ChannelData,
     ChannelEofReceived,
     ChannelEvent,
     ChannelOpenRequested,
     ChannelRequestReceived,
-    Channels,
     ChannelWindowOpened,
+    Disconnected,
 )
-from hashike.proto.constants import OpenFailureReason
-from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
-from hashike.proto.events import Disconnected
 from hashike.proto.session import (
     ExitSignal,
     decode_env,

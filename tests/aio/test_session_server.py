@@ -26,10 +26,11 @@ import pytest
 
 from hashike.aio.client import SSHClient
 from hashike.aio.server import ServerOptions
-from hashike.aio.session_server import STDIN_HIGH_WATER, SessionPolicy, exit_request
+from hashike.aio.session_server import STDIN_HIGH_WATER, exit_request
+from hashike.config.policy import SessionPolicy
 from hashike.config.sshd_config import ConfigError, parse_server_config, session_policy
-from hashike.proto.channels import ChannelRequestReceived
 from hashike.proto.constants import OpenFailureReason
+from hashike.proto.events import ChannelRequestReceived
 from hashike.proto.session import (
     PtyRequest,
     decode_exit_signal,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hashike.aio.policy import ForwardingPolicy
+from hashike.config.policy import ForwardingPolicy
 from hashike.config.sshd_config import (
     DEFAULT_AUTHORIZED_KEYS_FILE,
     NO_REKEY_BYTES,

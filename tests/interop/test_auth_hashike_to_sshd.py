@@ -16,8 +16,9 @@ import pytest
 from hashike.aio.agent import AgentClient
 from hashike.aio.client import connect
 from hashike.aio.client_auth import AuthSettings, Identity, file_identity
-from hashike.keys.keypair import PublicKey, generate_private_key, write_private_key
+from hashike.keys.keypair import generate_private_key, write_private_key
 from hashike.proto.errors import AuthenticationFailed
+from hashike.proto.hostkey import PublicKey
 
 if TYPE_CHECKING:
     from tests.interop.conftest import SshdServer, StartSshd

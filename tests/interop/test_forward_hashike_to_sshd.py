@@ -15,8 +15,8 @@ import pytest
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, file_identity
 from hashike.cli.pop3 import GREETING, MESSAGES, start_pop3
-from hashike.keys.keypair import PublicKey
 from hashike.proto.errors import ChannelOpenFailed
+from hashike.proto.hostkey import PublicKey
 
 if TYPE_CHECKING:
     from tests.interop.conftest import SshdServer, StartSshd

@@ -37,9 +37,9 @@ import pytest
 
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, file_identity
-from hashike.keys.keypair import PublicKey
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed
+from hashike.proto.hostkey import PublicKey
 from tests.echo import start_echo_server
 from tests.interop.conftest import free_port
 from tests.interop.test_forward_hashike_to_sshd import login

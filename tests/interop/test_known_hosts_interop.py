@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hashike.keys.authorized_keys import find_authorized_key, load_authorized_keys
-from hashike.keys.keypair import PublicKey, generate_private_key, load_public_key_file, write_private_key
+from hashike.keys.keypair import generate_private_key, load_public_key_file, write_private_key
 from hashike.keys.known_hosts import (
     HostKeyStatus,
     KnownHosts,
     append_known_host,
     evaluate_host_key,
 )
+from hashike.proto.hostkey import PublicKey
 
 if TYPE_CHECKING:
     from tests.interop.conftest import SshClient, SshdServer

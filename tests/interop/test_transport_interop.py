@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hashike.aio.client import connect
-from hashike.keys.keypair import PublicKey, generate_private_key, write_private_key
+from hashike.keys.keypair import generate_private_key, write_private_key
 from hashike.proto.config import SUPPORTED_CIPHERS, SUPPORTED_KEX, TransportConfig
+from hashike.proto.hostkey import PublicKey
 from tests.interop.conftest import openssh_ciphers, openssh_kex
 
 if TYPE_CHECKING:

@@ -27,7 +27,8 @@ from hashike.keys.authorized_keys import (
     parse_authorized_keys,
     parse_key_options,
 )
-from hashike.keys.keypair import KeyFormatError, PublicKey, generate_private_key
+from hashike.keys.keypair import generate_private_key
+from hashike.proto.hostkey import KeyFormatError, PublicKey
 from hashike.proto.wire import encode_string
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)

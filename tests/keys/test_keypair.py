@@ -22,15 +22,13 @@ from hypothesis import strategies as st
 
 from hashike.keys.keypair import (
     KeyFileError,
-    KeyFormatError,
     PassphraseRequired,
-    PrivateKey,
-    PublicKey,
     generate_private_key,
     load_private_key,
     load_public_key_file,
     write_private_key,
 )
+from hashike.proto.hostkey import KeyFormatError, PrivateKey, PublicKey
 from hashike.proto.wire import Reader, encode_mpint, encode_string, encode_uint32
 
 SSH_KEYGEN = "/usr/bin/ssh-keygen"

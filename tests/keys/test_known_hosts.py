@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashike.keys import known_hosts as kh
-from hashike.keys.keypair import PublicKey, generate_private_key
+from hashike.keys.keypair import generate_private_key
 from hashike.keys.known_hosts import (
     HostKeyStatus,
     KnownHosts,
@@ -32,6 +32,7 @@ from hashike.keys.known_hosts import (
     match_pattern,
     match_pattern_list,
 )
+from hashike.proto.hostkey import PublicKey
 from hashike.proto.wire import encode_string
 
 HOST, PORT = "127.0.0.1", 2222

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from hashike.keys.keypair import PrivateKey, PublicKey, generate_private_key
+from hashike.keys.keypair import generate_private_key
 from hashike.proto.auth import publickey_signed_data
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.constants import MsgType
 from hashike.proto.events import Disconnected, Event, ServiceAccepted
+from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.wire import encode_bool, encode_byte, encode_namelist, encode_string, encode_uint32
 from tests.proto.pair import ConnectionPair, events_of, host_key
 from tests.proto.rawpeer import RawPeer, pump

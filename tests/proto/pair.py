@@ -6,10 +6,11 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from hashike.keys.keypair import PrivateKey, generate_private_key
+from hashike.keys.keypair import generate_private_key
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.events import Event, HostKeyReceived
+from hashike.proto.hostkey import PrivateKey
 
 _KEYS: dict[str, PrivateKey] = {}
 _E = TypeVar("_E")

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from hashike.keys.keypair import PrivateKey, PublicKey
 from hashike.proto.ciphers import CIPHERS, MACS, make_opener, make_sealer
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.constants import MsgType
 from hashike.proto.events import Event, HostKeyReceived
+from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.kex import KEX_METHODS
 from hashike.proto.kex.base import ClientKex, derive_key, exchange_hash, exchange_hash_input
 from hashike.proto.kex.negotiate import (

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hashike.keys.keypair import PrivateKey
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.events import (
     AuthSucceeded,
@@ -18,6 +17,7 @@ from hashike.proto.events import (
     PasswordAuthRequested,
     PublicKeyAuthRequested,
 )
+from hashike.proto.hostkey import PrivateKey
 from hashike.proto.wire import encode_bool, encode_byte, encode_string, encode_uint32
 from tests.proto.authkit import (
     RawClient,

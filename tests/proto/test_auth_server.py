@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from hashike.keys.authorized_keys import KeyOptions
-from hashike.keys.keypair import PublicKey
 from hashike.proto.auth import publickey_signed_data
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError
 from hashike.proto.events import AuthSucceeded, PasswordAuthRequested, PublicKeyAuthRequested
+from hashike.proto.hostkey import PublicKey
 from hashike.proto.wire import encode_bool, encode_byte, encode_string, encode_uint32
 from tests.proto.authkit import (
     RawClient,

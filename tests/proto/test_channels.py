@@ -17,19 +17,8 @@ from hashike.proto.channels import (
     KEEPALIVE,
     MAX_PENDING_GLOBAL_REQUESTS,
     MAX_PENDING_REQUESTS,
-    ChannelClosed,
-    ChannelData,
-    ChannelEofReceived,
-    ChannelOpenConfirmed,
-    ChannelOpenRefused,
-    ChannelOpenRequested,
-    ChannelRequestReceived,
-    ChannelRequestReplied,
     Channels,
     ChannelState,
-    ChannelWindowOpened,
-    GlobalRequestReceived,
-    GlobalRequestReplied,
 )
 from hashike.proto.constants import MsgType, OpenFailureReason
 from hashike.proto.errors import (
@@ -38,6 +27,19 @@ from hashike.proto.errors import (
     LocalProtocolError,
     RemoteProtocolError,
     SSHError,
+)
+from hashike.proto.events import (
+    ChannelClosed,
+    ChannelData,
+    ChannelEofReceived,
+    ChannelOpenConfirmed,
+    ChannelOpenRefused,
+    ChannelOpenRequested,
+    ChannelRequestReceived,
+    ChannelRequestReplied,
+    ChannelWindowOpened,
+    GlobalRequestReceived,
+    GlobalRequestReplied,
 )
 from hashike.proto.wire import encode_bool, encode_byte, encode_string
 

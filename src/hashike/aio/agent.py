@@ -12,8 +12,8 @@ import asyncio
 import os
 import struct
 
-from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.proto.errors import DecodeError, SSHError
+from hashike.proto.hostkey import KeyFormatError, PublicKey
 from hashike.proto.wire import Reader, encode_byte, encode_string, encode_uint32
 
 __all__ = ["AgentClient", "AgentError"]

@@ -19,8 +19,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from hashike.proto.channels import ChannelRequestReceived
 from hashike.proto.errors import ChannelOpenFailed
+from hashike.proto.events import ChannelRequestReceived
 
 if TYPE_CHECKING:
     from hashike.proto.channels import Channels

@@ -14,8 +14,6 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 
-from hashike.keys.keypair import PublicKey
-from hashike.proto.channels import ChannelOpenRefused
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection
 from hashike.proto.constants import DisconnectReason, OpenFailureReason
@@ -25,6 +23,7 @@ from hashike.proto.events import (
     AuthFailed,
     AuthPrompts,
     AuthSucceeded,
+    ChannelOpenRefused,
     Disconnected,
     Event,
     HostKeyReceived,
@@ -33,6 +32,7 @@ from hashike.proto.events import (
     PublicKeyAccepted,
     ServiceAccepted,
 )
+from hashike.proto.hostkey import PublicKey
 from hashike.proto.kex.negotiate import Negotiated
 
 from .bridge import SocketBridge

@@ -15,17 +15,11 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from hashike.keys.keypair import (
-    KeyFileError,
-    PassphraseRequired,
-    PrivateKey,
-    PublicKey,
-    load_private_key,
-    load_public_key_file,
-)
+from hashike.keys.keypair import KeyFileError, PassphraseRequired, load_private_key, load_public_key_file
 from hashike.proto.connection import ClientConnection
 from hashike.proto.errors import AuthenticationFailed
 from hashike.proto.events import AuthFailed, AuthPrompts, AuthSucceeded, Event, PublicKeyAccepted
+from hashike.proto.hostkey import PrivateKey, PublicKey
 
 from .agent import AgentClient, AgentError
 

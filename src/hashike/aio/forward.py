@@ -16,8 +16,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from hashike.proto.channels import ChannelOpenRequested
 from hashike.proto.constants import OpenFailureReason
+from hashike.proto.events import ChannelOpenRequested
 from hashike.proto.wire import encode_string, encode_uint32
 
 from .bridge import SocketBridge

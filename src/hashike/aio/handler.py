@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from hashike.proto.channels import ChannelRequestReceived
+from hashike.proto.events import ChannelRequestReceived
 
 __all__ = ["ChannelHandler"]
 

@@ -15,7 +15,8 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Generic, TypeVar, get_args
 
-from hashike.proto.channels import (
+from hashike.proto.connection import ClientConnection, ServerConnection
+from hashike.proto.events import (
     ChannelClosed,
     ChannelData,
     ChannelEofReceived,
@@ -26,10 +27,11 @@ from hashike.proto.channels import (
     ChannelRequestReceived,
     ChannelRequestReplied,
     ChannelWindowOpened,
+    Disconnected,
+    Event,
     GlobalRequestReceived,
+    KexCompleted,
 )
-from hashike.proto.connection import ClientConnection, ServerConnection
-from hashike.proto.events import Disconnected, Event, KexCompleted
 
 from .handler import ChannelHandler
 

@@ -17,14 +17,14 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from hashike.keys.keypair import PrivateKey
+from hashike.config.policy import ForwardingPolicy, SessionPolicy
 from hashike.proto.auth import SERVER_METHODS
-from hashike.proto.channels import ChannelOpenRequested
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
 from hashike.proto.constants import DisconnectReason, OpenFailureReason
 from hashike.proto.events import (
     AuthSucceeded,
+    ChannelOpenRequested,
     Disconnected,
     Event,
     KexCompleted,
@@ -32,13 +32,13 @@ from hashike.proto.events import (
     PeerVersionReceived,
     PublicKeyAuthRequested,
 )
+from hashike.proto.hostkey import PrivateKey
 
 from .forward import connect_target
 from .listen import BindError, bind_all
-from .policy import ForwardingPolicy
 from .pump import CorePump
-from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator
-from .session_server import SessionPolicy, open_session
+from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator, login_key_options
+from .session_server import open_session
 
 __all__ = ["BindError", "Server", "ServerOptions", "listen"]
 
@@ -151,7 +151,7 @@ class _ServerPump(CorePump[ServerConnection]):
                 open_session(self, event, self._server.options.sessions)
             return
         policy = self._server.options.forwarding
-        key_options = self.core.auth_policy
+        key_options = login_key_options(self.core)
         if event.kind == "direct-tcpip" and event.host is not None and event.port is not None:
             allowed = policy.allows_local(key_options, event.host, event.port)
             kind, target = "local", f"{event.host} port {event.port}"

@@ -48,10 +48,10 @@ from hashike.keys.authorized_keys import (
     expand_authorized_keys_path,
     load_authorized_keys,
 )
-from hashike.keys.keypair import PublicKey
 from hashike.keys.known_hosts import match_pattern
 from hashike.proto.connection import ServerConnection
 from hashike.proto.events import PasswordAuthRequested, PublicKeyAuthRequested
+from hashike.proto.hostkey import PublicKey
 
 __all__ = [
     "DEFAULT_AUTHORIZED_KEYS_FILES",
@@ -60,6 +60,7 @@ __all__ = [
     "ConnectionAuth",
     "PasswordFileError",
     "UserAuthenticator",
+    "login_key_options",
     "load_password_file",
 ]
 
@@ -260,6 +261,18 @@ class UserAuthenticator:
         except ValueError:
             match = False
         return match and stored is not None
+
+
+def login_key_options(core: ServerConnection) -> KeyOptions | None:
+    """The authorized_keys options of the key the user logged in with; None
+    for no restrictions (a password login, or not logged in yet). The core
+    keeps them as :attr:`~ServerConnection.auth_policy` without knowing their
+    type; :class:`ConnectionAuth` is what hands them over, always as
+    KeyOptions, so anything else is a bug here."""
+    options = core.auth_policy
+    if options is not None and not isinstance(options, KeyOptions):
+        raise TypeError(f"auth_policy is a {type(options).__name__}, not KeyOptions")
+    return options
 
 
 class ConnectionAuth:

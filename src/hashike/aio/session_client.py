@@ -35,8 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hashike.proto.channels import ChannelRequestReceived
 from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed, DecodeError, SSHError
+from hashike.proto.events import ChannelRequestReceived
 from hashike.proto.session import (
     ExitSignal,
     PtyRequest,

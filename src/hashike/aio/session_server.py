@@ -42,13 +42,13 @@ import sys
 import termios
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from hashike.keys.known_hosts import match_pattern
-from hashike.proto.channels import ChannelOpenRequested, ChannelRequestReceived, ChannelState
+from hashike.config.policy import SessionPolicy
+from hashike.proto.channels import ChannelState
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import DecodeError
+from hashike.proto.events import ChannelOpenRequested, ChannelRequestReceived
 from hashike.proto.session import (
     ExitSignal,
     PtyRequest,
@@ -62,6 +62,8 @@ from hashike.proto.session import (
     encode_exit_status,
 )
 
+from .server_auth import login_key_options
+
 if TYPE_CHECKING:
     from hashike.proto.channels import Channels
     from hashike.proto.connection import ServerConnection
@@ -74,7 +76,6 @@ __all__ = [
     "SIGNALS",
     "STDIN_HIGH_WATER",
     "ServerSession",
-    "SessionPolicy",
     "apply_modes",
     "exit_request",
     "open_session",
@@ -93,21 +94,6 @@ EXTENDED_DATA_STDERR = 1  # RFC 4254 §5.2
 SIGNALS = frozenset(
     ("ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT", "SEGV", "TERM", "USR1", "USR2")
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionPolicy:
-    """sshd_config's session keywords. ``max_sessions``: sessions open at
-    once on one connection (0 refuses them all: a forwarding-only account);
-    ``permit_tty``: whether pty-req may succeed; ``accept_env``: patterns
-    (``*`` and ``?``) of the variable names "env" requests may set."""
-
-    max_sessions: int = 10
-    permit_tty: bool = True
-    accept_env: tuple[str, ...] = ()
-
-    def accepts_env(self, name: str) -> bool:
-        return any(match_pattern(name, pattern) for pattern in self.accept_env)
 
 
 # --- terminals (RFC 4254 §8) ---------------------------------------------------------
@@ -539,7 +525,7 @@ class ServerSession:
         req = decode_pty_req(extra)
         if self.process is not None or self.pty is not None:
             return False
-        key_options = self.pump.core.auth_policy
+        key_options = login_key_options(self.pump.core)
         if not self.policy.permit_tty or (key_options is not None and not key_options.allows_pty()):
             log.info("session %d: pty allocation disabled", self.channel_id)
             return False
@@ -599,7 +585,7 @@ class ServerSession:
         forced command (authorized_keys ``command=``) replaces either."""
         if self.process is not None or self._closed:
             return False
-        key_options = self.pump.core.auth_policy
+        key_options = login_key_options(self.pump.core)
         forced = key_options.forced_command if key_options is not None else None
         account = pwd.getpwuid(os.getuid())
         shell = account.pw_shell or "/bin/sh"

@@ -35,7 +35,7 @@ from hashike.aio.forward import ForwardListener, Target
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
 from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
-from hashike.keys.keypair import KeyFileError, PublicKey
+from hashike.keys.keypair import KeyFileError
 from hashike.keys.known_hosts import evaluate_host_key
 from hashike.proto.errors import (
     AuthenticationFailed,
@@ -44,6 +44,7 @@ from hashike.proto.errors import (
     HostKeyNotVerified,
     SSHError,
 )
+from hashike.proto.hostkey import PublicKey
 
 from .escape import Escape, EscapeReader, help_text
 from .logs import setup_logging

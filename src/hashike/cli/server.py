@@ -30,13 +30,8 @@ from hashike.config.sshd_config import (
     session_policy,
     transport_config,
 )
-from hashike.keys.keypair import (
-    KeyFileError,
-    PrivateKey,
-    generate_private_key,
-    load_private_key,
-    write_private_key,
-)
+from hashike.keys.keypair import KeyFileError, generate_private_key, load_private_key, write_private_key
+from hashike.proto.hostkey import PrivateKey
 
 __all__ = ["main"]
 

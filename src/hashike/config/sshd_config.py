@@ -89,8 +89,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hashike.aio.policy import ForwardingPolicy, parse_permit_open
-from hashike.aio.session_server import SessionPolicy
+from hashike.config.policy import ForwardingPolicy, SessionPolicy, parse_permit_open
 from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
 from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
 from hashike.proto.config import (

@@ -33,9 +33,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.keys.known_hosts import match_pattern
 from hashike.keys.textfile import iter_lines
+from hashike.proto.hostkey import KeyFormatError, PublicKey
 
 __all__ = [
     "parse_forward_permission",

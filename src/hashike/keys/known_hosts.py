@@ -34,9 +34,9 @@ from typing import TextIO
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
-from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.keys.textfile import iter_lines
 from hashike.proto.errors import DecodeError, SSHError
+from hashike.proto.hostkey import KeyFormatError, PublicKey
 from hashike.proto.wire import Reader
 
 __all__ = [

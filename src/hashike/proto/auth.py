@@ -46,14 +46,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError, RemoteProtocolError
 from hashike.proto.events import (
     AuthBanner,
     AuthFailed,
+    AuthPolicy,
     AuthPrompts,
     AuthSucceeded,
     Event,
@@ -61,11 +60,9 @@ from hashike.proto.events import (
     PublicKeyAccepted,
     PublicKeyAuthRequested,
 )
+from hashike.proto.hostkey import KeyFormatError, PublicKey
 from hashike.proto.transport import State, Transport
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_namelist, encode_string, encode_uint32
-
-if TYPE_CHECKING:
-    from hashike.keys.authorized_keys import KeyOptions
 
 __all__ = [
     "CONNECTION_SERVICE",
@@ -440,7 +437,7 @@ class ServerAuth:
         self.failures = 0
         self.username: str | None = None  # the user of the attempts so far
         self.method = ""  # the method that succeeded
-        self.policy: KeyOptions | None = None
+        self.policy: AuthPolicy | None = None
         self._pending: _Pending | None = None
 
     @property
@@ -454,7 +451,7 @@ class ServerAuth:
 
     # ------------------------------------------------ the runtime's decision
 
-    def accept(self, policy: KeyOptions | None = None) -> None:
+    def accept(self, policy: AuthPolicy | None = None) -> None:
         """Accept the pending request: PK_OK for a query, USERAUTH_SUCCESS otherwise."""
         pending = self._take_pending()
         if pending is None:

@@ -44,6 +44,20 @@ from typing import Protocol
 
 from hashike.proto.constants import MsgType, OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed, DecodeError, LocalProtocolError, RemoteProtocolError
+from hashike.proto.events import (
+    ChannelClosed,
+    ChannelData,
+    ChannelEofReceived,
+    ChannelEvent,
+    ChannelOpenConfirmed,
+    ChannelOpenRefused,
+    ChannelOpenRequested,
+    ChannelRequestReceived,
+    ChannelRequestReplied,
+    ChannelWindowOpened,
+    GlobalRequestReceived,
+    GlobalRequestReplied,
+)
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string
 
@@ -51,21 +65,9 @@ __all__ = [
     "MAX_PENDING_GLOBAL_REQUESTS",
     "MAX_PENDING_REQUESTS",
     "Channel",
-    "ChannelClosed",
-    "ChannelData",
-    "ChannelEofReceived",
-    "ChannelEvent",
-    "ChannelOpenConfirmed",
-    "ChannelOpenRefused",
-    "ChannelOpenRequested",
-    "ChannelRequestReceived",
-    "ChannelRequestReplied",
     "ChannelState",
-    "ChannelWindowOpened",
     "Channels",
     "EventSink",
-    "GlobalRequestReceived",
-    "GlobalRequestReplied",
     "KEEPALIVE",
     "Send",
 ]
@@ -103,125 +105,6 @@ class ChannelState(enum.Enum):
     PENDING = "pending"  # the peer sent CHANNEL_OPEN, the runtime has not answered
     OPEN = "open"
     CLOSING = "closing"  # we sent CHANNEL_CLOSE, the peer's has not arrived
-
-
-# ------------------------------------------------------------------ events
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelOpenRequested:
-    """The peer wants a channel (RFC 4254 §5.1). Answer with ``accept_open``
-    or ``reject_open``. ``extra`` is the type-specific data; for the types
-    below it is also decoded: host/port/orig_host/orig_port for
-    ``direct-tcpip`` (§7.2) and ``forwarded-tcpip`` (§7.1, where host/port
-    are the address and port that were connected), socket_path for
-    ``direct-streamlocal@openssh.com`` and ``forwarded-streamlocal@openssh.com``
-    (OpenSSH PROTOCOL §2.4)."""
-
-    channel_id: int
-    kind: str
-    window: int
-    max_packet: int
-    extra: bytes
-    host: str | None = None
-    port: int | None = None
-    orig_host: str | None = None
-    orig_port: int | None = None
-    socket_path: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelOpenConfirmed:
-    channel_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelOpenRefused:
-    """The peer refused our open; the id is free again. ``reason`` is an
-    RFC 4254 §5.1 code (see :class:`OpenFailureReason`)."""
-
-    channel_id: int
-    reason: int
-    description: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelData:
-    """Data from the peer. Call ``acknowledge(channel_id, len(data))`` once it
-    has been written onward; that is what reopens the peer's window."""
-
-    channel_id: int
-    data: bytes
-    extended: int | None  # None for CHANNEL_DATA, else the data type code (1 = stderr)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelWindowOpened:
-    """The peer's window for us went from 0 to ``window``: resume sending."""
-
-    channel_id: int
-    window: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelEofReceived:
-    channel_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelClosed:
-    """CLOSE has been sent and received: the id is free and may be reused."""
-
-    channel_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelRequestReceived:
-    """RFC 4254 §5.4. If ``want_reply``, answer with ``reply_request``; the
-    replies go out in the order the requests came."""
-
-    channel_id: int
-    name: str
-    want_reply: bool
-    extra: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelRequestReplied:
-    channel_id: int
-    name: str  # the request this answers (replies are matched in order)
-    success: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GlobalRequestReceived:
-    """RFC 4254 §4. If ``want_reply``, answer with ``reply_global_request``."""
-
-    name: str
-    want_reply: bool
-    extra: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GlobalRequestReplied:
-    name: str  # the request this answers (replies are matched in order)
-    success: bool
-    extra: bytes  # e.g. the allocated port of "tcpip-forward" with port 0 (§7.1)
-
-
-ChannelEvent = (
-    ChannelOpenRequested
-    | ChannelOpenConfirmed
-    | ChannelOpenRefused
-    | ChannelData
-    | ChannelWindowOpened
-    | ChannelEofReceived
-    | ChannelClosed
-    | ChannelRequestReceived
-    | ChannelRequestReplied
-    | GlobalRequestReceived
-    | GlobalRequestReplied
-)
 
 
 class EventSink(Protocol):

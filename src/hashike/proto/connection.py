@@ -24,21 +24,17 @@ and 256 KiB packets: fewer packets and round trips for the same data.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-from hashike.keys.keypair import PrivateKey, PublicKey
 from hashike.proto.auth import ClientAuth, ServerAuth
 from hashike.proto.channels import Channels
 from hashike.proto.config import TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError, RemoteProtocolError, SSHError
-from hashike.proto.events import Event, ServiceAccepted
+from hashike.proto.events import AuthPolicy, Event, ServiceAccepted
+from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.transport import EXT_MAX_PACKET, State, Transport
 from hashike.proto.wire import Reader, encode_byte, encode_string
-
-if TYPE_CHECKING:
-    from hashike.keys.authorized_keys import KeyOptions
 
 __all__ = ["ClientConnection", "ServerConnection"]
 
@@ -289,7 +285,7 @@ class ServerConnection(_Connection):
         return self._auth.username
 
     @property
-    def auth_policy(self) -> KeyOptions | None:
+    def auth_policy(self) -> AuthPolicy | None:
         """What the runtime passed to :meth:`accept_auth` when authentication
         succeeded, for the connection layer (permitopen and the like); None
         means no restrictions."""
@@ -300,7 +296,7 @@ class ServerConnection(_Connection):
         """Failed attempts so far, as counted for MaxAuthTries."""
         return self._auth.failures
 
-    def accept_auth(self, policy: KeyOptions | None = None) -> None:
+    def accept_auth(self, policy: AuthPolicy | None = None) -> None:
         """Accept the request of the last PublicKeyAuthRequested /
         PasswordAuthRequested: SSH_MSG_USERAUTH_PK_OK for an unsigned public key
         query, otherwise USERAUTH_SUCCESS and :class:`AuthSucceeded`, with

@@ -31,7 +31,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 
-from hashike.keys.keypair import PrivateKey, PublicKey
 from hashike.proto.ciphers import CIPHERS, MACS, make_opener, make_sealer
 from hashike.proto.config import SUPPORTED_HOST_KEY_ALGORITHMS, TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
@@ -47,6 +46,7 @@ from hashike.proto.events import (
     PongReceived,
     UnimplementedReceived,
 )
+from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.kex import KEX_METHODS
 from hashike.proto.kex.base import ClientKex, derive_key, exchange_hash, exchange_hash_input
 from hashike.proto.kex.negotiate import (

@@ -1,16 +1,24 @@
-"""Which forwarding requests the server grants: sshd_config's
-AllowTcpForwarding, PermitOpen and DisableForwarding, combined with the
-authorized_keys options of the key that logged in (``restrict``,
+"""What hashiked's server grants, as plain data decided from sshd_config and
+the key that logged in; the runtime (:mod:`hashike.aio`) asks and enforces.
+
+:class:`ForwardingPolicy`: which forwarding requests are granted, from
+sshd_config's AllowTcpForwarding, PermitOpen and DisableForwarding combined
+with the authorized_keys options of the key that logged in (``restrict``,
 ``no-port-forwarding``, ``permitopen``), as sshd(8) and sshd_config(5)
-describe them. Every refusal is logged by the caller."""
+describe them. Every refusal is logged by the caller.
+
+:class:`SessionPolicy`: sshd_config's session keywords (MaxSessions,
+PermitTTY, AcceptEnv).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from hashike.keys.authorized_keys import ForwardPermission, KeyOptions, parse_forward_permission
+from hashike.keys.known_hosts import match_pattern
 
-__all__ = ["ForwardingPolicy", "parse_permit_open"]
+__all__ = ["ForwardingPolicy", "SessionPolicy", "parse_permit_open"]
 
 
 def parse_permit_open(values: list[str]) -> tuple[ForwardPermission, ...] | None:
@@ -55,3 +63,18 @@ class ForwardingPolicy:
         if self.disable_forwarding or self.allow_tcp_forwarding not in ("yes", "all", "local"):
             return False
         return key_options is None or key_options.allows_port_forwarding()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionPolicy:
+    """sshd_config's session keywords. ``max_sessions``: sessions open at
+    once on one connection (0 refuses them all: a forwarding-only account);
+    ``permit_tty``: whether pty-req may succeed; ``accept_env``: patterns
+    (``*`` and ``?``) of the variable names "env" requests may set."""
+
+    max_sessions: int = 10
+    permit_tty: bool = True
+    accept_env: tuple[str, ...] = ()
+
+    def accepts_env(self, name: str) -> bool:
+        return any(match_pattern(name, pattern) for pattern in self.accept_env)

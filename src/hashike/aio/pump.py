@@ -188,7 +188,7 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         if handler is not None:
             handler(event)
         elif event.want_reply:
-            self.core.channels.reply_global_request(False)
+            self.core.channels.reply_global_request(False, request_id=event.request_id)
 
     # channels ------------------------------------------------------------
 

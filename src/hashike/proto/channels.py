@@ -38,8 +38,8 @@ channel that is opening; §5.2-§5.4: data, EOF, CLOSE and requests only for one
 both sides know).
 
 Lifecycle. Once the connection is closed (``closed()`` is true), and for a
-channel that closed earlier in the batch of input the runtime is handling,
-every command is a no-op: answers (``accept_open``, ``reject_open``,
+channel that has closed (CLOSE both ways, or a refused open) while its id is
+not reused yet, every command is a no-op: answers (``accept_open``, ``reject_open``,
 ``reply_request``, ``reply_global_request``), ``send_eof``, ``close`` and
 ``acknowledge`` do nothing, ``send_data`` and ``window_available`` return 0.
 The runtime never needs to ask "is it still open?" first. Commands that start
@@ -240,11 +240,14 @@ class ChannelRequestReplied:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GlobalRequestReceived:
-    """RFC 4254 §4. If ``want_reply``, answer with ``reply_global_request``."""
+    """RFC 4254 §4. If ``want_reply``, answer with ``reply_global_request``,
+    passing ``request_id`` to answer this request rather than the oldest
+    unanswered one (a handler may answer later than the next request's)."""
 
     name: str
     want_reply: bool
     extra: bytes
+    request_id: int | None = None  # set when want_reply
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -373,6 +376,7 @@ class Channels:
         self._next_id = 0
         self._out_global: deque[str] = deque()
         self._in_global: deque[_Reply] = deque()
+        self._in_global_first = 0  # the request_id of _in_global[0]
         self._handlers: dict[int, Callable[[memoryview], None]] = {
             MsgType.GLOBAL_REQUEST: self._on_global_request,
             MsgType.REQUEST_SUCCESS: lambda p: self._on_global_reply(p, True),
@@ -613,14 +617,25 @@ class Channels:
             encode_byte(MsgType.GLOBAL_REQUEST) + encode_string(name) + encode_bool(want_reply) + extra, b""
         )
 
-    def reply_global_request(self, success: bool, extra: bytes = b"") -> None:
-        """Answer the oldest unanswered :class:`GlobalRequestReceived` with
-        want_reply; ``extra`` is only sent with success (§4)."""
+    def reply_global_request(
+        self, success: bool, extra: bytes = b"", *, request_id: int | None = None
+    ) -> None:
+        """Answer the :class:`GlobalRequestReceived` with this ``request_id``,
+        or the oldest unanswered one; ``extra`` is only sent with success
+        (§4). Replies still go out in request order: an answer waits for
+        the answers of every earlier request."""
         if extra and not success:
             raise LocalProtocolError("REQUEST_FAILURE carries no data")
         if self._closed():
             return
-        self._answer(self._in_global, (success, extra), "on the connection")
+        queue, reply = self._in_global, (success, extra)
+        if request_id is None:
+            self._answer(queue, reply, "on the connection")
+        else:
+            index = request_id - self._in_global_first
+            if not 0 <= index < len(queue) or queue[index] is not None:
+                raise LocalProtocolError(f"global request {request_id} does not await a reply")
+            queue[index] = reply
         self._flush_global_replies()
 
     @staticmethod
@@ -846,14 +861,18 @@ class Channels:
         want_reply = r.boolean()
         extra = r.rest()
         r.check_end()
+        request_id = self._in_global_first + len(self._in_global) if want_reply else None
         if self._queue_request(self._in_global, name, want_reply, MAX_PENDING_GLOBAL_REQUESTS):
-            self._events.append(GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra))
+            self._events.append(
+                GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra, request_id=request_id)
+            )
         self._flush_global_replies()
 
     def _flush_global_replies(self) -> None:
         queue = self._in_global
         while queue and (reply := queue[0]) is not None:
             queue.popleft()
+            self._in_global_first += 1
             ok, data = reply
             self._send(encode_byte(MsgType.REQUEST_SUCCESS if ok else MsgType.REQUEST_FAILURE) + data, b"")
 
@@ -905,13 +924,14 @@ class Channels:
 
     def _live(self, channel_id: int) -> _Chan | None:
         """The channel a command acts on, or None when the command is a no-op:
-        the connection is closed, or the channel closed earlier in the batch
-        of input the runtime is still handling (its id is not reusable yet).
-        An id that was never ours is the runtime's bug: LocalProtocolError."""
+        the connection is closed, or the channel has closed (its id is free
+        and not reused yet, which only happens once the runtime has taken
+        the events that closed it). An id that was never ours is the
+        runtime's bug: LocalProtocolError."""
         if self._closed():
             return None
         c = self._channels.get(channel_id)
-        if c is None and channel_id not in self._released:
+        if c is None and not 0 <= channel_id < self._next_id:
             raise LocalProtocolError(f"no channel {channel_id}")
         return c
 

@@ -7,7 +7,7 @@ import array
 import contextlib
 import struct
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -55,7 +55,7 @@ def of(events: Iterable[object], kind: type[_E]) -> list[_E]:
 class Side:
     """One Channels table with its outbox (the (head, data) pairs it sent) and events."""
 
-    def __init__(self, **kwargs: int) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         self.sent: list[tuple[bytes, bytes | memoryview]] = []
         self.events: list[object] = []
         self.ch = Channels(lambda head, data: self.sent.append((head, data)), self.events, **kwargs)

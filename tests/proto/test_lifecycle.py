@@ -18,20 +18,8 @@ from hashike.proto.constants import MsgType, OpenFailureReason
 from hashike.proto.errors import LocalProtocolError
 from hashike.proto.events import Disconnected
 from hashike.proto.wire import encode_bool, encode_byte, encode_string, encode_uint32
-from tests.proto.authkit import auth_pair
+from tests.proto.authkit import auth_pair, logged_in
 from tests.proto.pair import ConnectionPair, events_of
-
-
-def logged_in() -> ConnectionPair:
-    pair = auth_pair(auth_methods=("password",))
-    pair.client.auth_password("alice", "pw")
-    pair.pump()
-    pair.server.accept_auth()
-    pair.pump()
-    assert pair.client.authenticated and pair.server.authenticated
-    pair.client_events.clear()
-    pair.server_events.clear()
-    return pair
 
 
 def open_channel(pair: ConnectionPair) -> tuple[int, int]:

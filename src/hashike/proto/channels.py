@@ -86,6 +86,7 @@ __all__ = [
     "EventSink",
     "GlobalRequestReceived",
     "GlobalRequestReplied",
+    "CHANNEL_MESSAGES",
     "KEEPALIVE",
     "PEER_MAY_SEND",
     "Send",
@@ -141,6 +142,15 @@ _ESTABLISHED = frozenset(
         MsgType.CHANNEL_SUCCESS,
         MsgType.CHANNEL_FAILURE,
     )
+)
+# Every message the channel table handles (RFC 4254 §4, §5); the rest of the
+# connection protocol's range is unassigned (RFC 4250 §4.1.2).
+CHANNEL_MESSAGES = (
+    frozenset(
+        (MsgType.GLOBAL_REQUEST, MsgType.REQUEST_SUCCESS, MsgType.REQUEST_FAILURE, MsgType.CHANNEL_OPEN)
+    )
+    | _ESTABLISHED
+    | frozenset((MsgType.CHANNEL_OPEN_CONFIRMATION, MsgType.CHANNEL_OPEN_FAILURE))
 )
 PEER_MAY_SEND: dict[ChannelState, frozenset[int]] = {
     ChannelState.OPENING: frozenset((MsgType.CHANNEL_OPEN_CONFIRMATION, MsgType.CHANNEL_OPEN_FAILURE)),

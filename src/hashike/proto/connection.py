@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from hashike.keys.keypair import PrivateKey, PublicKey
 from hashike.proto.auth import ClientAuth, ServerAuth
-from hashike.proto.channels import Channels
+from hashike.proto.channels import CHANNEL_MESSAGES, Channels
 from hashike.proto.config import TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError, RemoteProtocolError, SSHError
@@ -56,7 +56,6 @@ __all__ = ["ClientConnection", "ServerConnection"]
 USERAUTH = "ssh-userauth"
 _AUTH_MESSAGES = range(50, 80)  # RFC 4250 §4.1.2: user authentication
 _CONNECTION_MESSAGES = range(80, 128)  # RFC 4250 §4.1.2: connection protocol
-_CHANNEL_MESSAGES = range(80, 101)  # RFC 4254: global requests and channels
 
 OPENSSH_WINDOW = 2 * 1024 * 1024
 OPENSSH_MAX_PACKET = 32 * 1024
@@ -152,7 +151,7 @@ class _Connection:
 
     def _deliver(self, msg: int, payload: memoryview) -> None:
         try:
-            if msg in _CHANNEL_MESSAGES and self.authenticated:
+            if msg in CHANNEL_MESSAGES and self.authenticated:
                 # The data path: the payload view goes to the channel table
                 # uncopied; it copies only the data it hands on.
                 self.channels.handle(msg, payload)
@@ -165,8 +164,9 @@ class _Connection:
         raise NotImplementedError
 
     def _on_connection_message(self, msg: int, payload: bytes) -> None:
-        """RFC 4250 §4.1.2: 101-127 are reserved for the connection protocol;
-        none is defined, so answer UNIMPLEMENTED (RFC 4253 §11.4)."""
+        """RFC 4250 §4.1.2: 83-89 and 101-127 are unassigned numbers of the
+        connection protocol, so answer UNIMPLEMENTED (RFC 4253 §11.4), as
+        OpenSSH does."""
         self._transport.send_unimplemented()
 
 

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from hashike.aio.pump import CorePump
+from hashike.aio.pump import CorePump, Route
 from hashike.aio.session_client import (
     DRAIN_LIMIT,
     ChannelReader,
@@ -322,6 +322,9 @@ class LoopbackPump(CorePump[Any]):
         super().__init__(cast(Any, _FakeCore()))
         self.server = server
         self._busy = False
+
+    def side_routes(self) -> dict[type, Route]:
+        return {}  # the fake core emits channel events only
 
     def flush(self) -> None:
         if self._busy:

@@ -28,6 +28,7 @@ __all__ = [
     "RawClient",
     "RawServer",
     "auth_pair",
+    "logged_in",
     "failure",
     "info_request",
     "info_response",
@@ -217,6 +218,19 @@ def auth_pair(**server_options: Any) -> ConnectionPair:
     )
     pair.pump()
     assert events_of(pair.client_events, ServiceAccepted), pair.client_events
+    pair.client_events.clear()
+    pair.server_events.clear()
+    return pair
+
+
+def logged_in() -> ConnectionPair:
+    """A ConnectionPair with the client authenticated (by password) and no events left."""
+    pair = auth_pair(auth_methods=("password",))
+    pair.client.auth_password("alice", "pw")
+    pair.pump()
+    pair.server.accept_auth()
+    pair.pump()
+    assert pair.client.authenticated and pair.server.authenticated
     pair.client_events.clear()
     pair.server_events.clear()
     return pair

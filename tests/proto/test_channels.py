@@ -7,7 +7,7 @@ import array
 import contextlib
 import struct
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -57,7 +57,7 @@ def of(events: Iterable[object], kind: type[_E]) -> list[_E]:
 class Side:
     """One Channels table with its outbox (the (head, data) pairs it sent) and events."""
 
-    def __init__(self, **kwargs: int) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         self.sent: list[tuple[bytes, bytes | memoryview]] = []
         self.events: list[object] = []
         self.ch = Channels(lambda head, data: self.sent.append((head, data)), self.events, **kwargs)
@@ -637,11 +637,14 @@ def test_global_requests_replied_in_order_with_data() -> None:
     p.pump()
     assert p.b.take() == [
         GlobalRequestReceived(
-            name="tcpip-forward", want_reply=True, extra=encode_string("localhost") + u32(0)
+            name="tcpip-forward", want_reply=True, extra=encode_string("localhost") + u32(0), request_id=0
         ),
         GlobalRequestReceived(name="no-more-sessions@openssh.com", want_reply=False, extra=b""),
-        GlobalRequestReceived(
-            name="cancel-tcpip-forward", want_reply=True, extra=encode_string("localhost") + u32(1)
+        GlobalRequestReceived(  # id 1 went to the keepalive, answered by the core
+            name="cancel-tcpip-forward",
+            want_reply=True,
+            extra=encode_string("localhost") + u32(1),
+            request_id=2,
         ),
     ]
     with pytest.raises(LocalProtocolError):
@@ -656,6 +659,30 @@ def test_global_requests_replied_in_order_with_data() -> None:
     ]
     with pytest.raises(LocalProtocolError):
         p.b.ch.reply_global_request(True)
+
+
+def test_a_global_request_answered_by_id_keeps_the_reply_order() -> None:
+    """RFC 4254 §4: a handler that answers later (a bind in progress) keeps
+    its place; the later request's answer waits for it."""
+    p = Pair()
+    p.a.ch.global_request("tcpip-forward", True, encode_string("localhost") + u32(0))
+    p.a.ch.global_request("unknown@test.example", True)
+    p.pump()
+    first, second = p.b.take()
+    assert isinstance(first, GlobalRequestReceived) and isinstance(second, GlobalRequestReceived)
+    p.b.ch.reply_global_request(False, request_id=second.request_id)
+    p.pump()
+    assert p.a.take() == []  # held until the first is answered
+    with pytest.raises(LocalProtocolError, match="does not await"):
+        p.b.ch.reply_global_request(False, request_id=second.request_id)
+    p.b.ch.reply_global_request(True, u32(40124), request_id=first.request_id)
+    p.pump()
+    assert p.a.take() == [
+        GlobalRequestReplied(name="tcpip-forward", success=True, extra=u32(40124)),
+        GlobalRequestReplied(name="unknown@test.example", success=False, extra=b""),
+    ]
+    with pytest.raises(LocalProtocolError, match="does not await"):
+        p.b.ch.reply_global_request(True, request_id=first.request_id)
 
 
 def test_unsolicited_replies_are_protocol_errors() -> None:

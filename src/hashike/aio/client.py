@@ -24,13 +24,20 @@ from hashike.proto.events import (
     AuthPrompts,
     AuthSucceeded,
     ChannelOpenRefused,
+    ChannelOpenRequested,
+    DebugReceived,
     Disconnected,
     Event,
+    ExtInfoReceived,
     HostKeyReceived,
     KexCompleted,
+    PasswordAuthRequested,
     PeerVersionReceived,
+    PongReceived,
     PublicKeyAccepted,
+    PublicKeyAuthRequested,
     ServiceAccepted,
+    UnimplementedReceived,
 )
 from hashike.proto.hostkey import PublicKey
 from hashike.proto.kex.negotiate import Negotiated
@@ -38,7 +45,7 @@ from hashike.proto.kex.negotiate import Negotiated
 from .bridge import SocketBridge
 from .client_auth import AuthSettings, authenticate
 from .forward import ForwardListener, Target, forward_local, open_channel
-from .pump import CorePump
+from .pump import CorePump, Route
 from .session_client import Process, RunResult, SessionHandler, start_process
 from .session_client import run as run_command
 
@@ -55,6 +62,12 @@ _OPEN_FAILURES: dict[int, str] = {
 }
 
 HostKeyCheck = Callable[[PublicKey], "bool | Awaitable[bool]"]
+
+# ssh's words when a server opens a channel the client did not ask for.
+_UNREQUESTED_OPENS = {
+    "x11": "Warning: ssh server tried X11 forwarding.",
+    "auth-agent@openssh.com": "Warning: ssh server tried agent forwarding.",
+}
 
 
 class _ClientPump(CorePump[ClientConnection]):
@@ -75,34 +88,72 @@ class _ClientPump(CorePump[ClientConnection]):
         self.server_version = ""
         self.negotiated: Negotiated | None = None
 
-    def handle_event(self, event: Event) -> None:
-        if isinstance(event, PeerVersionReceived):
-            self.server_version = event.software
-            self._log(f"Remote protocol version 2.0, remote software version {event.software}")
-        elif isinstance(event, HostKeyReceived):
-            self._log(f"Server host key: {event.key.key_type} {event.fingerprint}")
-            self._spawn(self._decide(event.key))
-        elif isinstance(event, KexCompleted):
-            self.negotiated = event.negotiated
-            if event.initial:
-                self._log(event.negotiated.describe())
-        elif isinstance(event, ServiceAccepted):
-            if self._auth is None:
-                if not self.ready.done():
-                    self.ready.set_result(None)
-            else:
-                self._spawn(self._authenticate(self._auth))
-        elif isinstance(event, AuthBanner):
-            if self._auth is not None:
-                self._auth.notice(event.message.rstrip("\n"))
-        elif isinstance(event, (AuthFailed, AuthSucceeded, PublicKeyAccepted, AuthPrompts)):
-            self._auth_events.put_nowait(event)
-        elif isinstance(event, Disconnected) and not self.ready.done():
-            if event.reason == DisconnectReason.HOST_KEY_NOT_VERIFIABLE and not event.by_peer:
-                self.ready.set_exception(HostKeyNotVerified(event.description))
-            else:
-                who = "by remote host" if event.by_peer else "locally"
-                self.ready.set_exception(ConnectionClosed(f"Connection closed {who}: {event.description}"))
+    def side_routes(self) -> dict[type, Route]:
+        ignore, queue = self.ignore, self._queue_auth_event
+        return {
+            PeerVersionReceived: self._on_version,
+            HostKeyReceived: self._on_host_key,
+            ServiceAccepted: self._on_service_accepted,
+            ExtInfoReceived: ignore,
+            DebugReceived: ignore,
+            UnimplementedReceived: ignore,
+            PongReceived: ignore,
+            AuthBanner: self._on_banner,
+            AuthFailed: queue,
+            AuthSucceeded: queue,
+            PublicKeyAccepted: queue,
+            AuthPrompts: queue,
+            PublicKeyAuthRequested: ignore,  # the server's concern
+            PasswordAuthRequested: ignore,
+        }
+
+    def _queue_auth_event(self, event: Event) -> None:
+        self._auth_events.put_nowait(event)  # the authentication driver awaits them
+
+    def _on_version(self, event: PeerVersionReceived) -> None:
+        self.server_version = event.software
+        self._log(f"Remote protocol version 2.0, remote software version {event.software}")
+
+    def _on_host_key(self, event: HostKeyReceived) -> None:
+        self._log(f"Server host key: {event.key.key_type} {event.fingerprint}")
+        self._spawn(self._decide(event.key))
+
+    def kex_completed(self, event: KexCompleted) -> None:
+        self.negotiated = event.negotiated
+        if event.initial:
+            self._log(event.negotiated.describe())
+
+    def _on_service_accepted(self, event: ServiceAccepted) -> None:
+        if self._auth is None:
+            if not self.ready.done():
+                self.ready.set_result(None)
+        else:
+            self._spawn(self._authenticate(self._auth))
+
+    def _on_banner(self, event: AuthBanner) -> None:
+        if self._auth is not None:
+            self._auth.notice(event.message.rstrip("\n"))
+
+    def disconnected(self, event: Disconnected) -> None:
+        if self.ready.done():
+            return
+        if event.reason == DisconnectReason.HOST_KEY_NOT_VERIFIABLE and not event.by_peer:
+            self.ready.set_exception(HostKeyNotVerified(event.description))
+        else:
+            who = "by remote host" if event.by_peer else "locally"
+            self.ready.set_exception(ConnectionClosed(f"Connection closed {who}: {event.description}"))
+
+    def refuse_open(self, event: ChannelOpenRequested) -> None:
+        """A channel the server opened that we never asked for: refused, as
+        ssh refuses it, with ssh's warning for the kinds a malicious server
+        would try. The peer's channel type is not echoed: it is the peer's
+        text, and a log line is no place for it."""
+        warning = _UNREQUESTED_OPENS.get(event.kind)
+        if event.kind == "forwarded-tcpip":
+            warning = f"WARNING: Server requests forwarding for unknown listen_port {event.port}"
+        if warning is not None:
+            log.warning("%s", warning)
+        super().refuse_open(event)
 
     async def _authenticate(self, auth: AuthSettings) -> None:
         try:
@@ -126,8 +177,6 @@ class _ClientPump(CorePump[ClientConnection]):
     async def _decide(self, key: PublicKey) -> None:
         result = self._check(key)
         ok = await result if inspect.isawaitable(result) else result
-        if self.core.closed:
-            return
         if ok:
             self.core.accept_host_key()
         else:

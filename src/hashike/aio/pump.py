@@ -1,10 +1,24 @@
 """The asyncio side of one connection: moves bytes between a socket and a core.
 
-It is deliberately thin. ``data_received`` feeds the core, turns the events it
-emits into calls on ``handle_event`` and writes everything the core wants to
-send in one ``transport.write`` (ANCHORS.md: one write per packet is the
-largest cost of a Python SSH implementation). No protocol decision is made
-here.
+It is deliberately thin. ``data_received`` feeds the core, routes the events
+it emits and writes everything the core wants to send in one
+``transport.write`` (one write per packet would be the largest cost of a
+Python SSH implementation). No protocol decision is made here.
+
+Where things plug in:
+
+- every event type has one route in :attr:`CorePump.routes`, a dict built
+  from the channel routes here and the side's own (:meth:`side_routes`);
+- a channel's events go to its :class:`ChannelHandler` in :attr:`bridges`;
+- a peer's channel open goes to :attr:`open_handlers`, keyed by channel type
+  (RFC 4254 §5.1); a type nobody registered is refused;
+- a peer's global request goes to :attr:`global_handlers`, keyed by request
+  name (RFC 4254 §4); one nobody registered gets REQUEST_FAILURE;
+- the replies to our own global requests resolve the futures that
+  :meth:`global_request` returned, in request order (RFC 4254 §4).
+
+The core owns the lifecycle: once it is closed its commands are no-ops, so
+nothing here asks whether it is still open before answering.
 """
 
 from __future__ import annotations
@@ -12,15 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Generic, TypeVar, get_args
+from typing import Any, Generic, TypeVar
 
 from hashike.proto.connection import ClientConnection, ServerConnection
+from hashike.proto.constants import OpenFailureReason
+from hashike.proto.errors import ConnectionClosed
 from hashike.proto.events import (
     ChannelClosed,
     ChannelData,
     ChannelEofReceived,
-    ChannelEvent,
     ChannelOpenConfirmed,
     ChannelOpenRefused,
     ChannelOpenRequested,
@@ -30,12 +46,13 @@ from hashike.proto.events import (
     Disconnected,
     Event,
     GlobalRequestReceived,
+    GlobalRequestReplied,
     KexCompleted,
 )
 
 from .handler import ChannelHandler
 
-__all__ = ["CorePump", "TIMER_INTERVAL"]
+__all__ = ["CorePump", "OpenHandler", "GlobalHandler", "Route", "TIMER_INTERVAL"]
 
 log = logging.getLogger("hashike")
 
@@ -43,11 +60,20 @@ log = logging.getLogger("hashike")
 TIMER_INTERVAL = 30.0
 
 CoreT = TypeVar("CoreT", ClientConnection, ServerConnection)
-_CHANNEL_EVENTS = get_args(ChannelEvent)
+Route = Callable[[Any], None]
+# Must answer the open (accept_open / reject_open), now or later.
+OpenHandler = Callable[[ChannelOpenRequested], None]
+# Must reply when the request wants a reply, now or later (replies are
+# queued in request order by the core, RFC 4254 §4).
+GlobalHandler = Callable[[GlobalRequestReceived], None]
 
 
 class CorePump(asyncio.Protocol, Generic[CoreT]):
     """asyncio Protocol that drives one sans-IO connection core."""
+
+    # RFC 4254 §5.1: the reason and description for an open of a type that
+    # no handler takes. Each side says what OpenSSH's says.
+    unhandled_open: tuple[int, str] = (OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed")
 
     def __init__(self, core: CoreT) -> None:
         self.core: CoreT = core
@@ -59,16 +85,31 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.disconnect: Disconnected | None = None
         # Every channel with a runtime handler, by local channel id.
         self.bridges: dict[int, ChannelHandler] = {}
+        self.open_handlers: dict[str, OpenHandler] = {}
+        self.global_handlers: dict[str, GlobalHandler] = {}
+        self._replies: deque[asyncio.Future[GlobalRequestReplied]] = deque()
         self._ssh_write_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._after_batch: list[Callable[[], None]] = []
+        self.routes: dict[type, Route] = {**self._channel_routes(), **self.side_routes()}
+
+    def side_routes(self) -> dict[type, Route]:
+        """Routes for the events that are not about channels: each side
+        (client, server) gives one for every such event type, even if only
+        to ignore it, so that no event type is forgotten."""
+        raise NotImplementedError
 
     def call_after_batch(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once the events of this batch of input are handled."""
         self._after_batch.append(fn)
 
     def _spawn(self, coro: Coroutine[None, None, None]) -> None:
-        """Run ``coro`` for this connection; cancelled when the connection goes."""
+        """Run ``coro`` for this connection; cancelled when the connection
+        goes, and never started once the core is closed (an open that came
+        with the peer's DISCONNECT must not make us connect anywhere)."""
+        if self.core.closed:
+            coro.close()
+            return
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -80,8 +121,9 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Message sequences OpenSSH sends back to back must not wait on
-            # Nagle's algorithm meeting delayed ACKs (ANCHORS.md).
+            # Message sequences OpenSSH sends back to back (KEXINIT and the
+            # first kex message, a reply and a window adjust) must not wait
+            # on Nagle's algorithm meeting the peer's delayed ACKs.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
@@ -102,9 +144,8 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
             self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
-        if not self.core.closed:
-            self.core.receive_eof()
-            self._dispatch_events()
+        self.core.receive_eof()  # a no-op if the core has closed already
+        self._dispatch_events()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -120,66 +161,120 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         # AuthSucceeded), so drain until it is quiet.
         while events := self.core.events_received():
             for event in events:
-                if isinstance(event, Disconnected):
-                    self.disconnect = event
-                    self._close_bridges()
-                elif isinstance(event, KexCompleted):
-                    self._resume_bridges()  # sends were held during the exchange
-                elif (
-                    self.core.closed
-                    and isinstance(event, _CHANNEL_EVENTS)
-                    and not isinstance(event, ChannelOpenRequested)
-                ):
-                    # The peer's DISCONNECT came in the same batch: nothing can
-                    # be answered any more, and the Disconnected event that
-                    # follows closes every handler. (Opens still reach
-                    # handle_event, which judges and logs them, unanswered.)
-                    continue
-                if not self._route(event):
-                    self.handle_event(event)
+                self.routes[type(event)](event)
         after, self._after_batch = self._after_batch, []
         for fn in after:
             fn()
 
-    def _route(self, event: Event) -> bool:
-        """Channel events go to the channel's handler (a socket bridge, a
-        session); requests nobody handles fail, as RFC 4254 §4 and §5.4 ask."""
-        if isinstance(event, GlobalRequestReceived):
-            if event.want_reply:
-                self.core.channels.reply_global_request(False)
-            return True
-        channel_id = getattr(event, "channel_id", None)
-        handler = self.bridges.get(channel_id) if isinstance(channel_id, int) else None
-        if isinstance(event, ChannelRequestReceived):
-            handled = handler is not None and handler.channel_request(event)
-            if not handled and event.want_reply and event.channel_id in self.core.channels:
-                self.core.channels.reply_request(event.channel_id, False)
-            return True
+    # global requests (RFC 4254 §4) ---------------------------------------
+
+    def global_request(self, name: str, extra: bytes = b"") -> asyncio.Future[GlobalRequestReplied]:
+        """Send a global request that wants a reply; the future resolves to
+        the reply, or fails with ConnectionClosed if the connection ends
+        first. Raises LocalProtocolError if the connection is closed."""
+        self.core.channels.global_request(name, True, extra)
+        reply: asyncio.Future[GlobalRequestReplied] = asyncio.get_running_loop().create_future()
+        self._replies.append(reply)
+        self.flush()
+        return reply
+
+    def _on_global_reply(self, event: GlobalRequestReplied) -> None:
+        # The core matched the reply to a request we made; replies come in
+        # request order, so it is the oldest waiter's.
+        reply = self._replies.popleft()
+        if not reply.done():  # the caller may have given up (cancelled)
+            reply.set_result(event)
+
+    def _on_global_request(self, event: GlobalRequestReceived) -> None:
+        handler = self.global_handlers.get(event.name)
+        if handler is not None:
+            handler(event)
+        elif event.want_reply:
+            self.core.channels.reply_global_request(False, request_id=event.request_id)
+
+    # channels ------------------------------------------------------------
+
+    def _channel_routes(self) -> dict[type, Route]:
+        return {
+            ChannelOpenRequested: self._on_open_requested,
+            ChannelOpenConfirmed: self._with_handler(lambda h, e: h.channel_open()),
+            ChannelOpenRefused: self._on_open_refused,
+            ChannelData: self._with_handler(lambda h, e: h.channel_data(e.data, e.extended)),
+            ChannelWindowOpened: self._with_handler(lambda h, e: h.pump_data()),
+            ChannelEofReceived: self._with_handler(lambda h, e: h.channel_eof()),
+            ChannelClosed: self._on_channel_closed,
+            ChannelRequestReceived: self._on_channel_request,
+            ChannelRequestReplied: self._with_handler(lambda h, e: h.channel_request_replied(e.success)),
+            GlobalRequestReceived: self._on_global_request,
+            GlobalRequestReplied: self._on_global_reply,
+            Disconnected: self._on_disconnected,
+            KexCompleted: self._on_kex_completed,
+        }
+
+    def _with_handler(self, call: Callable[[ChannelHandler, Any], None]) -> Route:
+        """A route to the channel's handler; events for a channel without
+        one (a peer's open we refused, say) have nobody to tell."""
+
+        def route(event: Any) -> None:
+            handler = self.bridges.get(event.channel_id)
+            if handler is not None:
+                call(handler, event)
+
+        return route
+
+    def _on_open_requested(self, event: ChannelOpenRequested) -> None:
+        handler = self.open_handlers.get(event.kind)
         if handler is None:
-            return isinstance(event, ChannelWindowOpened)
-        if isinstance(event, ChannelData):
-            handler.channel_data(event.data, event.extended)
-        elif isinstance(event, ChannelWindowOpened):
-            handler.pump_data()
-        elif isinstance(event, ChannelEofReceived):
-            handler.channel_eof()
-        elif isinstance(event, ChannelClosed):
-            del self.bridges[event.channel_id]
-            handler.channel_closed()
-        elif isinstance(event, ChannelRequestReplied):
-            handler.channel_request_replied(event.success)
-        elif isinstance(event, ChannelOpenConfirmed):
-            handler.channel_open()
-        elif isinstance(event, ChannelOpenRefused):
-            del self.bridges[event.channel_id]
+            self.refuse_open(event)
+        else:
+            handler(event)
+
+    def refuse_open(self, event: ChannelOpenRequested) -> None:
+        """Refuse a peer's open that no handler takes (RFC 4254 §5.1)."""
+        reason, description = self.unhandled_open
+        self.core.channels.reject_open(event.channel_id, reason, description)
+
+    def _on_open_refused(self, event: ChannelOpenRefused) -> None:
+        handler = self.bridges.pop(event.channel_id, None)
+        if handler is not None:
             self.open_refused(event)
             handler.channel_refused(event.reason, event.description)
-        else:
-            return False
-        return True
+
+    def _on_channel_closed(self, event: ChannelClosed) -> None:
+        handler = self.bridges.pop(event.channel_id, None)
+        if handler is not None:
+            handler.channel_closed()
+
+    def _on_channel_request(self, event: ChannelRequestReceived) -> None:
+        # RFC 4254 §5.4: a request nobody handles fails.
+        handler = self.bridges.get(event.channel_id)
+        handled = handler is not None and handler.channel_request(event)
+        if not handled and event.want_reply:
+            self.core.channels.reply_request(event.channel_id, False)
 
     def open_refused(self, event: ChannelOpenRefused) -> None:
         """A channel we opened was refused; subclasses report it."""
+
+    # the connection's life -------------------------------------------------
+
+    def _on_disconnected(self, event: Disconnected) -> None:
+        self.disconnect = event
+        self._close_bridges()
+        while self._replies:
+            reply = self._replies.popleft()
+            if not reply.done():
+                reply.set_exception(ConnectionClosed(f"Connection closed: {event.description}"))
+        self.disconnected(event)
+
+    def disconnected(self, event: Disconnected) -> None:
+        """The connection ended (the last event); subclasses react."""
+
+    def _on_kex_completed(self, event: KexCompleted) -> None:
+        self._resume_bridges()  # sends were held during the exchange
+        self.kex_completed(event)
+
+    def kex_completed(self, event: KexCompleted) -> None:
+        """A key exchange finished; subclasses react."""
 
     def can_send(self) -> bool:
         """False while a key exchange holds sends back, or the SSH socket's
@@ -223,5 +318,6 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.flush()
         self._timer = loop.call_later(TIMER_INTERVAL, self._tick)
 
-    def handle_event(self, event: Event) -> None:
-        """Subclasses react to the core's events here."""
+    @staticmethod
+    def ignore(event: Event) -> None:
+        """The route of an event this side has nothing to do with."""

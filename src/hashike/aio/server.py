@@ -23,20 +23,29 @@ from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
 from hashike.proto.constants import DisconnectReason, OpenFailureReason
 from hashike.proto.events import (
+    AuthBanner,
+    AuthFailed,
+    AuthPrompts,
     AuthSucceeded,
     ChannelOpenRequested,
+    DebugReceived,
     Disconnected,
-    Event,
+    ExtInfoReceived,
+    HostKeyReceived,
     KexCompleted,
     PasswordAuthRequested,
     PeerVersionReceived,
+    PongReceived,
+    PublicKeyAccepted,
     PublicKeyAuthRequested,
+    ServiceAccepted,
+    UnimplementedReceived,
 )
 from hashike.proto.hostkey import PrivateKey
 
 from .forward import connect_target
 from .listen import BindError, bind_all
-from .pump import CorePump
+from .pump import CorePump, Route
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator, login_key_options
 from .session_server import open_session
 
@@ -72,6 +81,8 @@ class ServerOptions:
 
 
 class _ServerPump(CorePump[ServerConnection]):
+    unhandled_open = (OpenFailureReason.UNKNOWN_CHANNEL_TYPE, "unknown channel type")
+
     def __init__(self, server: Server) -> None:
         options = server.options
         super().__init__(
@@ -87,6 +98,13 @@ class _ServerPump(CorePump[ServerConnection]):
         self._server = server
         self._grace: asyncio.TimerHandle | None = None
         self._auth = ConnectionAuth(server.users, self.core, self.process)
+        self.open_handlers.update(
+            {
+                "session": self._open_session,
+                "direct-tcpip": self._open_direct_tcpip,
+                "direct-streamlocal@openssh.com": self._open_direct_streamlocal,
+            }
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -120,64 +138,83 @@ class _ServerPump(CorePump[ServerConnection]):
             self._grace = None
         self._server.startups.discard(self)
 
-    def handle_event(self, event: Event) -> None:
-        host, port = (self.peername or ("?", 0))[:2]
-        if isinstance(event, PeerVersionReceived):
-            log.debug("Remote protocol version 2.0, remote software version %s", event.software)
-        elif isinstance(event, KexCompleted):
-            log.debug("%s", event.negotiated.describe())
-        elif isinstance(event, Disconnected):
-            who = "Received disconnect from" if event.by_peer else "Disconnecting"
-            level = logging.DEBUG if event.reason == DisconnectReason.BY_APPLICATION else logging.INFO
-            log.log(level, "%s %s port %s: %s", who, host, port, event.description)
-        elif isinstance(event, PublicKeyAuthRequested | PasswordAuthRequested):
-            self._auth.handle(event, (host, port))
-        elif isinstance(event, AuthSucceeded):
-            self._authenticated()
-        elif isinstance(event, ChannelOpenRequested):
-            self._channel_open(event, host, port)
+    def side_routes(self) -> dict[type, Route]:
+        ignore = self.ignore
+        return {
+            PeerVersionReceived: lambda e: log.debug(
+                "Remote protocol version 2.0, remote software version %s", e.software
+            ),
+            HostKeyReceived: ignore,  # the client's concern
+            ServiceAccepted: ignore,
+            ExtInfoReceived: ignore,
+            DebugReceived: ignore,
+            UnimplementedReceived: ignore,
+            PongReceived: ignore,
+            AuthBanner: ignore,
+            AuthFailed: ignore,
+            PublicKeyAccepted: ignore,
+            AuthPrompts: ignore,
+            PublicKeyAuthRequested: self._auth_requested,
+            PasswordAuthRequested: self._auth_requested,
+            AuthSucceeded: lambda e: self._authenticated(),
+        }
 
-    def _channel_open(self, event: ChannelOpenRequested, host: str, port: int) -> None:
-        """RFC 4254 §6.1 sessions (up to MaxSessions), RFC 4254 §7.2
-        direct-tcpip and PROTOCOL §2.4 direct-streamlocal within the
-        forwarding policy; everything else is refused."""
-        # An open that came in the same batch as the peer's DISCONNECT (or
-        # after ours) is still judged and logged, but gets no answer: the
-        # core sends nothing once closed.
-        closed = self.core.closed
-        channels = self.core.channels
-        if event.kind == "session":
-            if not closed:
-                open_session(self, event, self._server.options.sessions)
+    def kex_completed(self, event: KexCompleted) -> None:
+        log.debug("%s", event.negotiated.describe())
+
+    def disconnected(self, event: Disconnected) -> None:
+        host, port = self._peer()
+        who = "Received disconnect from" if event.by_peer else "Disconnecting"
+        level = logging.DEBUG if event.reason == DisconnectReason.BY_APPLICATION else logging.INFO
+        log.log(level, "%s %s port %s: %s", who, host, port, event.description)
+
+    def _peer(self) -> tuple[str, int]:
+        host, port = (self.peername or ("?", 0))[:2]
+        return host, port
+
+    def _auth_requested(self, event: PublicKeyAuthRequested | PasswordAuthRequested) -> None:
+        self._auth.handle(event, self._peer())
+
+    # RFC 4254 §6.1 sessions (up to MaxSessions), RFC 4254 §7.2 direct-tcpip
+    # and PROTOCOL §2.4 direct-streamlocal within the forwarding policy;
+    # every other type is refused as unknown (CorePump.unhandled_open).
+
+    def _open_session(self, event: ChannelOpenRequested) -> None:
+        open_session(self, event, self._server.options.sessions)
+
+    def _open_direct_tcpip(self, event: ChannelOpenRequested) -> None:
+        host, port = self._peer()
+        if event.host is None or event.port is None:
+            self.refuse_open(event)
             return
-        policy = self._server.options.forwarding
-        key_options = login_key_options(self.core)
-        if event.kind == "direct-tcpip" and event.host is not None and event.port is not None:
-            allowed = policy.allows_local(key_options, event.host, event.port)
-            kind, target = "local", f"{event.host} port {event.port}"
-            # The originator is the one the request names (RFC 4254 §7.2: the
-            # client that connected to ssh's -L), as sshd logs it.
-            if event.orig_host is not None and event.orig_port is not None:
-                host, port = event.orig_host, event.orig_port
-        elif event.kind == "direct-streamlocal@openssh.com" and event.socket_path is not None:
-            allowed = policy.allows_streamlocal(key_options)
-            kind, target = "streamlocal", f"path {event.socket_path}"
-        else:
-            if not closed:
-                channels.reject_open(
-                    event.channel_id, OpenFailureReason.UNKNOWN_CHANNEL_TYPE, "unknown channel type"
-                )
+        allowed = self._server.options.forwarding.allows_local(
+            login_key_options(self.core), event.host, event.port
+        )
+        # The originator is the one the request names (RFC 4254 §7.2: the
+        # client that connected to ssh's -L), as sshd logs it.
+        if event.orig_host is not None and event.orig_port is not None:
+            host, port = event.orig_host, event.orig_port
+        self._open_forward(event, allowed, "local", f"{event.host} port {event.port}", host, port)
+
+    def _open_direct_streamlocal(self, event: ChannelOpenRequested) -> None:
+        if event.socket_path is None:
+            self.refuse_open(event)
             return
+        allowed = self._server.options.forwarding.allows_streamlocal(login_key_options(self.core))
+        host, port = self._peer()
+        self._open_forward(event, allowed, "streamlocal", f"path {event.socket_path}", host, port)
+
+    def _open_forward(
+        self, event: ChannelOpenRequested, allowed: bool, kind: str, target: str, host: str, port: int
+    ) -> None:
         if not allowed:
             # sshd's wording, so that log readers find it where they expect.
             log.info("refused %s port forward: originator %s port %s, target %s", kind, host, port, target)
-            if not closed:
-                channels.reject_open(
-                    event.channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed"
-                )
+            self.core.channels.reject_open(
+                event.channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed"
+            )
             return
-        if not closed:
-            self._spawn(connect_target(self, event))
+        self._spawn(connect_target(self, event))
 
 
 class Server:

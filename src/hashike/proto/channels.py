@@ -30,6 +30,21 @@ us; it shrinks with each data message and grows only when the runtime calls
 :meth:`Channels.acknowledge` for bytes it has written onward, batched into one
 WINDOW_ADJUST per half initial window. ``remote_window`` is what we may send;
 :meth:`Channels.send_data` never sends past it and never queues the rest.
+
+What the peer may send about a channel depends on the channel's state, and
+:data:`PEER_MAY_SEND` says it as a table: a message for a channel whose state
+does not list it ends the connection (RFC 4254 §5.1: confirmations only for a
+channel that is opening; §5.2-§5.4: data, EOF, CLOSE and requests only for one
+both sides know).
+
+Lifecycle. Once the connection is closed (``closed()`` is true), and for a
+channel that has closed (CLOSE both ways, or a refused open) while its id is
+not reused yet, every command is a no-op: answers (``accept_open``, ``reject_open``,
+``reply_request``, ``reply_global_request``), ``send_eof``, ``close`` and
+``acknowledge`` do nothing, ``send_data`` and ``window_available`` return 0.
+The runtime never needs to ask "is it still open?" first. Commands that start
+something that needs the peer (``open``, ``global_request``) raise
+:class:`LocalProtocolError` instead: nothing could ever answer them.
 """
 
 from __future__ import annotations
@@ -68,7 +83,9 @@ __all__ = [
     "ChannelState",
     "Channels",
     "EventSink",
+    "CHANNEL_MESSAGES",
     "KEEPALIVE",
+    "PEER_MAY_SEND",
     "Send",
 ]
 
@@ -105,6 +122,39 @@ class ChannelState(enum.Enum):
     PENDING = "pending"  # the peer sent CHANNEL_OPEN, the runtime has not answered
     OPEN = "open"
     CLOSING = "closing"  # we sent CHANNEL_CLOSE, the peer's has not arrived
+
+
+# Messages about a channel the peer may send in each of our states (RFC 4254
+# §5). PENDING is the peer's own open that we have not answered: it may send
+# nothing on it yet (it has no id of ours to name). In CLOSING, what races our
+# CLOSE is still checked, then dropped (§5.3).
+_ESTABLISHED = frozenset(
+    (
+        MsgType.CHANNEL_WINDOW_ADJUST,
+        MsgType.CHANNEL_DATA,
+        MsgType.CHANNEL_EXTENDED_DATA,
+        MsgType.CHANNEL_EOF,
+        MsgType.CHANNEL_CLOSE,
+        MsgType.CHANNEL_REQUEST,
+        MsgType.CHANNEL_SUCCESS,
+        MsgType.CHANNEL_FAILURE,
+    )
+)
+# Every message the channel table handles (RFC 4254 §4, §5); the rest of the
+# connection protocol's range is unassigned (RFC 4250 §4.1.2).
+CHANNEL_MESSAGES = (
+    frozenset(
+        (MsgType.GLOBAL_REQUEST, MsgType.REQUEST_SUCCESS, MsgType.REQUEST_FAILURE, MsgType.CHANNEL_OPEN)
+    )
+    | _ESTABLISHED
+    | frozenset((MsgType.CHANNEL_OPEN_CONFIRMATION, MsgType.CHANNEL_OPEN_FAILURE))
+)
+PEER_MAY_SEND: dict[ChannelState, frozenset[int]] = {
+    ChannelState.OPENING: frozenset((MsgType.CHANNEL_OPEN_CONFIRMATION, MsgType.CHANNEL_OPEN_FAILURE)),
+    ChannelState.PENDING: frozenset(),
+    ChannelState.OPEN: _ESTABLISHED,
+    ChannelState.CLOSING: _ESTABLISHED,
+}
 
 
 class EventSink(Protocol):
@@ -190,6 +240,7 @@ class Channels:
         max_packet: int = 32 * 1024,
         max_channels: int = 4096,
         peer_max_packet: int = 35000,
+        closed: Callable[[], bool] = lambda: False,
     ) -> None:
         _check_uint32("window", window)
         self._check_max_packet(max_packet)
@@ -197,6 +248,7 @@ class Channels:
             raise ValueError("max_channels must be at least 1")
         self._send = send
         self._events = events
+        self._closed = closed  # the connection's: see "Lifecycle" above
         self.window = window
         self.max_packet = max_packet
         self.max_channels = max_channels
@@ -209,6 +261,7 @@ class Channels:
         self._next_id = 0
         self._out_global: deque[str] = deque()
         self._in_global: deque[_Reply] = deque()
+        self._in_global_first = 0  # the request_id of _in_global[0]
         self._handlers: dict[int, Callable[[memoryview], None]] = {
             MsgType.GLOBAL_REQUEST: self._on_global_request,
             MsgType.REQUEST_SUCCESS: lambda p: self._on_global_reply(p, True),
@@ -262,8 +315,8 @@ class Channels:
 
     def window_available(self, channel_id: int) -> int:
         """How many bytes ``send_data`` would accept now (0 if it cannot send)."""
-        c = self._get(channel_id)
-        if c.state is not ChannelState.OPEN or c.eof_sent:
+        c = self._live(channel_id)
+        if c is None or c.state is not ChannelState.OPEN or c.eof_sent:
             return 0
         return c.remote_window
 
@@ -275,7 +328,9 @@ class Channels:
         """Send CHANNEL_OPEN (RFC 4254 §5.1) and return the new local id.
 
         Raises :class:`ChannelOpenFailed` (RESOURCE_SHORTAGE) when
-        ``max_channels`` channels are live."""
+        ``max_channels`` channels are live, :class:`LocalProtocolError` once
+        the connection is closed."""
+        self._check_open()
         window = self.window if window is None else window
         max_packet = self.max_packet if max_packet is None else max_packet
         _check_uint32("window", window)
@@ -314,6 +369,8 @@ class Channels:
     def accept_open(self, channel_id: int) -> None:
         """Confirm a :class:`ChannelOpenRequested` (RFC 4254 §5.1)."""
         c = self._get_state(channel_id, ChannelState.PENDING, "accept")
+        if c is None:
+            return
         c.state = ChannelState.OPEN
         fields = (c.remote_id, c.id, c.local_window, c.local_max_packet)
         self._send(_msg(MsgType.CHANNEL_OPEN_CONFIRMATION, *fields), b"")
@@ -321,6 +378,8 @@ class Channels:
     def reject_open(self, channel_id: int, reason: int, description: str) -> None:
         """Refuse a :class:`ChannelOpenRequested`; the id is free at once."""
         c = self._get_state(channel_id, ChannelState.PENDING, "reject")
+        if c is None:
+            return
         self._release(c)
         self._send_open_failure(c.remote_id, reason, description)
 
@@ -339,6 +398,8 @@ class Channels:
         ``send(head, slice)`` call; the caller keeps the rest and retries
         after :class:`ChannelWindowOpened`."""
         c = self._sendable(channel_id, "send data")
+        if c is None:
+            return 0
         view = data if isinstance(data, memoryview) else memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
@@ -366,6 +427,8 @@ class Channels:
     def send_eof(self, channel_id: int) -> None:
         """RFC 4254 §5.3: we send no more data; the peer still may."""
         c = self._sendable(channel_id, "send EOF")
+        if c is None:
+            return
         c.eof_sent = True
         self._send(_msg(MsgType.CHANNEL_EOF, c.remote_id), b"")
 
@@ -373,7 +436,9 @@ class Channels:
         """Send CHANNEL_CLOSE once (RFC 4254 §5.3). A second call does nothing.
         On a channel still opening, CLOSE goes out when the peer confirms; on
         a peer's open not yet answered, it is refused."""
-        c = self._get(channel_id)
+        c = self._live(channel_id)
+        if c is None:
+            return
         if c.state is ChannelState.PENDING:
             self.reject_open(channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "closed")
         elif c.state is ChannelState.OPENING:
@@ -391,7 +456,9 @@ class Channels:
         """The runtime has written ``n`` received bytes onward: give the peer
         that much window back, batched (as OpenSSH does) into one
         WINDOW_ADJUST per half initial window (RFC 4254 §5.2)."""
-        c = self._get(channel_id)
+        c = self._live(channel_id)
+        if c is None:
+            return
         if not 0 <= n <= c.unacked:
             raise LocalProtocolError(f"acknowledged {n} bytes, but only {c.unacked} are unacknowledged")
         c.unacked -= n
@@ -408,7 +475,9 @@ class Channels:
 
     def send_request(self, channel_id: int, name: str, want_reply: bool, extra: bytes = b"") -> None:
         """RFC 4254 §5.4. Allowed after our EOF (exit-status follows it), not after CLOSE."""
-        c = self._get(channel_id)
+        c = self._live(channel_id)
+        if c is None:
+            return
         if c.state is not ChannelState.OPEN:
             raise LocalProtocolError(f"cannot send a request on channel {channel_id} ({c.state.value})")
         if want_reply:
@@ -419,25 +488,39 @@ class Channels:
     def reply_request(self, channel_id: int, success: bool) -> None:
         """Answer the oldest unanswered :class:`ChannelRequestReceived` with
         want_reply. After our CLOSE the answer is dropped (§5.3)."""
-        c = self._get(channel_id)
-        if c.state is not ChannelState.CLOSING:
+        c = self._live(channel_id)
+        if c is not None and c.state is not ChannelState.CLOSING:
             self._answer(c.in_requests, (success, b""), f"on channel {channel_id}")
             self._flush_channel_replies(c)
 
     def global_request(self, name: str, want_reply: bool, extra: bytes = b"") -> None:
-        """RFC 4254 §4."""
+        """RFC 4254 §4. Raises :class:`LocalProtocolError` once the connection is closed."""
+        self._check_open()
         if want_reply:
             self._out_global.append(name)
         self._send(
             encode_byte(MsgType.GLOBAL_REQUEST) + encode_string(name) + encode_bool(want_reply) + extra, b""
         )
 
-    def reply_global_request(self, success: bool, extra: bytes = b"") -> None:
-        """Answer the oldest unanswered :class:`GlobalRequestReceived` with
-        want_reply; ``extra`` is only sent with success (§4)."""
+    def reply_global_request(
+        self, success: bool, extra: bytes = b"", *, request_id: int | None = None
+    ) -> None:
+        """Answer the :class:`GlobalRequestReceived` with this ``request_id``,
+        or the oldest unanswered one; ``extra`` is only sent with success
+        (§4). Replies still go out in request order: an answer waits for
+        the answers of every earlier request."""
         if extra and not success:
             raise LocalProtocolError("REQUEST_FAILURE carries no data")
-        self._answer(self._in_global, (success, extra), "on the connection")
+        if self._closed():
+            return
+        queue, reply = self._in_global, (success, extra)
+        if request_id is None:
+            self._answer(queue, reply, "on the connection")
+        else:
+            index = request_id - self._in_global_first
+            if not 0 <= index < len(queue) or queue[index] is not None:
+                raise LocalProtocolError(f"global request {request_id} does not await a reply")
+            queue[index] = reply
         self._flush_global_replies()
 
     @staticmethod
@@ -488,7 +571,9 @@ class Channels:
         self._receive(cid, payload[13:], code)
 
     def _receive(self, cid: int, data: memoryview, extended: int | None) -> None:
-        c = self._peer_channel(cid, "data")
+        c = self._peer_channel(
+            cid, MsgType.CHANNEL_DATA if extended is None else MsgType.CHANNEL_EXTENDED_DATA
+        )
         n = len(data)
         # RFC 4254 §5.2: the peer may not send more than the window we granted,
         # nor a packet larger than the maximum we announced.
@@ -513,7 +598,7 @@ class Channels:
         r = Reader(payload, 1)
         cid, n = r.uint32(), r.uint32()
         r.check_end()
-        c = self._peer_channel(cid, "WINDOW_ADJUST")
+        c = self._peer_channel(cid, MsgType.CHANNEL_WINDOW_ADJUST)
         # RFC 4254 §5.2: the window may not exceed 2^32 - 1 bytes.
         if c.remote_window + n > MAX_UINT32:
             raise RemoteProtocolError(f"channel {cid}: WINDOW_ADJUST overflows the window")
@@ -523,7 +608,7 @@ class Channels:
             self._events.append(ChannelWindowOpened(channel_id=cid, window=c.remote_window))
 
     def _on_eof(self, payload: memoryview) -> None:
-        cid, c = self._addressed(payload, "EOF")
+        cid, c = self._addressed(payload)
         if c.eof_received:
             raise RemoteProtocolError(f"channel {cid}: second EOF")
         c.eof_received = True
@@ -531,7 +616,7 @@ class Channels:
             self._events.append(ChannelEofReceived(channel_id=cid))
 
     def _on_close(self, payload: memoryview) -> None:
-        cid, c = self._addressed(payload, "CLOSE")
+        cid, c = self._addressed(payload)
         # RFC 4254 §5.3: answer with our CLOSE unless we sent one; the
         # channel then is closed both ways and its id may be reused.
         if not c.close_sent:
@@ -603,9 +688,7 @@ class Channels:
         # types we open defines any, so it is read and ignored.
         r.rest()
         r.check_end()
-        c = self._channels.get(cid)
-        if c is None or c.state is not ChannelState.OPENING:
-            raise RemoteProtocolError(f"OPEN_CONFIRMATION for channel {cid}, which is not opening")
+        c = self._peer_channel(cid, MsgType.CHANNEL_OPEN_CONFIRMATION)
         if max_packet < 1:
             raise RemoteProtocolError(f"OPEN_CONFIRMATION with maximum packet size {max_packet}")
         c.remote_id, c.remote_window, c.remote_max_packet = sender, window, max_packet
@@ -622,9 +705,7 @@ class Channels:
         description = r.string(_DESCRIPTION_LIMIT).decode("utf-8", "replace")
         r.string(_NAME_LIMIT)  # language tag
         r.check_end()
-        c = self._channels.get(cid)
-        if c is None or c.state is not ChannelState.OPENING:
-            raise RemoteProtocolError(f"OPEN_FAILURE for channel {cid}, which is not opening")
+        c = self._peer_channel(cid, MsgType.CHANNEL_OPEN_FAILURE)
         self._release(c)
         self._events.append(ChannelOpenRefused(channel_id=cid, reason=reason, description=description))
 
@@ -635,7 +716,7 @@ class Channels:
         want_reply = r.boolean()
         extra = r.rest()
         r.check_end()
-        c = self._peer_channel(cid, "CHANNEL_REQUEST")
+        c = self._peer_channel(cid, MsgType.CHANNEL_REQUEST)
         if c.close_sent:
             return  # §5.3: we may send nothing more, not even a reply
         if self._queue_request(c.in_requests, name, want_reply, MAX_PENDING_REQUESTS):
@@ -652,7 +733,7 @@ class Channels:
             self._send(_msg(MsgType.CHANNEL_SUCCESS if ok else MsgType.CHANNEL_FAILURE, c.remote_id), b"")
 
     def _on_request_reply(self, payload: memoryview, success: bool) -> None:
-        cid, c = self._addressed(payload, "request reply")
+        cid, c = self._addressed(payload)
         if not c.out_requests:
             raise RemoteProtocolError(f"channel {cid}: reply to a request we did not make")
         name = c.out_requests.popleft()  # §5.4: replies come in request order
@@ -665,14 +746,18 @@ class Channels:
         want_reply = r.boolean()
         extra = r.rest()
         r.check_end()
+        request_id = self._in_global_first + len(self._in_global) if want_reply else None
         if self._queue_request(self._in_global, name, want_reply, MAX_PENDING_GLOBAL_REQUESTS):
-            self._events.append(GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra))
+            self._events.append(
+                GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra, request_id=request_id)
+            )
         self._flush_global_replies()
 
     def _flush_global_replies(self) -> None:
         queue = self._in_global
         while queue and (reply := queue[0]) is not None:
             queue.popleft()
+            self._in_global_first += 1
             ok, data = reply
             self._send(encode_byte(MsgType.REQUEST_SUCCESS if ok else MsgType.REQUEST_FAILURE) + data, b"")
 
@@ -712,36 +797,56 @@ class Channels:
             heapq.heappush(self._free, cid)
         self._released.clear()
 
+    def _check_open(self) -> None:
+        if self._closed():
+            raise LocalProtocolError("connection is closed")
+
     def _get(self, channel_id: int) -> _Chan:
         c = self._channels.get(channel_id)
         if c is None:
             raise LocalProtocolError(f"no channel {channel_id}")
         return c
 
-    def _get_state(self, channel_id: int, state: ChannelState, action: str) -> _Chan:
-        c = self._get(channel_id)
-        if c.state is not state:
+    def _live(self, channel_id: int) -> _Chan | None:
+        """The channel a command acts on, or None when the command is a no-op:
+        the connection is closed, or the channel has closed (its id is free
+        and not reused yet, which only happens once the runtime has taken
+        the events that closed it). An id that was never ours is the
+        runtime's bug: LocalProtocolError."""
+        if self._closed():
+            return None
+        c = self._channels.get(channel_id)
+        if c is None and not 0 <= channel_id < self._next_id:
+            raise LocalProtocolError(f"no channel {channel_id}")
+        return c
+
+    def _get_state(self, channel_id: int, state: ChannelState, action: str) -> _Chan | None:
+        c = self._live(channel_id)
+        if c is not None and c.state is not state:
             raise LocalProtocolError(f"cannot {action} channel {channel_id}: it is {c.state.value}")
         return c
 
-    def _sendable(self, channel_id: int, action: str) -> _Chan:
-        c = self._get(channel_id)
-        if c.state is not ChannelState.OPEN or c.eof_sent:
+    def _sendable(self, channel_id: int, action: str) -> _Chan | None:
+        c = self._live(channel_id)
+        if c is not None and (c.state is not ChannelState.OPEN or c.eof_sent):
             why = "EOF was sent" if c.eof_sent and c.state is ChannelState.OPEN else c.state.value
             raise LocalProtocolError(f"cannot {action} on channel {channel_id}: {why}")
         return c
 
-    def _addressed(self, payload: memoryview, what: str) -> tuple[int, _Chan]:
+    def _addressed(self, payload: memoryview) -> tuple[int, _Chan]:
         """Decode a message that is just a recipient channel (EOF, CLOSE, replies)."""
         r = Reader(payload, 1)
         cid = r.uint32()
         r.check_end()
-        return cid, self._peer_channel(cid, what)
+        return cid, self._peer_channel(cid, payload[0])
 
-    def _peer_channel(self, cid: int, what: str) -> _Chan:
-        """The channel a peer's message names; it must be one the peer knows:
-        confirmed by either side and not yet closed by the peer."""
+    def _peer_channel(self, cid: int, msg: int) -> _Chan:
+        """The channel a peer's message ``msg`` names, if :data:`PEER_MAY_SEND`
+        allows that message in the channel's state."""
         c = self._channels.get(cid)
-        if c is None or c.state in _UNKNOWN_TO_PEER:
-            raise RemoteProtocolError(f"{what} for unknown channel {cid}")
-        return c
+        if c is not None and msg in PEER_MAY_SEND[c.state]:
+            return c
+        name = MsgType(msg).name
+        if msg in PEER_MAY_SEND[ChannelState.OPENING]:
+            raise RemoteProtocolError(f"{name} for channel {cid}, which is not opening")
+        raise RemoteProtocolError(f"{name} for unknown channel {cid}")

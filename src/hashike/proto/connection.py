@@ -19,14 +19,26 @@ Window and packet sizes (RFC 4254 §5.2): against any peer we use OpenSSH's
 2 MiB window and 32 KiB packets. When the peer is hashike (it announced
 ``max-packet-length@hashike.dev`` in EXT_INFO) both sides use 16 MiB windows
 and 256 KiB packets: fewer packets and round trips for the same data.
+
+Lifecycle (as h11's ERROR state): the connection is closed once a DISCONNECT
+was sent or received, the peer hung up, or a protocol error ended it; the
+last event is then :class:`Disconnected`. After that every command here is a
+documented no-op (host-key and auth decisions, answers to prompts, ``close``,
+``start_rekey``, ``handle_timer``, further input), and so is every answer on
+:attr:`channels` (see :mod:`hashike.proto.channels`), so a runtime answering a
+batch of events that ended with the peer's DISCONNECT needs no guards. Only a
+new request (``auth_*``, a channel open, a global request) still raises
+:class:`LocalProtocolError`: nothing could ever answer it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
 
 from hashike.proto.auth import ClientAuth, ServerAuth
-from hashike.proto.channels import Channels
+from hashike.proto.channels import CHANNEL_MESSAGES, Channels
 from hashike.proto.config import TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError, RemoteProtocolError, SSHError
@@ -41,12 +53,26 @@ __all__ = ["ClientConnection", "ServerConnection"]
 USERAUTH = "ssh-userauth"
 _AUTH_MESSAGES = range(50, 80)  # RFC 4250 §4.1.2: user authentication
 _CONNECTION_MESSAGES = range(80, 128)  # RFC 4250 §4.1.2: connection protocol
-_CHANNEL_MESSAGES = range(80, 101)  # RFC 4254: global requests and channels
 
 OPENSSH_WINDOW = 2 * 1024 * 1024
 OPENSSH_MAX_PACKET = 32 * 1024
 HASHIKE_WINDOW = 16 * 1024 * 1024
 HASHIKE_MAX_PACKET = MAX_PAYLOAD - 64  # room for the channel data header
+
+
+_P = ParamSpec("_P")
+_C = TypeVar("_C", bound="_Connection")
+
+
+def _unless_closed(command: Callable[Concatenate[_C, _P], None]) -> Callable[Concatenate[_C, _P], None]:
+    """A command that does nothing once the connection is closed (see Lifecycle above)."""
+
+    def guarded(self: _C, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        if not self.closed:
+            command(self, *args, **kwargs)
+
+    functools.update_wrapper(guarded, command)
+    return guarded
 
 
 class _Connection:
@@ -73,6 +99,7 @@ class _Connection:
                 window=HASHIKE_WINDOW if hashike_peer else OPENSSH_WINDOW,
                 max_packet=HASHIKE_MAX_PACKET if hashike_peer else OPENSSH_MAX_PACKET,
                 peer_max_packet=t.peer_max_packet,
+                closed=lambda: self.closed,
             )
         return self._channels
 
@@ -84,11 +111,13 @@ class _Connection:
     def closed(self) -> bool:
         return self._transport.state is State.CLOSED
 
+    @_unless_closed
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes from the socket. Protocol errors end in a Disconnected event."""
         self._transport.receive_data(data)
         self._after_input()
 
+    @_unless_closed
     def receive_eof(self) -> None:
         self._transport.receive_eof()
 
@@ -102,12 +131,15 @@ class _Connection:
         """Everything the core wants on the wire, coalesced into one write."""
         return self._transport.data_to_send()
 
+    @_unless_closed
     def close(self, description: str = "disconnected by user") -> None:
         self._transport.disconnect(DisconnectReason.BY_APPLICATION, description)
 
+    @_unless_closed
     def start_rekey(self) -> None:
         self._transport.start_rekey()
 
+    @_unless_closed
     def handle_timer(self, now: float) -> None:
         self._transport.handle_timer(now)
 
@@ -116,7 +148,7 @@ class _Connection:
 
     def _deliver(self, msg: int, payload: memoryview) -> None:
         try:
-            if msg in _CHANNEL_MESSAGES and self.authenticated:
+            if msg in CHANNEL_MESSAGES and self.authenticated:
                 # The data path: the payload view goes to the channel table
                 # uncopied; it copies only the data it hands on.
                 self.channels.handle(msg, payload)
@@ -129,8 +161,9 @@ class _Connection:
         raise NotImplementedError
 
     def _on_connection_message(self, msg: int, payload: bytes) -> None:
-        """RFC 4250 §4.1.2: 101-127 are reserved for the connection protocol;
-        none is defined, so answer UNIMPLEMENTED (RFC 4253 §11.4)."""
+        """RFC 4250 §4.1.2: 83-89 and 101-127 are unassigned numbers of the
+        connection protocol, so answer UNIMPLEMENTED (RFC 4253 §11.4), as
+        OpenSSH does."""
         self._transport.send_unimplemented()
 
 
@@ -151,12 +184,14 @@ class ClientConnection(_Connection):
         self.service_accepted = False
         self._auth = ClientAuth(self._transport, self._events)
 
+    @_unless_closed
     def accept_host_key(self) -> None:
         if self._transport.server_host_key is None:
             raise LocalProtocolError("no host key has been received")
         self._host_key_accepted = True
         self._after_input()
 
+    @_unless_closed
     def reject_host_key(self) -> None:
         self._transport.disconnect(DisconnectReason.HOST_KEY_NOT_VERIFIABLE, "Host key verification failed.")
 
@@ -207,6 +242,7 @@ class ClientConnection(_Connection):
         """RFC 4256: prompts arrive as :class:`AuthPrompts`."""
         self._auth.keyboard_interactive(username, submethods)
 
+    @_unless_closed
     def answer_prompts(self, responses: Sequence[str]) -> None:
         """Answer the last :class:`AuthPrompts`: one response per prompt."""
         self._auth.answer_prompts(responses)
@@ -296,6 +332,7 @@ class ServerConnection(_Connection):
         """Failed attempts so far, as counted for MaxAuthTries."""
         return self._auth.failures
 
+    @_unless_closed
     def accept_auth(self, policy: AuthPolicy | None = None) -> None:
         """Accept the request of the last PublicKeyAuthRequested /
         PasswordAuthRequested: SSH_MSG_USERAUTH_PK_OK for an unsigned public key
@@ -304,6 +341,7 @@ class ServerConnection(_Connection):
         closed; LocalProtocolError if no request awaits a decision."""
         self._auth.accept(policy)
 
+    @_unless_closed
     def reject_auth(self) -> None:
         """Refuse the pending request: USERAUTH_FAILURE listing the methods
         offered, or DISCONNECT once the failures reach ``max_auth_tries``."""

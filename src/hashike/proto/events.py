@@ -282,11 +282,14 @@ class ChannelRequestReplied:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GlobalRequestReceived:
-    """RFC 4254 §4. If ``want_reply``, answer with ``reply_global_request``."""
+    """RFC 4254 §4. If ``want_reply``, answer with ``reply_global_request``,
+    passing ``request_id`` to answer this request rather than the oldest
+    unanswered one (a handler may answer later than the next request's)."""
 
     name: str
     want_reply: bool
     extra: bytes
+    request_id: int | None = None  # set when want_reply
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -49,7 +49,7 @@ from hashike.keys.authorized_keys import (
     load_authorized_keys,
 )
 from hashike.keys.keypair import PublicKey
-from hashike.keys.known_hosts import match_pattern
+from hashike.keys.patterns import match_pattern
 from hashike.proto.connection import ServerConnection
 from hashike.proto.events import PasswordAuthRequested, PublicKeyAuthRequested
 

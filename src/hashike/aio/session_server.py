@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from hashike.keys.known_hosts import match_pattern
+from hashike.keys.patterns import match_pattern
 from hashike.proto.channels import ChannelOpenRequested, ChannelRequestReceived, ChannelState
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import DecodeError

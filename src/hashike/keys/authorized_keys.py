@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hashike.keys.keypair import KeyFormatError, PublicKey
-from hashike.keys.known_hosts import match_pattern
+from hashike.keys.patterns import match_any, match_pattern
 from hashike.keys.textfile import iter_lines
 
 __all__ = [
@@ -410,29 +410,30 @@ def _normalise_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Ad
     return ip
 
 
+class _InvalidCriteria(Exception):
+    """A from= CIDR block with host bits set, or not a block at all."""
+
+
 def _match_from(patterns: str, address: str, hostname: str | None) -> bool:
     ip = _normalise_address(address)
     text_address = str(ip) if ip is not None else address.lower()
-    positive = False
-    for item in patterns.split(","):
-        negated = item.startswith("!")
-        pattern = (item[1:] if negated else item).lower()
-        if not pattern:
-            continue
+
+    def matches(pattern: str) -> bool:
+        pattern = pattern.lower()
         if "/" in pattern:
             try:
                 network = ipaddress.ip_network(pattern, strict=True)  # host bits set: invalid
             except ValueError:
-                return False  # sshd: "invalid from criteria" refuses the key
-            hit = ip is not None and ip.version == network.version and ip in network
-        else:
-            hit = match_pattern(text_address, pattern) or (
-                hostname is not None and match_pattern(hostname.lower(), pattern)
-            )
-        if hit and negated:
-            return False
-        positive = positive or hit
-    return positive
+                raise _InvalidCriteria from None
+            return ip is not None and ip.version == network.version and ip in network
+        return match_pattern(text_address, pattern) or (
+            hostname is not None and match_pattern(hostname.lower(), pattern)
+        )
+
+    try:
+        return match_any(patterns.split(","), matches)
+    except _InvalidCriteria:
+        return False  # sshd: "invalid from criteria" refuses the key
 
 
 # --- lines and files -----------------------------------------------------------------

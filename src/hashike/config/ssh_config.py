@@ -25,10 +25,10 @@ the ClientSettings field it fills, the function that turns its arguments into
 a value, and how values combine. Arguments are checked even in switched-off
 blocks, as ssh does. Keywords that OpenSSH knows and hashike does not
 implement fall in two groups: those whose absence can only make hashike do
-less or check more (X11, agent forwarding, GSSAPI ...) are accepted and listed in ``ClientSettings.ignored_options``;
-those that would change where or how hashike connects (``ProxyCommand`` ...)
-are refused, but only if they take effect. ``IgnoreUnknown`` silences both
-refused and unknown keywords.
+less or check more (X11, agent forwarding, GSSAPI ...) are accepted and
+listed in ``ClientSettings.ignored_options``; those that would change where or
+how hashike connects (``ProxyCommand`` ...) are refused, but only if they take
+effect. ``IgnoreUnknown`` silences both refused and unknown keywords.
 
 Once all lines are read, ``%`` tokens, ``${VAR}`` and ``~`` are expanded in
 IdentityFile, UserKnownHostsFile, IdentityAgent and ControlPath, and ``%``

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 
 from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.keys.patterns import match_any, match_pattern
-from hashike.keys.textfile import iter_lines
+from hashike.keys.textfile import iter_lines, read_bounded
 
 __all__ = [
     "parse_forward_permission",
@@ -507,16 +507,14 @@ def load_authorized_keys(
     Only the first MAX_FILE_SIZE bytes are read. Never raises on the file's content."""
     found: list[tuple[int, str]] = []
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_SIZE + 1)
+        data, truncated = read_bounded(path, MAX_FILE_SIZE, whole_lines=True)
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
         if warnings is not None:
             warnings.append((0, f"cannot read {os.fspath(path)}: {exc.strerror or exc}"))
         return []
-    if len(data) > MAX_FILE_SIZE:
-        data = data[: data.rfind(b"\n", 0, MAX_FILE_SIZE) + 1]
+    if truncated:
         found.append((0, f"file larger than {MAX_FILE_SIZE} bytes: the rest is ignored"))
     keys, skipped = parse_authorized_keys(data)
     if warnings is not None:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from hashike.keys.textfile import read_bounded
 from hashike.proto.errors import DecodeError, SSHError
 from hashike.proto.wire import Reader, encode_mpint, encode_string
 
@@ -316,11 +317,10 @@ def generate_private_key(
 
 def _read_file(path: str, limit: int) -> bytes:
     try:
-        with open(path, "rb") as file:
-            data = file.read(limit + 1)
+        data, more = read_bounded(path, limit)
     except OSError as exc:
         raise KeyFileError(f'Load key "{path}": {exc.strerror or exc}') from exc
-    if len(data) > limit:
+    if more:
         raise KeyFileError(f'Load key "{path}": invalid format')
     return data
 

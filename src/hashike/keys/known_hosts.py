@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hmac as crypto_hmac
 
 from hashike.keys.keypair import KeyFormatError, PublicKey
 from hashike.keys.patterns import match_pattern_list
-from hashike.keys.textfile import iter_lines
+from hashike.keys.textfile import iter_lines, read_bounded
 from hashike.proto.errors import DecodeError, SSHError
 from hashike.proto.wire import Reader
 
@@ -264,15 +264,11 @@ def _parse_line(path: str, lineno: int, line: str) -> KnownHostEntry | None:
 def _read_limited(path: str) -> tuple[bytes, bool] | None:
     """The first MAX_FILE_SIZE bytes of the file and whether there was more; None if missing."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_SIZE + 1)
+        return read_bounded(path, MAX_FILE_SIZE, whole_lines=True)
     except (FileNotFoundError, NotADirectoryError):  # no such file: nothing known from it
         return None
     except OSError as exc:
         raise KnownHostsError(f"cannot read known hosts file {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_FILE_SIZE:
-        return data[: data.rfind(b"\n", 0, MAX_FILE_SIZE) + 1], True
-    return data, False
 
 
 class KnownHosts:

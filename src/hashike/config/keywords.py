@@ -22,6 +22,10 @@ from hashike.proto.config import (
     DEFAULT_HOST_KEY_ALGORITHMS,
     DEFAULT_KEX,
     DEFAULT_MACS,
+    SUPPORTED_CIPHERS,
+    SUPPORTED_HOST_KEY_ALGORITHMS,
+    SUPPORTED_KEX,
+    SUPPORTED_MACS,
     TransportConfig,
     apply_algorithm_spec,
 )
@@ -42,6 +46,7 @@ __all__ = [
     "rekey_limit",
     "single",
     "transport_config",
+    "transport_keywords",
 ]
 
 # The pseudo-file name ssh and sshd give to -o options in their error messages.
@@ -170,6 +175,23 @@ class TransportSettings:
     macs: tuple[str, ...] = DEFAULT_MACS
     rekey_bytes: int = DEFAULT_REKEY_BYTES
     rekey_seconds: float = DEFAULT_REKEY_SECONDS
+
+
+def transport_keywords(mac_spec: str, rekey: Parser) -> dict[str, Keyword]:
+    """The rows that fill TransportSettings, alike in both dialects but for how
+    an error names the MAC list (``mac_spec``) and how RekeyLimit reads (``rekey``)."""
+    return {
+        "ciphers": single("ciphers", algorithms("SSH2 cipher spec", DEFAULT_CIPHERS, SUPPORTED_CIPHERS)),
+        "kexalgorithms": single(
+            "kex_algorithms", algorithms("SSH2 KexAlgorithms", DEFAULT_KEX, SUPPORTED_KEX)
+        ),
+        "hostkeyalgorithms": single(
+            "host_key_algorithms",
+            algorithms("key types", DEFAULT_HOST_KEY_ALGORITHMS, SUPPORTED_HOST_KEY_ALGORITHMS),
+        ),
+        "macs": single("macs", algorithms(mac_spec, DEFAULT_MACS, SUPPORTED_MACS)),
+        "rekeylimit": Keyword(("rekey_bytes", "rekey_seconds"), rekey, max_args=2),
+    }
 
 
 def transport_config(settings: TransportSettings, base: TransportConfig | None = None) -> TransportConfig:

@@ -19,22 +19,12 @@ from hashike.config.keywords import (
     Keyword,
     Parser,
     ValueProblem,
-    algorithms,
     choice,
     rekey_limit,
     single,
+    transport_keywords,
 )
 from hashike.config.syntax import parse_size, parse_time
-from hashike.proto.config import (
-    DEFAULT_CIPHERS,
-    DEFAULT_HOST_KEY_ALGORITHMS,
-    DEFAULT_KEX,
-    DEFAULT_MACS,
-    SUPPORTED_CIPHERS,
-    SUPPORTED_HOST_KEY_ALGORITHMS,
-    SUPPORTED_KEX,
-    SUPPORTED_MACS,
-)
 
 __all__ = ["IGNORED", "KEYWORDS", "MIN_RSA_SIZE", "REFUSED", "is_env_reference"]
 
@@ -262,16 +252,7 @@ KEYWORDS: dict[str, Keyword] = {
     "tcpkeepalive": single("tcp_keep_alive", _parse_flag),
     "addressfamily": single("address_family", choice({"any": "any", "inet": "inet", "inet6": "inet6"})),
     "bindaddress": single("bind_address", _parse_string),
-    "ciphers": single("ciphers", algorithms("SSH2 cipher spec", DEFAULT_CIPHERS, SUPPORTED_CIPHERS)),
-    "kexalgorithms": single("kex_algorithms", algorithms("SSH2 KexAlgorithms", DEFAULT_KEX, SUPPORTED_KEX)),
-    "hostkeyalgorithms": single(
-        "host_key_algorithms",
-        algorithms("key types", DEFAULT_HOST_KEY_ALGORITHMS, SUPPORTED_HOST_KEY_ALGORITHMS),
-    ),
-    "macs": single("macs", algorithms("SSH2 MAC spec", DEFAULT_MACS, SUPPORTED_MACS)),
-    "rekeylimit": Keyword(
-        ("rekey_bytes", "rekey_seconds"), rekey_limit(_rekey_size, _seconds, ignore_case=True), max_args=2
-    ),
+    **transport_keywords("SSH2 MAC spec", rekey_limit(_rekey_size, _seconds, ignore_case=True)),
     "compression": single("compression", _parse_flag),
     "loglevel": single("log_level", _parse_log_level),
     "escapechar": single("escape_char", _parse_escape_char),

@@ -98,25 +98,15 @@ from hashike.config.keywords import (
     Parser,
     TransportSettings,
     ValueProblem,
-    algorithms,
     choice,
     keep_first,
     rekey_limit,
     single,
     transport_config,
+    transport_keywords,
 )
 from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
 from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
-from hashike.proto.config import (
-    DEFAULT_CIPHERS,
-    DEFAULT_HOST_KEY_ALGORITHMS,
-    DEFAULT_KEX,
-    DEFAULT_MACS,
-    SUPPORTED_CIPHERS,
-    SUPPORTED_HOST_KEY_ALGORITHMS,
-    SUPPORTED_KEX,
-    SUPPORTED_MACS,
-)
 
 __all__ = [
     "COMMAND_LINE",
@@ -383,18 +373,7 @@ _KEYWORDS: dict[str, Keyword] = {
     "port": single("port", _parse_port),
     "listenaddress": single("listen_addresses", _parse_listen, merge="append"),
     "hostkey": single("host_key_files", _parse_host_key, merge="append"),
-    "ciphers": single("ciphers", algorithms("SSH2 cipher spec", DEFAULT_CIPHERS, SUPPORTED_CIPHERS)),
-    "kexalgorithms": single("kex_algorithms", algorithms("SSH2 KexAlgorithms", DEFAULT_KEX, SUPPORTED_KEX)),
-    "hostkeyalgorithms": single(
-        "host_key_algorithms",
-        algorithms("key types", DEFAULT_HOST_KEY_ALGORITHMS, SUPPORTED_HOST_KEY_ALGORITHMS),
-    ),
-    "macs": single("macs", algorithms("SSH2 mac spec", DEFAULT_MACS, SUPPORTED_MACS)),
-    "rekeylimit": Keyword(
-        ("rekey_bytes", "rekey_seconds"),
-        rekey_limit(_rekey_size, _rekey_seconds, ignore_case=False),
-        max_args=2,
-    ),
+    **transport_keywords("SSH2 mac spec", rekey_limit(_rekey_size, _rekey_seconds, ignore_case=False)),
     "logingracetime": single("login_grace_time", _parse_login_grace_time),
     "maxstartups": single("max_startups", _parse_max_startups),
     "authorizedkeysfile": single("authorized_keys_files", _parse_authorized_keys_files, max_args=None),

@@ -9,7 +9,6 @@ import hmac
 import io
 import os
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from hashike.keys.known_hosts import (
     hash_host_name,
     host_port_name,
     key_type_label,
-    match_pattern,
-    match_pattern_list,
 )
 from hashike.proto.hostkey import PublicKey
 from hashike.proto.wire import encode_string
@@ -62,59 +59,6 @@ def line(names: str, key: PublicKey, marker: str = "", comment: str = "") -> str
 
 def parse(*lines: str) -> KnownHosts:
     return KnownHosts.parse("\n".join(lines) + "\n", "/kh")
-
-
-# --- patterns ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "pattern", "expected"),
-    [
-        ("host", "host", True),
-        ("host", "hos", False),
-        ("host", "hostx", False),
-        ("host", "*", True),
-        ("", "*", True),
-        ("", "?", False),
-        ("a.example.com", "*.example.com", True),
-        ("example.com", "*.example.com", False),
-        ("host1", "host?", True),
-        ("host12", "host?", False),
-        ("[1.2.3.4]:2222", "[1.2.3.4]:2222", True),  # brackets are literal
-        ("[1.2.3.4]:2222", "[1.2.3.*]:22*", True),
-        ("1", "[1]", False),
-        ("abcabcabd", "*abc*abd", True),
-        ("aaa", "a*a*a*a", False),
-        ("x", "**x**", True),
-    ],
-)
-def test_match_pattern(text: str, pattern: str, expected: bool) -> None:
-    assert match_pattern(text, pattern) is expected
-
-
-def test_match_pattern_is_not_exponential() -> None:
-    start = time.monotonic()
-    assert not match_pattern("a" * 2000, "*a" * 100 + "b")
-    assert time.monotonic() - start < 5
-
-
-@pytest.mark.parametrize(
-    ("name", "patterns", "expected"),
-    [
-        ("host", "other,host", True),
-        ("HOST", "other,host", True),
-        ("host", "OTHER,Host", True),
-        ("host.example.com", "*.example.com,!host.example.com", False),
-        ("web.example.com", "*.example.com,!host.example.com", True),
-        ("host.example.com", "!host.example.com", False),
-        ("other", "!host.example.com", False),  # negation alone never matches
-        ("host", ",,host,", True),
-        ("host", "", False),
-        ("host", "!", False),
-    ],
-)
-def test_match_pattern_list(name: str, patterns: str, expected: bool) -> None:
-    assert match_pattern_list(name, patterns) is expected
 
 
 def test_host_port_name() -> None:

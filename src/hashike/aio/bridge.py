@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from hashike.proto.errors import ChannelOpenFailed
 from hashike.proto.events import ChannelRequestReceived
 
+from .flow import Credit, Outflow
+
 if TYPE_CHECKING:
     from hashike.proto.channels import Channels
 
@@ -44,14 +46,12 @@ class SocketBridge(asyncio.Protocol):
         self.channel_id = channel_id
         self.transport: asyncio.Transport | None = None
         self.open = False  # the channel is confirmed
-        self._pending: memoryview | None = None  # read, not yet sent (window full)
+        self._out = Outflow()  # read from the socket, not yet sent
         self._local_eof = False  # the socket sent EOF
         self._eof_sent = False
         self._remote_eof = False
-        self._write_paused = False
-        self._unacked = 0  # received bytes whose credit waits for resume_writing
+        self._credit = Credit()  # for what we write to the socket
         self._writes: list[bytes] = []  # received this batch, written at its end
-        self._reading = True
         self._closed = False
         self.bytes_in = 0
         self.bytes_out = 0
@@ -105,10 +105,9 @@ class SocketBridge(asyncio.Protocol):
             self.pump.call_after_batch(self.flush_writes)
         self._writes.append(data)
         self.bytes_in += len(data)
-        if self._write_paused:
-            self._unacked += len(data)
-        elif self._live():  # not closed later in this batch
-            self.channels.acknowledge(self.channel_id, len(data))
+        n = self._credit.grant(len(data))
+        if n and self._live():  # not closed later in this batch
+            self.channels.acknowledge(self.channel_id, n)
 
     def flush_writes(self) -> None:
         writes, self._writes = self._writes, []
@@ -150,13 +149,10 @@ class SocketBridge(asyncio.Protocol):
             return  # closed, perhaps by an event of this batch not handled yet
         assert self.channel_id is not None
         can_send = self.pump.can_send()
-        if self._pending is not None and can_send:
-            n = self.channels.send_data(self.channel_id, self._pending)
-            self.bytes_out += n
-            rest = self._pending[n:]
-            self._pending = rest if len(rest) else None
-        if self._pending is not None or not can_send:
-            self._pause_reading()
+        if self._out.pending is not None and can_send:
+            self.bytes_out += self._out.send(self.channels, self.channel_id)
+        if self._out.pending is not None or not can_send:
+            self._out.read(self.transport, False)
         elif self._local_eof:
             if not self._eof_sent:
                 self._eof_sent = True
@@ -164,7 +160,7 @@ class SocketBridge(asyncio.Protocol):
                 if self._remote_eof:
                     self._close_channel()
         else:
-            self._resume_reading()
+            self._out.read(self.transport, True)
 
     def _close_channel(self) -> None:
         if not self._closed and self.channel_id is not None:
@@ -179,12 +175,10 @@ class SocketBridge(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if not self.open:
-            self._pause_reading()  # until the channel is confirmed
+            self._out.read(transport, False)  # until the channel is confirmed
 
     def data_received(self, data: bytes) -> None:
-        # Reading is paused whenever something waits, so this joins nothing
-        # but a rare leftover.
-        self._pending = memoryview(data) if self._pending is None else memoryview(bytes(self._pending) + data)
+        self._out.add(data)
         self.pump_data()
         self.pump.flush()
 
@@ -201,22 +195,11 @@ class SocketBridge(asyncio.Protocol):
             self.pump.flush()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._credit.pause()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        n = self._credit.resume()
         cid = self.channel_id
-        if self._unacked and cid is not None and self._live() and not self._closed:
-            n, self._unacked = self._unacked, 0
+        if n and cid is not None and self._live() and not self._closed:
             self.channels.acknowledge(cid, n)
             self.pump.flush()
-
-    def _pause_reading(self) -> None:
-        if self._reading and self.transport is not None and not self.transport.is_closing():
-            self._reading = False
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if not self._reading and self.transport is not None and not self.transport.is_closing():
-            self._reading = True
-            self.transport.resume_reading()

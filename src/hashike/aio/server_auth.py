@@ -48,7 +48,8 @@ from hashike.keys.authorized_keys import (
     expand_authorized_keys_path,
     load_authorized_keys,
 )
-from hashike.keys.known_hosts import match_pattern
+from hashike.keys.patterns import match_pattern
+from hashike.keys.textfile import read_bounded
 from hashike.proto.connection import ServerConnection
 from hashike.proto.events import PasswordAuthRequested, PublicKeyAuthRequested
 from hashike.proto.hostkey import PublicKey
@@ -104,11 +105,10 @@ def load_password_file(
     Raises :class:`PasswordFileError` if the file cannot be read or is larger
     than MAX_PASSWORD_FILE_SIZE."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_PASSWORD_FILE_SIZE + 1)
+        data, more = read_bounded(path, MAX_PASSWORD_FILE_SIZE)
     except OSError as exc:
         raise PasswordFileError(f"PasswordFile {os.fspath(path)}: {exc.strerror or exc}") from None
-    if len(data) > MAX_PASSWORD_FILE_SIZE:
+    if more:
         raise PasswordFileError(f"PasswordFile {os.fspath(path)}: larger than {MAX_PASSWORD_FILE_SIZE} bytes")
     entries: dict[str, bytes] = {}
     for lineno, raw in enumerate(data.split(b"\n"), 1):

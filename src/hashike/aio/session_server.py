@@ -11,7 +11,7 @@ its own (setsid) whose controlling terminal is the pty, or with three pipes.
 The child is reaped through a pidfd (a thread where there is none), which
 keeps its whole wait status: the core-dump flag of exit-signal included.
 
-Data flow follows :class:`hashike.aio.bridge.SocketBridge`. Each output
+Data flow is :mod:`hashike.aio.flow`'s, as for a forwarded socket. Each output
 stream (stdout; stderr as extended data 1; or the pty master) keeps what the
 peer's window cannot take in one memoryview, and no stream is read while
 anything waits. Channel data for the child's stdin is acknowledged (window
@@ -62,6 +62,7 @@ from hashike.proto.session import (
     encode_exit_status,
 )
 
+from .flow import Credit, Outflow
 from .server_auth import login_key_options
 
 if TYPE_CHECKING:
@@ -246,45 +247,27 @@ def exit_request(status: int) -> tuple[str, bytes]:
 # --- the child's streams -------------------------------------------------------------
 
 
-class _Output(asyncio.Protocol):
+class _Output(Outflow, asyncio.Protocol):
     """One output stream of the child: stdout, stderr or the pty master."""
 
     def __init__(self, session: ServerSession, extended: int | None) -> None:
+        super().__init__()
         self.session = session
         self.extended = extended
         self.transport: asyncio.ReadTransport | None = None
-        self.pending: memoryview | None = None  # read, not yet sent (window full)
         self.done = False  # EOF (or EIO, for a pty whose slave side is gone)
-        self._reading = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.ReadTransport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        # Reading pauses whenever something waits: joining is rare.
-        self.pending = memoryview(data) if self.pending is None else memoryview(bytes(self.pending) + data)
+        self.add(data)
         self.session.output_ready()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.done = True
         self.session.output_ready()
-
-    def send(self, channels: Channels, channel_id: int) -> None:
-        assert self.pending is not None
-        n = channels.send_data(channel_id, self.pending, self.extended)
-        rest = self.pending[n:]
-        self.pending = rest if len(rest) else None
-
-    def pause(self) -> None:
-        if self._reading and self.transport is not None and not self.transport.is_closing():
-            self._reading = False
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if not self._reading and self.transport is not None and not self.transport.is_closing():
-            self._reading = True
-            self.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -298,8 +281,7 @@ class _Input(asyncio.BaseProtocol):
     def __init__(self, session: ServerSession) -> None:
         self.session = session
         self.transport: asyncio.WriteTransport | None = None
-        self._paused = False
-        self._held = 0  # written while paused: credit waits for resume_writing
+        self._credit = Credit()
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -312,29 +294,24 @@ class _Input(asyncio.BaseProtocol):
         if self.lost or transport is None or transport.is_closing():
             return len(data)  # nobody reads it: drop it, but give the window back
         transport.write(data)
-        if self._paused:
-            self._held += len(data)
-            return 0
-        return len(data)
+        return self._credit.grant(len(data))
 
     def write_eof(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write_eof()  # closes the pipe once the buffer is flushed
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self._credit.pause()
 
     def resume_writing(self) -> None:
-        self._paused = False
-        self._release()
+        self._release(self._credit.resume())
 
     def connection_lost(self, exc: Exception | None) -> None:
         # The child closed its stdin: what was buffered for it is dropped.
         self.lost = True
-        self._release()
+        self._release(self._credit.release())
 
-    def _release(self) -> None:
-        n, self._held = self._held, 0
+    def _release(self, n: int) -> None:
         if n:
             self.session.acknowledge(n)
             self.session.pump.flush()
@@ -459,13 +436,10 @@ class ServerSession:
         can_send = self.pump.can_send()
         for output in self._outputs:
             if output.pending is not None and can_send:
-                output.send(self.channels, self.channel_id)
+                output.send(self.channels, self.channel_id, output.extended)
         blocked = not can_send or any(output.pending is not None for output in self._outputs)
         for output in self._outputs:
-            if blocked:
-                output.pause()
-            else:
-                output.resume()
+            output.read(output.transport, not blocked)
         self._maybe_finish()
 
     # --- from the streams and the child -------------------------------------------

@@ -20,7 +20,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -37,6 +36,7 @@ from hashike.config.forward import ForwardSpecError, parse_forward
 from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
 from hashike.keys.keypair import KeyFileError
 from hashike.keys.known_hosts import evaluate_host_key
+from hashike.keys.patterns import match_pattern
 from hashike.proto.errors import (
     AuthenticationFailed,
     ChannelOpenFailed,
@@ -386,18 +386,12 @@ def _want_pty(request_tty: str, has_command: bool, stdin_tty: bool) -> bool:
     return want
 
 
-def _glob(name: str, pattern: str) -> bool:
-    """ssh's pattern: * and ? wildcards, everything else literal."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, name, re.DOTALL) is not None
-
-
 def _environment(settings: ClientSettings) -> dict[str, str]:
     """SendEnv (local variables whose names match) and SetEnv, as ssh sends them."""
     env = {
         name: value
         for name, value in os.environ.items()
-        if any(_glob(name, pattern) for pattern in settings.send_env)
+        if any(match_pattern(name, pattern) for pattern in settings.send_env)
     }
     env.update(settings.set_env)
     return env

@@ -31,6 +31,7 @@ from hashike.config.sshd_config import (
     transport_config,
 )
 from hashike.keys.keypair import KeyFileError, generate_private_key, load_private_key, write_private_key
+from hashike.keys.textfile import read_bounded
 from hashike.proto.hostkey import PrivateKey
 
 __all__ = ["main"]
@@ -102,11 +103,10 @@ def _load_host_keys(settings: ServerSettings, extra: list[str]) -> list[PrivateK
 
 def _read_banner(path: str) -> str:
     try:
-        with open(os.path.expanduser(path), "rb") as f:
-            data = f.read(MAX_BANNER + 1)
+        data, more = read_bounded(os.path.expanduser(path), MAX_BANNER)
     except OSError as exc:
         raise _Fatal(f"Banner {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_BANNER:
+    if more:
         raise _Fatal(f"Banner {path}: larger than {MAX_BANNER} bytes")
     return data.decode("utf-8", "replace")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hashike.keys.authorized_keys import ForwardPermission, KeyOptions, parse_forward_permission
-from hashike.keys.known_hosts import match_pattern
+from hashike.keys.patterns import match_pattern
 
 __all__ = ["ForwardingPolicy", "SessionPolicy", "parse_permit_open"]
 

@@ -20,15 +20,15 @@ Every file starts switched on. ``Include`` reads files (globs, relative to
 file) as if inserted, except that an Include in a switched-off block reads
 its files switched off, and the block's state is restored after it.
 
-Every keyword is a row of ``_KEYWORDS``: the ClientSettings field it fills,
-the function that turns its arguments into a value, and how values combine.
-Arguments are checked even in switched-off blocks, as ssh does. Keywords that
-OpenSSH knows and hashike does not implement fall in two groups: those whose
-absence can only make hashike do less or check more (X11, agent forwarding,
-GSSAPI ...) are accepted and listed in ``ClientSettings.ignored_options``;
-those that would change where or how hashike connects (``ProxyCommand`` ...)
-are refused, but only if they take effect. ``IgnoreUnknown`` silences both
-refused and unknown keywords.
+Every keyword is a row of ``KEYWORDS`` (:mod:`hashike.config.ssh_keywords`):
+the ClientSettings field it fills, the function that turns its arguments into
+a value, and how values combine. Arguments are checked even in switched-off
+blocks, as ssh does. Keywords that OpenSSH knows and hashike does not
+implement fall in two groups: those whose absence can only make hashike do
+less or check more (X11, agent forwarding, GSSAPI ...) are accepted and
+listed in ``ClientSettings.ignored_options``; those that would change where or
+how hashike connects (``ProxyCommand`` ...) are refused, but only if they take
+effect. ``IgnoreUnknown`` silences both refused and unknown keywords.
 
 Once all lines are read, ``%`` tokens, ``${VAR}`` and ``~`` are expanded in
 IdentityFile, UserKnownHostsFile, IdentityAgent and ControlPath, and ``%``
@@ -42,40 +42,31 @@ colon after the file name in that message only).
 
 from __future__ import annotations
 
-import functools
 import getpass
 import glob
 import hashlib
-import math
 import os
 import pwd
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from hashike.config.forward import (
-    Forward,
-    ForwardKind,
-    ForwardSpecError,
-    expand_variables,
-    forward_from_config,
-    parse_port,
+from hashike.config.forward import Forward, expand_variables
+from hashike.config.keywords import (
+    COMMAND_LINE,
+    KEYWORD_RE,
+    ArgumentCount,
+    Keyword,
+    TransportSettings,
+    ValueProblem,
+    keep_first,
+    transport_config,
 )
-from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
-from hashike.proto.config import (
-    DEFAULT_CIPHERS,
-    DEFAULT_HOST_KEY_ALGORITHMS,
-    DEFAULT_KEX,
-    DEFAULT_MACS,
-    SUPPORTED_CIPHERS,
-    SUPPORTED_HOST_KEY_ALGORITHMS,
-    SUPPORTED_KEX,
-    SUPPORTED_MACS,
-    TransportConfig,
-    apply_algorithm_spec,
-)
+from hashike.config.ssh_keywords import IGNORED, KEYWORDS, MIN_RSA_SIZE, REFUSED, is_env_reference
+from hashike.config.syntax import UnterminatedQuote, split_arguments
+from hashike.keys.patterns import match_any, match_pattern, match_pattern_list
 
 __all__ = [
     "COMMAND_LINE",
@@ -89,8 +80,6 @@ __all__ = [
     "transport_config",
 ]
 
-# The pseudo-file name ssh gives to -o options in its error messages.
-COMMAND_LINE = "command-line"
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 USER_CONFIG = os.path.join(".ssh", "config")  # relative to the home directory
 
@@ -104,10 +93,6 @@ _MAX_INCLUDE_DEPTH = 16
 _MAX_IDENTITY_FILES = 100
 # ssh: with BatchMode and no ServerAliveInterval, probe a dead server every 5 min.
 _BATCH_SERVER_ALIVE_INTERVAL = 300
-_MIN_RSA_SIZE = 1024
-
-_DEFAULT_REKEY_BYTES = TransportConfig().rekey_bytes
-_DEFAULT_REKEY_SECONDS = TransportConfig().rekey_seconds
 
 StrictHostKeyChecking = Literal["yes", "no", "ask", "accept-new"]
 AddressFamily = Literal["any", "inet", "inet6"]
@@ -125,12 +110,10 @@ class ConfigError(ValueError):
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_INT_MAX = 2**31 - 1
-_SIZE_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ClientSettings:
+class ClientSettings(TransportSettings):
     """The client's settings for one destination, every source applied.
 
     Paths are expanded (``~``, ``%`` tokens, ``${VAR}``). ``identity_files``
@@ -138,7 +121,7 @@ class ClientSettings:
     ``identity_files_default`` is True (the caller may skip missing ones
     quietly). ``escape_char`` None means ``EscapeChar none``;
     ``connect_timeout`` None means no timeout; ``control_persist`` None means
-    no, 0 forever, else seconds. ``rekey_seconds == math.inf``: no time limit.
+    no, 0 forever, else seconds.
     """
 
     host: str
@@ -160,7 +143,7 @@ class ClientSettings:
     global_known_hosts_files: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS_FILES
     hash_known_hosts: bool = False
     host_key_alias: str | None = None
-    required_rsa_size: int = _MIN_RSA_SIZE
+    required_rsa_size: int = MIN_RSA_SIZE
     password_authentication: bool = True
     kbd_interactive_authentication: bool = True
     pubkey_authentication: bool = True
@@ -172,12 +155,6 @@ class ClientSettings:
     tcp_keep_alive: bool = True
     address_family: AddressFamily = "any"
     bind_address: str | None = None
-    ciphers: tuple[str, ...] = DEFAULT_CIPHERS
-    kex_algorithms: tuple[str, ...] = DEFAULT_KEX
-    host_key_algorithms: tuple[str, ...] = DEFAULT_HOST_KEY_ALGORITHMS
-    macs: tuple[str, ...] = DEFAULT_MACS
-    rekey_bytes: int = _DEFAULT_REKEY_BYTES
-    rekey_seconds: float = _DEFAULT_REKEY_SECONDS
     compression: bool = False
     log_level: str = "INFO"
     escape_char: str | None = "~"
@@ -198,395 +175,8 @@ class ClientSettings:
         return self.local_forwards + self.remote_forwards + self.dynamic_forwards
 
 
-class _ValueError(Exception):
-    """Raised by value parsers; the caller adds "<file> line <n>: "."""
-
-
-_Parser = Callable[[list[str]], Any]
-
-
-# --- patterns -------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=256)
-def _pattern_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    # ssh's match_pattern: '*' and '?' are the only wildcards.
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(body, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
-
-
-def _match_pattern(text: str, pattern: str, *, ignore_case: bool = False) -> bool:
-    return _pattern_regex(pattern, ignore_case).fullmatch(text) is not None
-
-
-def _match_pattern_list(text: str, patterns: str) -> bool:
-    """ssh's match_pattern_list, case-insensitive: some positive pattern of
-    the comma-separated list matches and no negated one does."""
-    positive = False
-    for pattern in patterns.split(","):
-        negated = pattern.startswith("!")
-        if _match_pattern(text, pattern[1:] if negated else pattern, ignore_case=True):
-            if negated:
-                return False
-            positive = True
-    return positive
-
-
-def _host_line_matches(host: str, patterns: list[str]) -> bool:
-    """A ``Host`` line: some pattern matches and no ``!pattern`` does."""
-    matched = False
-    for pattern in patterns:
-        if pattern.startswith("!"):
-            if _match_pattern(host, pattern[1:]):
-                return False
-        elif _match_pattern(host, pattern):
-            matched = True
-    return matched
-
-
-# --- value parsers: list of arguments -> value -------------------------------------------------
-
-_WORDS_TRUE = ("yes", "true")
-_WORDS_FALSE = ("no", "false")
-
-
-def _choice(table: Mapping[str, Any]) -> _Parser:
-    def parse(args: list[str]) -> Any:
-        try:
-            return table[args[0].lower()]
-        except KeyError:
-            raise _ValueError(f'unsupported option "{args[0]}".') from None
-
-    return parse
-
-
-def _words(yes: Any, no: Any, **extra: Any) -> dict[str, Any]:
-    """ssh's multistate table: yes/true, no/false and the extra words."""
-    return {**dict.fromkeys(_WORDS_TRUE, yes), **dict.fromkeys(_WORDS_FALSE, no), **extra}
-
-
-_parse_flag = _choice(_words(True, False))
-
-
-def _parse_string(args: list[str]) -> str:
-    if not args[0]:
-        raise _ValueError("Missing argument.")
-    return args[0]
-
-
-def _parse_optional_string(args: list[str]) -> str | None:
-    # "none" is ssh's "not set", and still counts as the first value obtained.
-    value = _parse_string(args)
-    return None if value.lower() == "none" else value
-
-
-def _parse_port(args: list[str]) -> int:
-    port = parse_port(args[0])
-    if port is None or port == 0:
-        raise _ValueError(f"Bad port '{args[0]}'.")
-    return port
-
-
-def _parse_count(args: list[str]) -> int:
-    arg = args[0]
-    if not re.fullmatch(r"-?[0-9]+", arg, re.ASCII):
-        raise _ValueError("integer value invalid.")
-    if arg.startswith("-") and arg.strip("-0"):
-        raise _ValueError("integer value too small.")
-    # Length first: int() refuses very long digit strings with its own ValueError.
-    digits = arg.lstrip("-0")
-    if len(digits) > 10 or int(digits or "0") > _INT_MAX:
-        raise _ValueError("integer value too large.")
-    return int(digits or "0")
-
-
-def _time(arg: str) -> int:
-    """A time value in seconds, at most INT_MAX (ssh's convtime); ValueError if bad."""
-    seconds = parse_time(arg)
-    if seconds > _INT_MAX:
-        raise ValueError("time value too large")
-    return seconds
-
-
-def _seconds(arg: str) -> int:
-    try:
-        return _time(arg)
-    except ValueError:
-        raise _ValueError("invalid time value.") from None
-
-
-def _parse_interval(args: list[str]) -> int:
-    return _seconds(args[0])
-
-
-def _parse_connect_timeout(args: list[str]) -> float | None:
-    # 0 and "none" both mean no timeout (ssh's connect() then blocks).
-    if args[0].lower() == "none":
-        return None
-    return float(_seconds(args[0])) or None
-
-
-def _parse_rekey_limit(args: list[str]) -> tuple[int, float]:
-    size_arg = args[0]
-    if size_arg.lower() == "default":
-        size = _DEFAULT_REKEY_BYTES
-    else:
-        try:
-            size = parse_size(size_arg)
-        except ValueError:
-            size = -1
-        if not 0 <= size <= _SIZE_MAX:
-            raise _ValueError(f"Bad number '{size_arg}': Invalid argument")
-        # 0 is ssh's "default"; below a few blocks every packet would rekey.
-        if size == 0:
-            size = _DEFAULT_REKEY_BYTES
-        elif size < 16:
-            raise _ValueError("RekeyLimit too small")
-    seconds = _DEFAULT_REKEY_SECONDS
-    if len(args) == 2:
-        time_arg = args[1].lower()
-        if time_arg == "none":
-            seconds = math.inf
-        elif time_arg != "default":
-            seconds = float(_seconds(time_arg)) or math.inf
-    return size, seconds
-
-
-def _parse_escape_char(args: list[str]) -> str | None:
-    arg = args[0]
-    if arg == "none":
-        return None
-    if len(arg) == 1:
-        return arg
-    if len(arg) == 2 and arg[0] == "^" and 64 <= ord(arg[1]) < 127:
-        return chr(ord(arg[1]) & 31)
-    raise _ValueError("Bad escape character.")
-
-
-_LOG_LEVELS = ("QUIET", "FATAL", "ERROR", "INFO", "VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3")
-
-
-def _parse_log_level(args: list[str]) -> str:
-    level = args[0].upper()
-    if level not in _LOG_LEVELS:
-        raise _ValueError(f"unsupported log level '{args[0]}'")
-    return level
-
-
-def _algorithms(what: str, defaults: tuple[str, ...], supported: tuple[str, ...]) -> _Parser:
-    def parse(args: list[str]) -> tuple[str, ...]:
-        try:
-            return apply_algorithm_spec(args[0], defaults, supported)
-        except ValueError as exc:
-            raise _ValueError(f"Bad {what} '{args[0]}': {exc}.") from None
-
-    return parse
-
-
-def _parse_names(args: list[str]) -> tuple[str, ...]:
-    names = tuple(n for n in args[0].split(",") if n)
-    if not names:
-        raise _ValueError("Missing argument.")
-    return names
-
-
-def _parse_paths(args: list[str]) -> tuple[str, ...]:
-    if not all(args):
-        raise _ValueError("Missing argument.")
-    return tuple(args)
-
-
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
-
-
-def _is_env_reference(arg: str) -> bool:
-    """``$NAME`` (as opposed to ``${NAME}`` inside a path)."""
-    return arg.startswith("$") and not arg.startswith("${")
-
-
-def _parse_identity_agent(args: list[str]) -> str | None:
-    arg = _parse_string(args)
-    # "$NAME": the socket path is in that environment variable.
-    if _is_env_reference(arg) and not _ENV_NAME_RE.fullmatch(arg[1:]):
-        raise _ValueError(f"Invalid environment name {arg}.")
-    return None if arg.lower() == "none" else arg
-
-
-def _parse_required_rsa_size(args: list[str]) -> int:
-    # ssh_config(5): the limit "may only be raised from the default".
-    return max(_MIN_RSA_SIZE, _parse_count(args))
-
-
-def _parse_send_env(args: list[str]) -> tuple[str, ...]:
-    if any("=" in arg for arg in args):
-        raise _ValueError("Invalid environment name.")
-    return tuple(args)
-
-
-def _parse_set_env(args: list[str]) -> tuple[tuple[str, str], ...]:
-    pairs: list[tuple[str, str]] = []
-    for arg in args:
-        name, sep, value = arg.partition("=")
-        if not sep or not name:
-            raise _ValueError("Invalid SetEnv.")
-        pairs.append((name, value))
-    return tuple(pairs)
-
-
-def _parse_control_persist(args: list[str]) -> int | None:
-    arg = args[0].lower()
-    if arg in _WORDS_TRUE:
-        return 0
-    if arg in _WORDS_FALSE:
-        return None
-    try:
-        return _time(arg)
-    except ValueError:
-        raise _ValueError("Bad ControlPersist argument.") from None
-
-
-def _forward_parser(kind: ForwardKind) -> _Parser:
-    def parse(args: list[str]) -> Forward:
-        try:
-            return forward_from_config(kind, args[0], args[1] if len(args) > 1 else None)
-        except ForwardSpecError as exc:
-            raise _ValueError(str(exc)) from None
-
-    return parse
-
-
-# --- the keyword table ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Keyword:
-    # ClientSettings field(s) this keyword fills: a parser returning a tuple
-    # fills several at once (RekeyLimit).
-    fields: tuple[str, ...]
-    parse: _Parser
-    # "first": the first value wins; "append": values accumulate, no
-    # duplicates; "send_env"/"set_env": those keywords' own rules.
-    merge: Literal["first", "append", "send_env", "set_env"] = "first"
-    max_args: int | None = 1
-
-
-def _kw(name: str, parse: _Parser, **kw: Any) -> _Keyword:
-    return _Keyword((name,), parse, **kw)
-
-
-_KEYWORDS: dict[str, _Keyword] = {
-    "hostname": _kw("hostname", _parse_string),
-    "user": _kw("user", _parse_string),
-    "port": _kw("port", _parse_port),
-    "identityfile": _kw("identity_files", _parse_string, merge="append"),
-    "identitiesonly": _kw("identities_only", _parse_flag),
-    "identityagent": _kw("identity_agent", _parse_identity_agent),
-    "localforward": _kw("local_forwards", _forward_parser("local"), merge="append", max_args=2),
-    "remoteforward": _kw("remote_forwards", _forward_parser("remote"), merge="append", max_args=2),
-    "dynamicforward": _kw("dynamic_forwards", _forward_parser("dynamic"), merge="append"),
-    "clearallforwardings": _kw("clear_all_forwardings", _parse_flag),
-    "exitonforwardfailure": _kw("exit_on_forward_failure", _parse_flag),
-    "gatewayports": _kw("gateway_ports", _parse_flag),
-    "batchmode": _kw("batch_mode", _parse_flag),
-    "stricthostkeychecking": _kw(
-        "strict_host_key_checking",
-        _choice(_words("yes", "no", off="no", ask="ask", **{"accept-new": "accept-new"})),
-    ),
-    "userknownhostsfile": _kw("user_known_hosts_files", _parse_paths, max_args=None),
-    "globalknownhostsfile": _kw("global_known_hosts_files", _parse_paths, max_args=None),
-    "hashknownhosts": _kw("hash_known_hosts", _parse_flag),
-    "hostkeyalias": _kw("host_key_alias", _parse_string),
-    "requiredrsasize": _kw("required_rsa_size", _parse_required_rsa_size),
-    "passwordauthentication": _kw("password_authentication", _parse_flag),
-    "kbdinteractiveauthentication": _kw("kbd_interactive_authentication", _parse_flag),
-    "pubkeyauthentication": _kw(
-        "pubkey_authentication", _choice(_words(True, False, unbound=True, **{"host-bound": True}))
-    ),
-    "preferredauthentications": _kw("preferred_authentications", _parse_names),
-    "numberofpasswordprompts": _kw("number_of_password_prompts", _parse_count),
-    "connecttimeout": _kw("connect_timeout", _parse_connect_timeout),
-    "serveraliveinterval": _kw("server_alive_interval", _parse_interval),
-    "serveralivecountmax": _kw("server_alive_count_max", _parse_count),
-    "tcpkeepalive": _kw("tcp_keep_alive", _parse_flag),
-    "addressfamily": _kw("address_family", _choice({"any": "any", "inet": "inet", "inet6": "inet6"})),
-    "bindaddress": _kw("bind_address", _parse_string),
-    "ciphers": _kw("ciphers", _algorithms("SSH2 cipher spec", DEFAULT_CIPHERS, SUPPORTED_CIPHERS)),
-    "kexalgorithms": _kw("kex_algorithms", _algorithms("SSH2 KexAlgorithms", DEFAULT_KEX, SUPPORTED_KEX)),
-    "hostkeyalgorithms": _kw(
-        "host_key_algorithms",
-        _algorithms("key types", DEFAULT_HOST_KEY_ALGORITHMS, SUPPORTED_HOST_KEY_ALGORITHMS),
-    ),
-    "macs": _kw("macs", _algorithms("SSH2 MAC spec", DEFAULT_MACS, SUPPORTED_MACS)),
-    "rekeylimit": _Keyword(("rekey_bytes", "rekey_seconds"), _parse_rekey_limit, max_args=2),
-    "compression": _kw("compression", _parse_flag),
-    "loglevel": _kw("log_level", _parse_log_level),
-    "escapechar": _kw("escape_char", _parse_escape_char),
-    "requesttty": _kw("request_tty", _choice(_words("yes", "no", force="force", auto="auto"))),
-    "sessiontype": _kw(
-        "session_type", _choice({"default": "default", "none": "none", "subsystem": "subsystem"})
-    ),
-    "forkafterauthentication": _kw("fork_after_authentication", _parse_flag),
-    "proxyjump": _kw("proxy_jump", _parse_optional_string),
-    "sendenv": _kw("send_env", _parse_send_env, merge="send_env", max_args=None),
-    "setenv": _kw("set_env", _parse_set_env, merge="set_env", max_args=None),
-    "controlmaster": _kw(
-        "control_master",
-        _choice(_words("yes", "no", ask="ask", auto="auto", autoask="autoask")),
-    ),
-    "controlpath": _kw("control_path", _parse_optional_string),
-    "controlpersist": _kw("control_persist", _parse_control_persist),
-    "ignoreunknown": _kw("ignore_unknown", _parse_string),
-}
-
-# Old names ssh still reads as these keywords.
-for _alias, _name in {
-    "challengeresponseauthentication": "kbdinteractiveauthentication",
-    "skeyauthentication": "kbdinteractiveauthentication",
-    "tisauthentication": "kbdinteractiveauthentication",
-    "dsaauthentication": "pubkeyauthentication",
-    "keepalive": "tcpkeepalive",
-}.items():
-    _KEYWORDS[_alias] = _KEYWORDS[_name]
-
-# OpenSSH keywords accepted and ignored: without them hashike does less (no
-# X11, agent, GSSAPI, hostbased, certificate or hardware-token support), checks
-# more (KnownHostsCommand, VerifyHostKeyDNS), or they tune what hashike does
-# its own way (PubkeyAcceptedAlgorithms). CheckHostIP is the one that, when
-# set to yes, checks something hashike does not; ignored_options shows it.
-_IGNORED = frozenset(
-    """
-    addkeystoagent canonicaldomains canonicalizefallbacklocal canonicalizehostname canonicalizemaxdots
-    canonicalizepermittedcnames casignaturealgorithms certificatefile channeltimeout checkhostip
-    connectionattempts enableescapecommandline enablesshkeysign fingerprinthash forwardagent forwardx11
-    forwardx11timeout forwardx11trusted gssapiauthentication gssapiclientidentity gssapidelegatecredentials
-    gssapikexalgorithms gssapikeyexchange gssapirenewalforcesrekey gssapiserveridentity gssapitrustdns
-    hostbasedacceptedalgorithms hostbasedauthentication hostbasedkeytypes ipqos kbdinteractivedevices
-    knownhostscommand localcommand logverbose nohostauthenticationforlocalhost obscurekeystroketiming
-    permitlocalcommand pkcs11provider proxyusefdpass pubkeyacceptedalgorithms pubkeyacceptedkeytypes
-    securitykeyprovider smartcarddevice stdinnull streamlocalbindmask streamlocalbindunlink syslogfacility
-    tag tunneldevice updatehostkeys verifyhostkeydns visualhostkey xauthlocation
-    protocol cipher compressionlevel rsaauthentication rhostsrsaauthentication useroaming
-    useprivilegedport fallbacktorsh usersh kerberosauthentication kerberostgtpassing afstokenpassing
-    """.split()  # noqa: SIM905 -- a word list reads better than 64 quoted strings
-)
-
-# OpenSSH keywords hashike cannot honour and will not silently drop: their
-# first value is an error when it takes effect, unless it is one of these
-# values, which ask for nothing.
-_REFUSED: dict[str, frozenset[str]] = {
-    "proxycommand": frozenset({"none"}),
-    "bindinterface": frozenset(),
-    "tunnel": frozenset({"no", "false"}),
-    "remotecommand": frozenset({"none"}),
-    "revokedhostkeys": frozenset({"none"}),
-    "permitremoteopen": frozenset({"any"}),
-}
-
-
 # --- lines --------------------------------------------------------------------------------------
 
-# ssh separates the keyword from its arguments by blanks or one '='.
-_KEYWORD_RE = re.compile(r"\s*([^\s=]+)\s*(?:=\s*)?(.*)", re.DOTALL)
 _BLANKS = " \t\r\n\f"
 
 
@@ -594,7 +184,7 @@ def _split(text: str) -> list[str]:
     try:
         return split_arguments(text)
     except UnterminatedQuote:
-        raise _ValueError("invalid quotes") from None
+        raise ValueProblem("invalid quotes") from None
 
 
 def _tilde(path: str, home: str) -> str:
@@ -694,7 +284,7 @@ class _Builder:
         stripped = line.strip(_BLANKS)
         if not stripped or stripped.startswith("#"):
             return active
-        m = _KEYWORD_RE.fullmatch(stripped)
+        m = KEYWORD_RE.fullmatch(stripped)
         name = source.path if source else COMMAND_LINE
         where = f"{name} line {lineno}"
         if m is None:
@@ -704,7 +294,7 @@ class _Builder:
             raise ConfigError(f'{where}: no argument after keyword "{keyword}"')
         try:
             args = _split(rest)
-        except _ValueError as exc:
+        except ValueProblem as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if keyword in ("host", "match", "include"):
             if source is None:
@@ -715,23 +305,23 @@ class _Builder:
                 return self._match(args, source, where)
             self._include(args, source, where, active)
             return active
-        spec = _KEYWORDS.get(keyword)
+        spec = KEYWORDS.get(keyword)
         if spec is None:
             self._unimplemented(keyword, args, active, name, lineno)
             return active
-        if not args:
-            raise ConfigError(f"{where}: Missing argument.")
-        if spec.max_args is not None and len(args) > spec.max_args:
-            raise ConfigError(f"{where}: keyword {keyword} extra arguments at end of line")
         try:
-            value = spec.parse(args)
-        except _ValueError as exc:
+            value = spec.value(args)
+        except ArgumentCount as exc:
+            if exc.extra is None:
+                raise ConfigError(f"{where}: Missing argument.") from None
+            raise ConfigError(f"{where}: keyword {keyword} extra arguments at end of line") from None
+        except ValueProblem as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if active:
             self._merge(spec, value, where)
         return active
 
-    def _merge(self, spec: _Keyword, value: Any, where: str) -> None:
+    def _merge(self, spec: Keyword, value: Any, where: str) -> None:
         name = spec.fields[0]
         if spec.merge == "append":
             if name == "identity_files" and len(self.lists.get(name, ())) >= _MAX_IDENTITY_FILES:
@@ -742,7 +332,7 @@ class _Builder:
             for arg in value:
                 if arg.startswith("-"):
                     # "-PATTERN" forgets the names obtained so far that it matches.
-                    items[:] = [item for item in items if not _match_pattern(item, arg[1:])]
+                    items[:] = [item for item in items if not match_pattern(item, arg[1:])]
                 else:
                     items.append(arg)
         elif spec.merge == "set_env":
@@ -754,22 +344,20 @@ class _Builder:
                     first.setdefault(env_name, env_value)
                 self.values[name] = tuple(first.items())
         else:
-            values = value if len(spec.fields) > 1 else (value,)
-            for field_name, v in zip(spec.fields, values, strict=True):
-                self.values.setdefault(field_name, v)
+            keep_first(self.values, spec, value)
 
     def _ignore_unknown(self, keyword: str) -> bool:
         patterns = self.values.get("ignore_unknown")
-        return patterns is not None and _match_pattern_list(keyword, patterns)
+        return patterns is not None and match_pattern_list(keyword, patterns)
 
     def _unimplemented(self, keyword: str, args: list[str], active: bool, name: str, lineno: int) -> None:
-        if keyword in _IGNORED:
+        if keyword in IGNORED:
             if active:
                 self.ignored[keyword] = None
             return
         if self._ignore_unknown(keyword):
             return
-        if keyword in _REFUSED:
+        if keyword in REFUSED:
             if active:
                 self.refused.setdefault(keyword, (args, f"{name} line {lineno}"))
             return
@@ -780,7 +368,8 @@ class _Builder:
     def _host(self, args: list[str], source: _Source, where: str) -> bool:
         if "" in args:
             raise ConfigError(f"{where}: keyword host empty argument")
-        return not source.never_match and _host_line_matches(self.host, args)
+        # Host patterns are case-sensitive, unlike Match host's.
+        return not source.never_match and match_any(args, lambda pattern: match_pattern(self.host, pattern))
 
     def _match_hostname(self, where: str) -> str:
         hostname = self.values.get("hostname")
@@ -806,7 +395,7 @@ class _Builder:
             elif name.lower() == "host":
                 if i >= len(args) or not args[i]:
                     raise ConfigError(f"{where}: Missing Match criteria for {name}")
-                matched = _match_pattern_list(self._match_hostname(where), args[i])
+                matched = match_pattern_list(self._match_hostname(where), args[i])
                 i += 1
                 if matched == negate:
                     result = False
@@ -847,7 +436,7 @@ class _Builder:
 
     def build(self, *, local_user: str, user: str | None, port: int | None) -> ClientSettings:
         for keyword, (args, where) in self.refused.items():
-            if " ".join(args).lower() not in _REFUSED[keyword]:
+            if " ".join(args).lower() not in REFUSED[keyword]:
                 raise ConfigError(
                     f"{where}: Unsupported option: {keyword} (hashike cannot honour it; "
                     "IgnoreUnknown would skip it)"
@@ -895,7 +484,7 @@ class _Builder:
             raise ConfigError(f"Bad GlobalKnownHostsFile: {exc}") from None
         agent = fields.get("identity_agent")
         # "SSH_AUTH_SOCK" and "$NAME" name a variable holding the path.
-        if agent is not None and agent != "SSH_AUTH_SOCK" and not _is_env_reference(agent):
+        if agent is not None and agent != "SSH_AUTH_SOCK" and not is_env_reference(agent):
             fields["identity_agent"] = expand("IdentityAgent", agent)
         if fields.get("control_path") is not None:
             fields["control_path"] = expand("ControlPath", fields["control_path"])
@@ -1001,16 +590,3 @@ def parse_client_config(
         if system_config_file is not None:
             builder.read_file(system_config_file, user_file=False, check_permissions=False, missing_ok=True)
     return builder.build(local_user=local_user, user=user, port=port)
-
-
-def transport_config(settings: ClientSettings, base: TransportConfig | None = None) -> TransportConfig:
-    """The core's TransportConfig for these settings (other fields from ``base``)."""
-    return replace(
-        base or TransportConfig(),
-        kex_algorithms=settings.kex_algorithms,
-        host_key_algorithms=settings.host_key_algorithms,
-        ciphers=settings.ciphers,
-        macs=settings.macs,
-        rekey_bytes=settings.rekey_bytes,
-        rekey_seconds=settings.rekey_seconds,
-    )

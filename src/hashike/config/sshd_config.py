@@ -7,7 +7,8 @@ with sshd's rule that *the first value obtained wins* it is what makes ``-o``
 override the file. Keywords that may be given many times (``HostKey``,
 ``ListenAddress``) accumulate in that same order instead.
 
-Each keyword is one row of ``_KEYWORDS``: the settings field it fills, the
+Each keyword is one row of ``_KEYWORDS`` (a row of the keyword engine ssh_config
+shares, :mod:`hashike.config.keywords`): the settings field it fills, the
 function that turns its arguments into a value, and whether it accumulates.
 Adding a keyword is adding a row. Values are checked even when an earlier
 value already won, as sshd does, so a typo is reported wherever it is.
@@ -83,27 +84,28 @@ user's login shell (see :mod:`hashike.aio.session_server`); as
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from hashike.config.keywords import (
+    COMMAND_LINE,
+    KEYWORD_RE,
+    ArgumentCount,
+    Keyword,
+    Parser,
+    TransportSettings,
+    ValueProblem,
+    choice,
+    keep_first,
+    rekey_limit,
+    single,
+    transport_config,
+    transport_keywords,
+)
 from hashike.config.policy import ForwardingPolicy, SessionPolicy, parse_permit_open
 from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
 from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
-from hashike.proto.config import (
-    DEFAULT_CIPHERS,
-    DEFAULT_HOST_KEY_ALGORITHMS,
-    DEFAULT_KEX,
-    DEFAULT_MACS,
-    SUPPORTED_CIPHERS,
-    SUPPORTED_HOST_KEY_ALGORITHMS,
-    SUPPORTED_KEX,
-    SUPPORTED_MACS,
-    TransportConfig,
-    apply_algorithm_spec,
-)
 
 __all__ = [
     "COMMAND_LINE",
@@ -121,9 +123,6 @@ __all__ = [
     "transport_config",
 ]
 
-# The pseudo-file name sshd gives to -o options in its error messages.
-COMMAND_LINE = "command-line"
-
 # Deliberate deviation from sshd (which listens on every address): with no
 # ListenAddress, hashiked listens on loopback only.
 DEFAULT_LISTEN_HOSTS: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -135,16 +134,13 @@ NO_REKEY_BYTES = (1 << 63) - 1
 
 DEFAULT_AUTHORIZED_KEYS_FILE = ".ssh/authorized_keys"
 
-_DEFAULT_REKEY_BYTES = TransportConfig().rekey_bytes
-_DEFAULT_REKEY_SECONDS = TransportConfig().rekey_seconds
-
 
 class ConfigError(ValueError):
     """A configuration line hashiked cannot accept; the message is one line."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ServerSettings:
+class ServerSettings(TransportSettings):
     """The server's settings after all configuration sources were applied.
 
     ``listen_addresses`` empty means the default: loopback only (see
@@ -164,12 +160,6 @@ class ServerSettings:
     port: int = 22
     listen_addresses: tuple[tuple[str, int | None], ...] = ()
     host_key_files: tuple[str, ...] = ()
-    ciphers: tuple[str, ...] = DEFAULT_CIPHERS
-    kex_algorithms: tuple[str, ...] = DEFAULT_KEX
-    host_key_algorithms: tuple[str, ...] = DEFAULT_HOST_KEY_ALGORITHMS
-    macs: tuple[str, ...] = DEFAULT_MACS
-    rekey_bytes: int = _DEFAULT_REKEY_BYTES
-    rekey_seconds: float = _DEFAULT_REKEY_SECONDS
     login_grace_time: float = 120.0
     max_startups: tuple[int, int, int] = (10, 30, 100)
     authorized_keys_files: tuple[str, ...] = (DEFAULT_AUTHORIZED_KEYS_FILE,)
@@ -187,18 +177,6 @@ class ServerSettings:
     max_sessions: int = 10
     permit_tty: bool = True
     accept_env: tuple[str, ...] = ()
-
-
-class _ValueError(Exception):
-    """Raised by value parsers; the caller adds "<file> line <n>: " and, when
-    ``name_keyword`` is set, the keyword (sshd: "... line 3: Port missing argument.")."""
-
-    def __init__(self, message: str, *, name_keyword: bool = False) -> None:
-        super().__init__(message)
-        self.name_keyword = name_keyword
-
-
-_Parser = Callable[[list[str]], Any]
 
 
 # --- value formats -----------------------------------------------------------
@@ -243,92 +221,62 @@ def _port(text: str) -> int:
 # --- keyword parsers: list of arguments -> value ------------------------------
 
 
-def _one(args: list[str]) -> str:
-    if not args:
-        raise _ValueError("missing argument.", name_keyword=True)
-    if len(args) > 1:
-        raise _ValueError(f"garbage at end of line: '{args[1]}'.", name_keyword=True)
-    return args[0]
-
-
 def _parse_port(args: list[str]) -> int:
-    arg = _one(args)
+    arg = args[0]
     try:
         return _port(arg)
     except ValueError:
-        raise _ValueError(f"Badly formatted port number '{arg}'.") from None
+        raise ValueProblem(f"Badly formatted port number '{arg}'.") from None
 
 
 def _parse_listen(args: list[str]) -> tuple[str, int | None]:
-    arg = _one(args)
+    arg = args[0]
     try:
         return parse_listen_address(arg)
     except ValueError as exc:
-        raise _ValueError(f"Bad ListenAddress '{arg}': {exc}.") from None
+        raise ValueProblem(f"Bad ListenAddress '{arg}': {exc}.") from None
 
 
 def _parse_host_key(args: list[str]) -> str:
-    arg = _one(args)
+    arg = args[0]
     if not arg:
-        raise _ValueError("HostKey: empty path.")
+        raise ValueProblem("HostKey: empty path.")
     return arg
 
 
-def _algorithms(what: str, defaults: tuple[str, ...], supported: tuple[str, ...]) -> _Parser:
-    def parse(args: list[str]) -> tuple[str, ...]:
-        arg = _one(args)
-        try:
-            return apply_algorithm_spec(arg, defaults, supported)
-        except ValueError as exc:
-            raise _ValueError(f"Bad {what} '{arg}': {exc}.") from None
+def _rekey_size(arg: str) -> int:
+    if arg == "none":
+        return NO_REKEY_BYTES
+    try:
+        size = parse_size(arg)
+    except ValueError:
+        raise ValueProblem(f"Bad RekeyLimit size '{arg}'.") from None
+    # Below a few blocks every packet would trigger a key exchange (sshd: 16).
+    if size < 16:
+        raise ValueProblem(f"RekeyLimit too small: '{arg}'.")
+    return size
 
-    return parse
 
-
-def _parse_rekey_limit(args: list[str]) -> tuple[int, float]:
-    if not args:
-        raise _ValueError("missing argument.", name_keyword=True)
-    if len(args) > 2:
-        raise _ValueError(f"garbage at end of line: '{args[2]}'.", name_keyword=True)
-    size_arg = args[0]
-    if size_arg == "default":
-        size = _DEFAULT_REKEY_BYTES
-    elif size_arg == "none":
-        size = NO_REKEY_BYTES
-    else:
-        try:
-            size = parse_size(size_arg)
-        except ValueError:
-            raise _ValueError(f"Bad RekeyLimit size '{size_arg}'.") from None
-        # Below a few blocks every packet would trigger a key exchange (sshd: 16).
-        if size < 16:
-            raise _ValueError(f"RekeyLimit too small: '{size_arg}'.")
-    seconds = _DEFAULT_REKEY_SECONDS
-    if len(args) == 2:
-        time_arg = args[1]
-        if time_arg == "none":
-            seconds = math.inf
-        elif time_arg != "default":
-            try:
-                seconds = float(parse_time(time_arg)) or math.inf
-            except ValueError:
-                raise _ValueError(f"Bad RekeyLimit time '{time_arg}'.") from None
-    return size, seconds
+def _rekey_seconds(arg: str) -> int:
+    try:
+        return parse_time(arg)
+    except ValueError:
+        raise ValueProblem(f"Bad RekeyLimit time '{arg}'.") from None
 
 
 def _parse_login_grace_time(args: list[str]) -> float:
-    arg = _one(args)
+    arg = args[0]
     try:
         return float(parse_time(arg))
     except ValueError:
-        raise _ValueError(f"Invalid LoginGraceTime '{arg}'.") from None
+        raise ValueProblem(f"Invalid LoginGraceTime '{arg}'.") from None
 
 
 def _parse_max_startups(args: list[str]) -> tuple[int, int, int]:
-    arg = _one(args)
+    arg = args[0]
     parts = arg.split(":")
     if len(parts) not in (1, 3) or not all(_is_number(p) for p in parts):
-        raise _ValueError(f"Bad MaxStartups spec '{arg}'.")
+        raise ValueProblem(f"Bad MaxStartups spec '{arg}'.")
     if len(parts) == 1:
         # A single number: refuse every connection beyond it (rate 100%).
         start = full = int(parts[0])
@@ -336,21 +284,19 @@ def _parse_max_startups(args: list[str]) -> tuple[int, int, int]:
     else:
         start, rate, full = (int(p) for p in parts)
     if not (0 < start <= full and 1 <= rate <= 100):
-        raise _ValueError(f"Illegal MaxStartups spec '{arg}'.")
+        raise ValueProblem(f"Illegal MaxStartups spec '{arg}'.")
     return start, rate, full
 
 
-def _parse_flag(args: list[str]) -> bool:
-    arg = _one(args)
-    value = {"yes": True, "no": False}.get(arg.lower())
-    if value is None:
-        raise _ValueError(f'unsupported option "{arg}".')
-    return value
+_parse_flag = choice({"yes": True, "no": False})
+
+
+def _one_of(*words: str, **aliases: str) -> Parser:
+    """One of ``words`` (case-insensitive, as sshd's multistate options), or an alias of one."""
+    return choice({**{word: word for word in words}, **aliases})
 
 
 def _parse_authorized_keys_files(args: list[str]) -> tuple[str, ...]:
-    if not args:
-        raise _ValueError("missing argument.", name_keyword=True)
     if [a.lower() for a in args] == ["none"]:
         return ()
     for arg in args:
@@ -359,77 +305,57 @@ def _parse_authorized_keys_files(args: list[str]) -> tuple[str, ...]:
             # than at the first login.
             expand_authorized_keys_path(arg, "user", "/home", 0)
         except ValueError:
-            raise _ValueError(f"AuthorizedKeysFile: bad token in '{arg}'.") from None
+            raise ValueProblem(f"AuthorizedKeysFile: bad token in '{arg}'.") from None
     return tuple(args)
 
 
 def _parse_optional_path(args: list[str]) -> str | None:
-    arg = _one(args)
+    arg = args[0]
     if not arg:
-        raise _ValueError("empty path.", name_keyword=True)
+        raise ValueProblem("empty path.", name_keyword=True)
     return None if arg.lower() == "none" else arg
 
 
 def _parse_max_auth_tries(args: list[str]) -> int:
-    arg = _one(args)
+    arg = args[0]
     # At least one try: with none, no one could ever log in.
     if not _is_number(arg) or not 1 <= int(arg) <= 1_000_000:
-        raise _ValueError(f"Invalid MaxAuthTries '{arg}'.")
+        raise ValueProblem(f"Invalid MaxAuthTries '{arg}'.")
     return int(arg)
 
 
 def _parse_allow_users(args: list[str]) -> tuple[str, ...]:
-    if not args:
-        raise _ValueError("missing argument.", name_keyword=True)
     for arg in args:
         user, at, host = arg.rpartition("@")  # sshd splits USER@HOST at the last '@'
         if not arg or (at and not (user and host)):
-            raise _ValueError(f"Bad AllowUsers pattern '{arg}'.")
+            raise ValueProblem(f"Bad AllowUsers pattern '{arg}'.")
     return tuple(args)
 
 
 def _parse_max_sessions(args: list[str]) -> int:
-    arg = _one(args)
+    arg = args[0]
     # 0 is meaningful: no sessions at all (forwarding only).
     if not _is_number(arg) or int(arg) > 1_000_000:
-        raise _ValueError(f"Invalid MaxSessions '{arg}'.")
+        raise ValueProblem(f"Invalid MaxSessions '{arg}'.")
     return int(arg)
 
 
 def _parse_accept_env(args: list[str]) -> tuple[str, ...]:
-    if not args:
-        raise _ValueError("missing argument.", name_keyword=True)
     for arg in args:
         if not arg or "=" in arg:
-            raise _ValueError(f"Invalid environment name '{arg}'.", name_keyword=True)
+            raise ValueProblem(f"Invalid environment name '{arg}'.", name_keyword=True)
     return tuple(args)
 
 
-def _choice(*values: str, aliases: dict[str, str] | None = None) -> _Parser:
-    """One of a few words (case-insensitive, as sshd's multistate options)."""
-
-    def parse(args: list[str]) -> str:
-        arg = _one(args)
-        word = arg.lower()
-        word = (aliases or {}).get(word, word)
-        if word not in values:
-            raise _ValueError(f'unsupported option "{arg}".')
-        return word
-
-    return parse
-
-
 def _parse_permit_open(args: list[str]) -> tuple[ForwardPermission, ...] | None:
-    if not args:
-        raise _ValueError("missing argument.", name_keyword=True)
     for word in ("any", "none"):
         if word in args and len(args) > 1:
-            raise _ValueError(f'"{word}" must appear alone.', name_keyword=True)
+            raise ValueProblem(f'"{word}" must appear alone.', name_keyword=True)
     try:
         return parse_permit_open(args)
     except ValueError as exc:
         message = str(exc)
-        raise _ValueError(f"{message[:1].upper()}{message[1:]}.") from None
+        raise ValueProblem(f"{message[:1].upper()}{message[1:]}.") from None
 
 
 # --- the keyword table --------------------------------------------------------
@@ -439,63 +365,40 @@ def _split(text: str) -> list[str]:
     try:
         return split_arguments(text)
     except UnterminatedQuote:
-        raise _ValueError("unterminated quote.", name_keyword=True) from None
+        raise ValueProblem("unterminated quote.", name_keyword=True) from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Keyword:
-    # ServerSettings field names this keyword fills; a parser returning a tuple
-    # fills several fields at once (RekeyLimit).
-    fields: tuple[str, ...]
-    parse: _Parser
-    # Repeated lines add up (the value is one item, or with ``extend`` a tuple
-    # of items) instead of the first one winning.
-    accumulate: bool = False
-    extend: bool = False
-
-
-_KEYWORDS: dict[str, _Keyword] = {
-    "port": _Keyword(("port",), _parse_port),
-    "listenaddress": _Keyword(("listen_addresses",), _parse_listen, accumulate=True),
-    "hostkey": _Keyword(("host_key_files",), _parse_host_key, accumulate=True),
-    "ciphers": _Keyword(("ciphers",), _algorithms("SSH2 cipher spec", DEFAULT_CIPHERS, SUPPORTED_CIPHERS)),
-    "kexalgorithms": _Keyword(
-        ("kex_algorithms",), _algorithms("SSH2 KexAlgorithms", DEFAULT_KEX, SUPPORTED_KEX)
-    ),
-    "hostkeyalgorithms": _Keyword(
-        ("host_key_algorithms",),
-        _algorithms("key types", DEFAULT_HOST_KEY_ALGORITHMS, SUPPORTED_HOST_KEY_ALGORITHMS),
-    ),
-    "macs": _Keyword(("macs",), _algorithms("SSH2 mac spec", DEFAULT_MACS, SUPPORTED_MACS)),
-    "rekeylimit": _Keyword(("rekey_bytes", "rekey_seconds"), _parse_rekey_limit),
-    "logingracetime": _Keyword(("login_grace_time",), _parse_login_grace_time),
-    "maxstartups": _Keyword(("max_startups",), _parse_max_startups),
-    "authorizedkeysfile": _Keyword(("authorized_keys_files",), _parse_authorized_keys_files),
-    "pubkeyauthentication": _Keyword(("pubkey_authentication",), _parse_flag),
-    "passwordauthentication": _Keyword(("password_authentication",), _parse_flag),
-    "kbdinteractiveauthentication": _Keyword(("kbd_interactive_authentication",), _parse_flag),
+_KEYWORDS: dict[str, Keyword] = {
+    "port": single("port", _parse_port),
+    "listenaddress": single("listen_addresses", _parse_listen, merge="append"),
+    "hostkey": single("host_key_files", _parse_host_key, merge="append"),
+    **transport_keywords("SSH2 mac spec", rekey_limit(_rekey_size, _rekey_seconds, ignore_case=False)),
+    "logingracetime": single("login_grace_time", _parse_login_grace_time),
+    "maxstartups": single("max_startups", _parse_max_startups),
+    "authorizedkeysfile": single("authorized_keys_files", _parse_authorized_keys_files, max_args=None),
+    "pubkeyauthentication": single("pubkey_authentication", _parse_flag),
+    "passwordauthentication": single("password_authentication", _parse_flag),
+    "kbdinteractiveauthentication": single("kbd_interactive_authentication", _parse_flag),
     # sshd's older name for the same setting; first value of either wins.
-    "challengeresponseauthentication": _Keyword(("kbd_interactive_authentication",), _parse_flag),
-    "passwordfile": _Keyword(("password_file",), _parse_optional_path),
-    "maxauthtries": _Keyword(("max_auth_tries",), _parse_max_auth_tries),
-    "allowusers": _Keyword(("allow_users",), _parse_allow_users, accumulate=True, extend=True),
-    "banner": _Keyword(("banner",), _parse_optional_path),
-    "allowtcpforwarding": _Keyword(
-        ("allow_tcp_forwarding",), _choice("yes", "no", "local", "remote", aliases={"all": "yes"})
+    "challengeresponseauthentication": single("kbd_interactive_authentication", _parse_flag),
+    "passwordfile": single("password_file", _parse_optional_path),
+    "maxauthtries": single("max_auth_tries", _parse_max_auth_tries),
+    "allowusers": single("allow_users", _parse_allow_users, merge="extend", max_args=None),
+    "banner": single("banner", _parse_optional_path),
+    "allowtcpforwarding": single(
+        "allow_tcp_forwarding",
+        _one_of("yes", "no", "local", "remote", all="yes"),
     ),
-    "permitopen": _Keyword(("permit_open",), _parse_permit_open),
-    "disableforwarding": _Keyword(("disable_forwarding",), _parse_flag),
-    "gatewayports": _Keyword(("gateway_ports",), _choice("no", "yes", "clientspecified")),
-    "maxsessions": _Keyword(("max_sessions",), _parse_max_sessions),
-    "permittty": _Keyword(("permit_tty",), _parse_flag),
-    "acceptenv": _Keyword(("accept_env",), _parse_accept_env, accumulate=True, extend=True),
+    "permitopen": single("permit_open", _parse_permit_open, max_args=None),
+    "disableforwarding": single("disable_forwarding", _parse_flag),
+    "gatewayports": single("gateway_ports", _one_of("no", "yes", "clientspecified")),
+    "maxsessions": single("max_sessions", _parse_max_sessions),
+    "permittty": single("permit_tty", _parse_flag),
+    "acceptenv": single("accept_env", _parse_accept_env, merge="extend", max_args=None),
 }
 
 
 # --- lines --------------------------------------------------------------------
-
-# sshd separates the keyword from its arguments by whitespace or one '='.
-_KEYWORD_RE = re.compile(r"\s*([^\s=]+)\s*(?:=\s*)?(.*)", re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -507,29 +410,29 @@ class _Builder:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             return
-        m = _KEYWORD_RE.fullmatch(stripped)
+        m = KEYWORD_RE.fullmatch(stripped)
         assert m is not None  # the line is non-blank, so a keyword matches
         keyword, rest = m.group(1), m.group(2)
         spec = _KEYWORDS.get(keyword.lower())
         if spec is None:
             raise ConfigError(f"{source} line {lineno}: Bad configuration option: {keyword}")
         try:
-            value = spec.parse(_split(rest))
-        except _ValueError as exc:
+            value = spec.value(_split(rest))
+        except ArgumentCount as exc:
+            problem = "missing argument." if exc.extra is None else f"garbage at end of line: '{exc.extra}'."
+            raise ConfigError(f"{source} line {lineno}: {keyword} {problem}") from None
+        except ValueProblem as exc:
             where = f"{source} line {lineno}:"
             message = f"{where} {keyword} {exc}" if exc.name_keyword else f"{where} {exc}"
             raise ConfigError(message) from None
-        if spec.accumulate:
-            items = self.lists.setdefault(spec.fields[0], [])
-            if spec.extend:
-                items.extend(value)
-            else:
-                items.append(value)
+        if spec.merge == "first":
+            keep_first(self.values, spec, value)
             return
-        values = value if len(spec.fields) > 1 else (value,)
-        for name, v in zip(spec.fields, values, strict=True):
-            # sshd: the first value obtained for a keyword is the one used.
-            self.values.setdefault(name, v)
+        items = self.lists.setdefault(spec.fields[0], [])
+        if spec.merge == "extend":
+            items.extend(value)
+        else:
+            items.append(value)
 
     def build(self) -> ServerSettings:
         fields = dict(self.values)
@@ -604,17 +507,4 @@ def session_policy(settings: ServerSettings) -> SessionPolicy:
         max_sessions=settings.max_sessions,
         permit_tty=settings.permit_tty,
         accept_env=settings.accept_env,
-    )
-
-
-def transport_config(settings: ServerSettings, base: TransportConfig | None = None) -> TransportConfig:
-    """The core's TransportConfig for these settings (other fields from ``base``)."""
-    return replace(
-        base or TransportConfig(),
-        kex_algorithms=settings.kex_algorithms,
-        host_key_algorithms=settings.host_key_algorithms,
-        ciphers=settings.ciphers,
-        macs=settings.macs,
-        rekey_bytes=settings.rekey_bytes,
-        rekey_seconds=settings.rekey_seconds,
     )

@@ -33,8 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hashike.keys.known_hosts import match_pattern
-from hashike.keys.textfile import iter_lines
+from hashike.keys.patterns import match_any, match_pattern
+from hashike.keys.textfile import iter_lines, read_bounded
 from hashike.proto.hostkey import KeyFormatError, PublicKey
 
 __all__ = [
@@ -410,29 +410,30 @@ def _normalise_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Ad
     return ip
 
 
+class _InvalidCriteria(Exception):
+    """A from= CIDR block with host bits set, or not a block at all."""
+
+
 def _match_from(patterns: str, address: str, hostname: str | None) -> bool:
     ip = _normalise_address(address)
     text_address = str(ip) if ip is not None else address.lower()
-    positive = False
-    for item in patterns.split(","):
-        negated = item.startswith("!")
-        pattern = (item[1:] if negated else item).lower()
-        if not pattern:
-            continue
+
+    def matches(pattern: str) -> bool:
+        pattern = pattern.lower()
         if "/" in pattern:
             try:
                 network = ipaddress.ip_network(pattern, strict=True)  # host bits set: invalid
             except ValueError:
-                return False  # sshd: "invalid from criteria" refuses the key
-            hit = ip is not None and ip.version == network.version and ip in network
-        else:
-            hit = match_pattern(text_address, pattern) or (
-                hostname is not None and match_pattern(hostname.lower(), pattern)
-            )
-        if hit and negated:
-            return False
-        positive = positive or hit
-    return positive
+                raise _InvalidCriteria from None
+            return ip is not None and ip.version == network.version and ip in network
+        return match_pattern(text_address, pattern) or (
+            hostname is not None and match_pattern(hostname.lower(), pattern)
+        )
+
+    try:
+        return match_any(patterns.split(","), matches)
+    except _InvalidCriteria:
+        return False  # sshd: "invalid from criteria" refuses the key
 
 
 # --- lines and files -----------------------------------------------------------------
@@ -506,16 +507,14 @@ def load_authorized_keys(
     Only the first MAX_FILE_SIZE bytes are read. Never raises on the file's content."""
     found: list[tuple[int, str]] = []
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_SIZE + 1)
+        data, truncated = read_bounded(path, MAX_FILE_SIZE, whole_lines=True)
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
         if warnings is not None:
             warnings.append((0, f"cannot read {os.fspath(path)}: {exc.strerror or exc}"))
         return []
-    if len(data) > MAX_FILE_SIZE:
-        data = data[: data.rfind(b"\n", 0, MAX_FILE_SIZE) + 1]
+    if truncated:
         found.append((0, f"file larger than {MAX_FILE_SIZE} bytes: the rest is ignored"))
     keys, skipped = parse_authorized_keys(data)
     if warnings is not None:

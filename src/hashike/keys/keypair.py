@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from hashike.keys.textfile import read_bounded
 from hashike.proto.errors import SSHError
 from hashike.proto.hostkey import (
     MAX_KEY_LINE,
@@ -85,11 +86,10 @@ def generate_private_key(
 
 def _read_file(path: str, limit: int) -> bytes:
     try:
-        with open(path, "rb") as file:
-            data = file.read(limit + 1)
+        data, more = read_bounded(path, limit)
     except OSError as exc:
         raise KeyFileError(f'Load key "{path}": {exc.strerror or exc}') from exc
-    if len(data) > limit:
+    if more:
         raise KeyFileError(f'Load key "{path}": invalid format')
     return data
 

@@ -34,7 +34,8 @@ from typing import TextIO
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
-from hashike.keys.textfile import iter_lines
+from hashike.keys.patterns import match_pattern_list
+from hashike.keys.textfile import iter_lines, read_bounded
 from hashike.proto.errors import DecodeError, SSHError
 from hashike.proto.hostkey import KeyFormatError, PublicKey
 from hashike.proto.wire import Reader
@@ -53,8 +54,6 @@ __all__ = [
     "hash_host_name",
     "host_port_name",
     "key_type_label",
-    "match_pattern",
-    "match_pattern_list",
 ]
 
 MAX_LINE_LENGTH = 64 * 1024
@@ -142,52 +141,7 @@ class HostKeyVerdict:
     error: str | None = None
 
 
-# --- patterns and names -----------------------------------------------------------
-
-
-def match_pattern(text: str, pattern: str) -> bool:
-    """ssh_config(5) PATTERNS: ``*`` is any run of characters, ``?`` exactly one.
-
-    Nothing else is special (``[`` is literal, so ``[host]:port`` patterns work).
-    Case-sensitive; callers lowercase host names. Linear backtracking over the last
-    ``*`` only, so a hostile pattern costs at most len(text) * len(pattern) steps.
-    """
-    t = p = 0
-    star = -1
-    mark = 0
-    while t < len(text):
-        if p < len(pattern) and pattern[p] == "*":
-            star, mark = p, t
-            p += 1
-        elif p < len(pattern) and pattern[p] in ("?", text[t]):
-            t += 1
-            p += 1
-        elif star >= 0:
-            mark += 1
-            t, p = mark, star + 1
-        else:
-            return False
-    return pattern[p:].strip("*") == ""
-
-
-def match_pattern_list(name: str, patterns: str) -> bool:
-    """Match ``name`` against a comma-separated pattern list with ``!`` negation.
-
-    sshd(8) SSH_KNOWN_HOSTS FILE FORMAT: a name that matches a negated pattern is
-    not accepted by the line even if it matches another pattern on it.
-    Matching is case-insensitive.
-    """
-    name = name.lower()
-    positive = False
-    for item in patterns.lower().split(","):
-        negated = item.startswith("!")
-        pattern = item[1:] if negated else item
-        if not pattern or not match_pattern(name, pattern):
-            continue
-        if negated:
-            return False
-        positive = True
-    return positive
+# --- names -----------------------------------------------------------------
 
 
 def host_port_name(host: str, port: int) -> str:
@@ -310,15 +264,11 @@ def _parse_line(path: str, lineno: int, line: str) -> KnownHostEntry | None:
 def _read_limited(path: str) -> tuple[bytes, bool] | None:
     """The first MAX_FILE_SIZE bytes of the file and whether there was more; None if missing."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_SIZE + 1)
+        return read_bounded(path, MAX_FILE_SIZE, whole_lines=True)
     except (FileNotFoundError, NotADirectoryError):  # no such file: nothing known from it
         return None
     except OSError as exc:
         raise KnownHostsError(f"cannot read known hosts file {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_FILE_SIZE:
-        return data[: data.rfind(b"\n", 0, MAX_FILE_SIZE) + 1], True
-    return data, False
 
 
 class KnownHosts:

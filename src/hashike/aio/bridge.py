@@ -66,12 +66,6 @@ class SocketBridge(asyncio.Protocol):
         channels: Channels = self.pump.core.channels
         return channels
 
-    def _live(self) -> bool:
-        """Can we still send on our channel? Not once it is closed, nor once
-        the connection is: a batch of input may end in the peer's
-        DISCONNECT, and the events before it must then send nothing."""
-        return self.channel_id in self.channels and not self.pump.core.closed
-
     def bind(self, channel_id: int) -> None:
         self.channel_id = channel_id
         self.pump.bridges[channel_id] = self
@@ -91,10 +85,10 @@ class SocketBridge(asyncio.Protocol):
     def channel_data(self, data: bytes, extended: int | None = None) -> None:
         if extended is not None:
             # RFC 4254 §5.2: a forwarded connection has no stderr: drop it, but
-            # still give the window back.
-            if self._live():
-                assert self.channel_id is not None
-                self.channels.acknowledge(self.channel_id, len(data))
+            # still give the window back. (On a channel or connection that
+            # closed later in this batch, the core takes it as a no-op.)
+            assert self.channel_id is not None
+            self.channels.acknowledge(self.channel_id, len(data))
             return
         transport = self.transport
         if transport is None or transport.is_closing() or self.channel_id is None:
@@ -106,7 +100,7 @@ class SocketBridge(asyncio.Protocol):
         self._writes.append(data)
         self.bytes_in += len(data)
         n = self._credit.grant(len(data))
-        if n and self._live():  # not closed later in this batch
+        if n:
             self.channels.acknowledge(self.channel_id, n)
 
     def flush_writes(self) -> None:
@@ -145,8 +139,8 @@ class SocketBridge(asyncio.Protocol):
     def pump_data(self) -> None:
         """Send what is waiting, as far as the window and the connection allow;
         read more only when nothing waits."""
-        if not self.open or self._closed or not self._live():
-            return  # closed, perhaps by an event of this batch not handled yet
+        if not self.open or self._closed:
+            return
         assert self.channel_id is not None
         can_send = self.pump.can_send()
         if self._out.pending is not None and can_send:
@@ -165,8 +159,7 @@ class SocketBridge(asyncio.Protocol):
     def _close_channel(self) -> None:
         if not self._closed and self.channel_id is not None:
             self._closed = True
-            if self._live():
-                self.channels.close(self.channel_id)
+            self.channels.close(self.channel_id)
 
     # --- asyncio.Protocol: the local socket ---------------------------------------
 
@@ -200,6 +193,6 @@ class SocketBridge(asyncio.Protocol):
     def resume_writing(self) -> None:
         n = self._credit.resume()
         cid = self.channel_id
-        if n and cid is not None and self._live() and not self._closed:
+        if n and cid is not None and not self._closed:
             self.channels.acknowledge(cid, n)
             self.pump.flush()

@@ -3,11 +3,21 @@
 Theory of operation. Bytes from the socket go to :meth:`Transport.receive_data`.
 Until the peer's identification line is complete they go to the version
 parser; after that to the packet reader, which yields one payload at a time.
-Each payload is dispatched by the pair (state, message number) through
-:data:`_KEX_TABLE`; a kex message that is not in the table for the current
-state is a protocol error. Messages above the transport range (service,
-authentication, connection, ping) are handed to the owner's ``deliver``
-function, but only while no key exchange from the peer is in progress.
+Each payload is dispatched through a table, :data:`_TABLES`, from the pair
+(state, message number) to a handler; a pair that is not in the table is a
+protocol error, which ends in DISCONNECT. There is one table per side and
+phase, because what may arrive beside an exchange's own messages depends on
+which exchange it is (RFC 4253 §7.1):
+
+- before the first NEWKEYS, only DISCONNECT, IGNORE, DEBUG and UNIMPLEMENTED;
+  under strict kex only DISCONNECT;
+- once OPEN, every non-kex message: the transport's own (RFC 4253 §11,
+  EXT_INFO, PING/PONG), and the rest (service, authentication, connection)
+  handed to the owner's ``deliver`` function. This is the data path: one
+  lookup and one call per packet;
+- during a rekey, anything until the peer's KEXINIT arrives (it may not
+  have seen ours yet), then only the generic ones; both are bounded in
+  number.
 
 States::
 
@@ -90,6 +100,14 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+class _Phase(enum.Enum):
+    """Which messages may come beside an exchange's own (RFC 4253 §7.1)."""
+
+    INITIAL = "initial"  # before the first NEWKEYS: IGNORE, DEBUG, UNIMPLEMENTED
+    STRICT = "strict"  # the same under strict kex: none of them (PROTOCOL §1.10)
+    ESTABLISHED = "established"  # after the first NEWKEYS
+
+
 class _Kex:
     """Everything one exchange accumulates before NEWKEYS."""
 
@@ -153,10 +171,10 @@ class Transport:
         self.peer_extensions: dict[str, bytes] = {}
         self._kex: _Kex | None = None
         self._kex_count = 0
-        self._ext_info_window = False
         self._deferred: list[tuple[bytes, bytes]] = []
         self._deferred_bytes = 0
         self._last_kex_at: float | None = None
+        self._enter(_Phase.INITIAL)
         self._start_kex()
 
     # ----------------------------------------------------------------- input
@@ -222,84 +240,32 @@ class Transport:
 
     def _dispatch(self, payload: memoryview) -> None:
         msg = payload[0]
-        window, self._ext_info_window = self._ext_info_window, False
-        kex = self._kex
-        if kex is not None:
-            if 20 <= msg <= 49:
-                if kex.skip_guess and msg >= 30 and not self.is_client:
-                    # RFC 4253 §7: the client's packet after a wrongly guessed KEXINIT
-                    # is ignored, whichever method (30-49, RFC 4250 §4.1.2) it was for.
-                    kex.skip_guess = False
-                    return
-                handler = _KEX_TABLE.get((self.is_client, self.state, msg))
-                if handler is None:
-                    raise RemoteProtocolError(
-                        f"unexpected key exchange message {msg} in state {self.state.value}"
-                    )
-                handler(self, bytes(payload))
-                return
-            if msg != MsgType.DISCONNECT:
-                self._check_during_kex(kex, msg)
-        elif 20 <= msg <= 49:
-            if msg != MsgType.KEXINIT:
-                raise RemoteProtocolError(f"unexpected key exchange message {msg}")
-            self._start_kex()
-            self._on_kexinit(bytes(payload))
-            return
-        if msg == MsgType.DISCONNECT:
-            self._on_disconnect(bytes(payload))
-        elif msg == MsgType.IGNORE:
-            pass  # RFC 4253 §11.2
-        elif msg == MsgType.DEBUG:
-            self._on_debug(bytes(payload))
-        elif msg == MsgType.UNIMPLEMENTED:
-            r = Reader(bytes(payload), 1)
-            seq = r.uint32()
-            r.check_end()
-            if kex is not None and seq == kex.kexinit_seq:
-                # OpenSSH's sshd answers a KEXINIT sent before authentication
-                # this way; waiting would hang the connection for ever.
-                raise KeyExchangeFailed(
-                    "peer refused key re-exchange (it may allow it only after authentication)"
-                )
-            self._events.append(UnimplementedReceived(seq=seq))
-        elif msg == MsgType.EXT_INFO:
-            if not window:
-                raise RemoteProtocolError("EXT_INFO outside the places RFC 8308 §2.4 allows")
-            self._on_ext_info(bytes(payload))
-        elif msg == MsgType.PING:
-            r = Reader(bytes(payload), 1)
-            # The PONG echoes the data: it must fit in a packet we can send.
-            data = r.string(MAX_PAYLOAD - 5)
-            r.check_end()
-            self.send(encode_byte(MsgType.PONG) + encode_string(data))
-        elif msg == MsgType.PONG:
-            r = Reader(bytes(payload), 1)
-            data = r.string()
-            r.check_end()
-            self._events.append(PongReceived(data=data))
-        elif msg < 5 or 7 <= msg < 20:
-            self.send_unimplemented()
-        else:
-            self._deliver(msg, payload)
-        self._maybe_rekey()
+        handler = self._table.get((self.state, msg))
+        if handler is None:
+            raise RemoteProtocolError(self._unexpected(msg))
+        handler(self, payload)
 
-    def _check_during_kex(self, kex: _Kex, msg: int) -> None:
-        """RFC 4253 §7.1: what the peer may send while an exchange runs."""
+    def _unexpected(self, msg: int) -> str:
+        """Why the pair (state, ``msg``) is not in the table."""
+        if msg in _KEX_MESSAGES:
+            if self.state is State.OPEN:
+                return f"unexpected key exchange message {msg}"
+            return f"unexpected key exchange message {msg} in state {self.state.value}"
+        if self._phase is _Phase.STRICT:
+            return f"strict kex: unexpected message {msg} during initial key exchange"
+        if self._phase is _Phase.INITIAL:
+            return f"unexpected message {msg} before the first key exchange completed"
+        return f"unexpected message {msg} during key exchange"
+
+    def _enter(self, phase: _Phase) -> None:
+        self._phase = phase
+        self._table = _TABLES[self.is_client, phase]
+
+    def _count_chatter(self, limit: int) -> None:
+        """RFC 4253 §7.1: one more non-kex message inside this exchange; at most ``limit``."""
+        kex = self._kex
+        assert kex is not None
         kex.chatter += 1
-        if self._kex_count == 0:
-            if self.strict:
-                raise RemoteProtocolError(f"strict kex: unexpected message {msg} during initial key exchange")
-            if msg not in _TRANSPORT_GENERIC:
-                raise RemoteProtocolError(f"unexpected message {msg} before the first key exchange completed")
-            limit = MAX_CHATTER_DURING_KEX
-        elif kex.peer is None:
-            # Rekey we started: the peer may not have seen our KEXINIT yet.
-            limit = MAX_PACKETS_BEFORE_PEER_KEXINIT
-        elif msg in _TRANSPORT_GENERIC:
-            limit = MAX_CHATTER_DURING_KEX
-        else:
-            raise RemoteProtocolError(f"unexpected message {msg} during key exchange")
         if kex.chatter > limit:
             raise RemoteProtocolError("too many non-kex messages during key exchange")
 
@@ -308,7 +274,21 @@ class Transport:
         seq = (self._reader.seq - 1) & 0xFFFFFFFF
         self._writer.write(encode_byte(MsgType.UNIMPLEMENTED) + encode_uint32(seq))
 
-    def _on_disconnect(self, payload: bytes) -> None:
+    # Each handler below takes the payload, message number included. Those of
+    # non-kex messages end by checking the rekey limits (RFC 4253 §9).
+
+    def _on_upper(self, payload: memoryview) -> None:
+        """Service, authentication and connection messages: the owner's. The data path."""
+        self._deliver(payload[0], payload)
+        self._maybe_rekey()
+
+    def _on_reserved(self, payload: memoryview) -> None:
+        """RFC 4253 §11.4: a transport number we do not know."""
+        self.send_unimplemented()
+        self._maybe_rekey()
+
+    def _on_disconnect(self, payload: memoryview) -> None:
+        # RFC 4253 §11.1; allowed in every state, kex or not.
         r = Reader(payload, 1)
         reason = r.uint32()
         description = r.string().decode("utf-8", "replace")
@@ -316,15 +296,39 @@ class Transport:
         self.state = State.CLOSED
         self._events.append(Disconnected(reason=reason, description=description, by_peer=True))
 
-    def _on_debug(self, payload: bytes) -> None:
+    def _on_ignore(self, payload: memoryview) -> None:
+        self._maybe_rekey()  # RFC 4253 §11.2: nothing else
+
+    def _on_debug(self, payload: memoryview) -> None:
+        # RFC 4253 §11.3
         r = Reader(payload, 1)
         always = r.boolean()
         message = r.string().decode("utf-8", "replace")
         r.string()
         r.check_end()
         self._events.append(DebugReceived(message=message, always_display=always))
+        self._maybe_rekey()
 
-    def _on_ext_info(self, payload: bytes) -> None:
+    def _on_unimplemented(self, payload: memoryview) -> None:
+        # RFC 4253 §11.4
+        r = Reader(payload, 1)
+        seq = r.uint32()
+        r.check_end()
+        kex = self._kex
+        if kex is not None and seq == kex.kexinit_seq:
+            # OpenSSH's sshd answers a KEXINIT sent before authentication
+            # this way; waiting would hang the connection for ever.
+            raise KeyExchangeFailed(
+                "peer refused key re-exchange (it may allow it only after authentication)"
+            )
+        self._events.append(UnimplementedReceived(seq=seq))
+        self._maybe_rekey()
+
+    def _on_ext_info(self, payload: memoryview) -> None:
+        # RFC 8308 §2.4: only as the first packet after the first NEWKEYS
+        # (the reader counts packets from each NEWKEYS on).
+        if self._kex_count != 1 or self._reader.packets != 1:
+            raise RemoteProtocolError("EXT_INFO outside the places RFC 8308 §2.4 allows")
         # RFC 8308 §2.3
         r = Reader(payload, 1)
         count = r.uint32()
@@ -340,6 +344,23 @@ class Transport:
         if value is not None and value.isdigit():
             self.peer_max_packet = max(DEFAULT_PEER_MAX_PACKET, min(int(value), MAX_PACKET_LENGTH))
         self._events.append(ExtInfoReceived(extensions=extensions))
+        self._maybe_rekey()
+
+    def _on_ping(self, payload: memoryview) -> None:
+        # OpenSSH PROTOCOL §1.9. The PONG echoes the data: it must fit in a
+        # packet we can send.
+        r = Reader(payload, 1)
+        data = r.string(MAX_PAYLOAD - 5)
+        r.check_end()
+        self.send(encode_byte(MsgType.PONG) + encode_string(data))
+        self._maybe_rekey()
+
+    def _on_pong(self, payload: memoryview) -> None:
+        r = Reader(payload, 1)
+        data = r.string()
+        r.check_end()
+        self._events.append(PongReceived(data=data))
+        self._maybe_rekey()
 
     # --------------------------------------------------------------- output
 
@@ -440,12 +461,17 @@ class Transport:
         if self.state is State.OPEN:
             self.state = State.KEXINIT_SENT
 
-    def _on_kexinit(self, payload: bytes) -> None:
+    def _on_peer_kexinit(self, payload: memoryview) -> None:
+        self._start_kex()
+        self._on_kexinit(payload)
+
+    def _on_kexinit(self, payload: memoryview) -> None:
         kex = self._kex
         assert kex is not None
         if kex.peer is not None:
             raise RemoteProtocolError("second KEXINIT during one key exchange")
-        peer = KexInit.decode(payload)
+        peer_payload = bytes(payload)
+        peer = KexInit.decode(peer_payload)
         ours = KexInit.decode(kex.ours)
         client, server = (ours, peer) if self.is_client else (peer, ours)
         first = self._kex_count == 0
@@ -455,9 +481,11 @@ class Transport:
             if self.strict and self._reader.packets != 1:
                 # PROTOCOL §1.10: KEXINIT must be the very first packet.
                 raise RemoteProtocolError("strict kex: KEXINIT was not the first packet")
+            if self.strict:
+                self._enter(_Phase.STRICT)
         if negotiated.kex not in KEX_METHODS:
             raise KeyExchangeFailed(f"no matching key exchange method: {negotiated.kex}")
-        kex.peer = payload
+        kex.peer = peer_payload
         kex.negotiated = negotiated
         kex.skip_guess = peer.first_kex_follows and not negotiated.guess_was_right
         self.state = State.AWAIT_ECDH
@@ -476,7 +504,20 @@ class Transport:
         assert kex.peer is not None
         return (kex.ours, kex.peer) if self.is_client else (kex.peer, kex.ours)
 
-    def _on_ecdh_init(self, payload: bytes) -> None:
+    def _on_kex_method(self, payload: memoryview) -> None:
+        """Server, AWAIT_ECDH: any message of a kex method (30-49)."""
+        kex = self._kex
+        assert kex is not None
+        if kex.skip_guess:
+            # RFC 4253 §7: the client's packet after a wrongly guessed KEXINIT
+            # is ignored, whichever method it was for.
+            kex.skip_guess = False
+        elif payload[0] == MsgType.KEX_ECDH_INIT:
+            self._on_ecdh_init(payload)
+        else:
+            raise RemoteProtocolError(self._unexpected(payload[0]))
+
+    def _on_ecdh_init(self, payload: memoryview) -> None:
         """Server: RFC 5656 §4 / RFC 8731 §3 — answer the client's value."""
         kex = self._kex
         assert kex is not None and kex.negotiated is not None
@@ -506,7 +547,7 @@ class Transport:
                 return key
         raise KeyExchangeFailed(f"no host key for {algorithm}")  # negotiate() made this unreachable
 
-    def _on_ecdh_reply(self, payload: bytes) -> None:
+    def _on_ecdh_reply(self, payload: memoryview) -> None:
         """Client: check the server's signature over H, then send NEWKEYS."""
         kex = self._kex
         assert kex is not None and kex.negotiated is not None and kex.client is not None
@@ -590,7 +631,7 @@ class Transport:
             + b"".join(encode_string(name) + encode_string(value) for name, value in extensions)
         )
 
-    def _on_newkeys(self, payload: bytes) -> None:
+    def _on_newkeys(self, payload: memoryview) -> None:
         kex = self._kex
         assert kex is not None and kex.negotiated is not None
         if len(payload) != 1:
@@ -602,7 +643,8 @@ class Transport:
         )
         self._reader.set_opener(make_opener(cipher, mac, key, iv, mac_key), reset_seq=self.strict)
         initial = self._kex_count == 0
-        self._ext_info_window = initial
+        if initial:
+            self._enter(_Phase.ESTABLISHED)
         self._kex_count += 1
         self._kex = None
         self.negotiated = n
@@ -614,12 +656,86 @@ class Transport:
             self._writer.write(head, data)
 
 
-_TRANSPORT_GENERIC = frozenset({MsgType.DISCONNECT, MsgType.IGNORE, MsgType.DEBUG, MsgType.UNIMPLEMENTED})
+# ===================================================== the dispatch table
 
-# (state, message) -> handler. A kex message not listed is a protocol error.
-_KEX_TABLE: dict[tuple[bool, State, int], Callable[[Transport, bytes], None]] = {
-    **{(side, State.KEXINIT_SENT, MsgType.KEXINIT): Transport._on_kexinit for side in (True, False)},
-    (False, State.AWAIT_ECDH, MsgType.KEX_ECDH_INIT): Transport._on_ecdh_init,
-    (True, State.AWAIT_ECDH, MsgType.KEX_ECDH_REPLY): Transport._on_ecdh_reply,
-    **{(side, State.AWAIT_NEWKEYS, MsgType.NEWKEYS): Transport._on_newkeys for side in (True, False)},
+_Handler = Callable[[Transport, memoryview], None]
+_Table = dict[tuple[State, int], _Handler]
+_KEX_STATES = (State.KEXINIT_SENT, State.AWAIT_ECDH, State.AWAIT_NEWKEYS)
+_KEX_MESSAGES = range(20, 50)  # RFC 4250 §4.1.2
+# RFC 4253 §7.1: the transport's own messages, which may come in any exchange.
+_GENERIC = (MsgType.IGNORE, MsgType.DEBUG, MsgType.UNIMPLEMENTED)
+
+# Every non-kex message once keys are in use (RFC 4253 §11, RFC 8308,
+# PROTOCOL §1.9); 5, 6 and 50-255 go to the owner.
+_OPEN_ROW: dict[int, _Handler] = {
+    **{msg: Transport._on_upper for msg in range(256) if msg not in _KEX_MESSAGES},
+    **{msg: Transport._on_reserved for msg in (0, *range(8, 20))},
+    MsgType.DISCONNECT: Transport._on_disconnect,
+    MsgType.IGNORE: Transport._on_ignore,
+    MsgType.UNIMPLEMENTED: Transport._on_unimplemented,
+    MsgType.DEBUG: Transport._on_debug,
+    MsgType.EXT_INFO: Transport._on_ext_info,
+    MsgType.PING: Transport._on_ping,
+    MsgType.PONG: Transport._on_pong,
+}
+
+
+def _counted(limit: int, handler: _Handler) -> _Handler:
+    """``handler`` for a non-kex message inside an exchange, at most ``limit`` per exchange."""
+
+    def during_kex(transport: Transport, payload: memoryview) -> None:
+        transport._count_chatter(limit)
+        handler(transport, payload)
+
+    return during_kex
+
+
+def _kex_rows(is_client: bool) -> _Table:
+    """RFC 4253 §7-8, RFC 5656 §4: each exchange message in the state that awaits it."""
+    table: _Table = {
+        (State.KEXINIT_SENT, MsgType.KEXINIT): Transport._on_kexinit,
+        (State.AWAIT_NEWKEYS, MsgType.NEWKEYS): Transport._on_newkeys,
+        **{(state, MsgType.DISCONNECT): Transport._on_disconnect for state in _KEX_STATES},
+    }
+    if is_client:
+        table[State.AWAIT_ECDH, MsgType.KEX_ECDH_REPLY] = Transport._on_ecdh_reply
+    else:
+        # RFC 4253 §7: after a wrong guess the client's next packet of any
+        # kex method (30-49) is skipped, so the server takes all of them.
+        table.update({(State.AWAIT_ECDH, msg): Transport._on_kex_method for msg in range(30, 50)})
+    return table
+
+
+def _table(is_client: bool, phase: _Phase) -> _Table:
+    table = _kex_rows(is_client)
+    chatter: tuple[State, ...] = (State.AWAIT_ECDH, State.AWAIT_NEWKEYS)
+    if phase is _Phase.ESTABLISHED:
+        table.update({(State.OPEN, msg): handler for msg, handler in _OPEN_ROW.items()})
+        table[State.OPEN, MsgType.KEXINIT] = Transport._on_peer_kexinit  # RFC 4253 §9: the peer rekeys
+        # A rekey we started: until its KEXINIT, the peer may still send
+        # anything (data in flight, bounded by our channel windows).
+        table.update(
+            {
+                (State.KEXINIT_SENT, msg): _counted(MAX_PACKETS_BEFORE_PEER_KEXINIT, handler)
+                for msg, handler in _OPEN_ROW.items()
+                if msg != MsgType.DISCONNECT
+            }
+        )
+    elif phase is _Phase.INITIAL:
+        chatter = _KEX_STATES
+    else:
+        chatter = ()  # strict kex: nothing but kex messages (PROTOCOL §1.10)
+    table.update(
+        {
+            (state, msg): _counted(MAX_CHATTER_DURING_KEX, _OPEN_ROW[msg])
+            for state in chatter
+            for msg in _GENERIC
+        }
+    )
+    return table
+
+
+# (client?, phase) -> ((state, message) -> handler). A pair not listed is a protocol error.
+_TABLES: dict[tuple[bool, _Phase], _Table] = {
+    (is_client, phase): _table(is_client, phase) for is_client in (True, False) for phase in _Phase
 }

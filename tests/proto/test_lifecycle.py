@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from hashike.proto.connection import ClientConnection, ServerConnection
-from hashike.proto.constants import MsgType, OpenFailureReason
+from hashike.proto.constants import DisconnectReason, MsgType, OpenFailureReason
 from hashike.proto.errors import LocalProtocolError
 from hashike.proto.events import (
     ChannelClosed,
@@ -17,6 +17,7 @@ from hashike.proto.events import (
     Disconnected,
     GlobalRequestReceived,
 )
+from hashike.proto.transport import State
 from hashike.proto.wire import encode_bool, encode_byte, encode_string, encode_uint32
 from tests.proto.authkit import auth_pair, logged_in
 from tests.proto.pair import ConnectionPair, events_of
@@ -75,6 +76,26 @@ def test_every_answer_is_a_no_op_once_closed(who: str) -> None:
     pair.client.reject_host_key()
     pair.client.answer_prompts([])
     assert pair.client.data_to_send() == b""
+
+
+def test_a_protocol_error_ends_in_the_error_state() -> None:
+    """errors.py's promise: the peer broke the protocol -> DISCONNECT, ERROR."""
+    pair = logged_in()
+    pair.server.transport.send(encode_byte(MsgType.CHANNEL_EOF) + encode_uint32(99))  # no channel 99
+    pair.pump()
+    assert pair.client.state is State.ERROR and pair.client.closed
+    (ours,) = events_of(pair.client_events, Disconnected)
+    assert (ours.reason, ours.by_peer) == (DisconnectReason.PROTOCOL_ERROR, False)
+    assert pair.server.state is State.CLOSED  # it received our DISCONNECT
+    answer_everything(pair.client, 0)
+    assert pair.client.data_to_send() == b""
+
+
+def test_an_orderly_close_ends_in_the_closed_state() -> None:
+    pair = logged_in()
+    pair.client.close()
+    pair.pump()
+    assert pair.client.state is State.CLOSED and pair.server.state is State.CLOSED
 
 
 def test_new_requests_still_raise_once_closed() -> None:

@@ -24,6 +24,7 @@ from hashike.proto.errors import (
     RemoteProtocolError,
     SSHError,
 )
+from hashike.proto.transport import State
 from hashike.proto.events import (
     AuthBanner,
     AuthFailed,
@@ -59,62 +60,63 @@ from hashike.proto.events import (
 from hashike.proto.hostkey import KeyFormatError, PrivateKey, PublicKey
 
 __all__ = [
-    # connections and their channel table
+    "# connections and their channel table
     "ClientConnection",
-    "ServerConnection",
-    "TransportConfig",
-    "Channel",
-    "ChannelState",
-    "Channels",
-    # keys
-    "KeyFormatError",
-    "PrivateKey",
-    "PublicKey",
-    # protocol numbers
-    "DisconnectReason",
-    "MsgType",
-    "OpenFailureReason",
-    # errors
+    "# errors
     "AuthenticationFailed",
-    "ChannelOpenFailed",
-    "ConnectionClosed",
-    "DecodeError",
-    "HostKeyNotVerified",
-    "KeyExchangeFailed",
-    "LocalProtocolError",
-    "MACError",
-    "ProtocolError",
-    "RemoteProtocolError",
-    "SSHError",
-    # events
+    "# events
     "AuthBanner",
+    "# keys
+    "KeyFormatError",
+    "# protocol numbers
+    "DisconnectReason",
     "AuthFailed",
     "AuthPolicy",
     "AuthPrompts",
     "AuthSucceeded",
+    "Channel",
     "ChannelClosed",
     "ChannelData",
     "ChannelEofReceived",
     "ChannelEvent",
     "ChannelOpenConfirmed",
+    "ChannelOpenFailed",
     "ChannelOpenRefused",
     "ChannelOpenRequested",
     "ChannelRequestReceived",
     "ChannelRequestReplied",
+    "ChannelState",
     "ChannelWindowOpened",
+    "Channels",
+    "ConnectionClosed",
     "DebugReceived",
+    "DecodeError",
     "Disconnected",
     "Event",
     "ExtInfoReceived",
     "GlobalRequestReceived",
     "GlobalRequestReplied",
+    "HostKeyNotVerified",
     "HostKeyReceived",
     "KexCompleted",
+    "KeyExchangeFailed",
+    "LocalProtocolError",
+    "MACError",
+    "MsgType",
+    "OpenFailureReason",
     "PasswordAuthRequested",
     "PeerVersionReceived",
     "PongReceived",
+    "PrivateKey",
+    "ProtocolError",
+    "PublicKey",
     "PublicKeyAccepted",
     "PublicKeyAuthRequested",
+    "RemoteProtocolError",
+    "SSHError",
+    "ServerConnection",
     "ServiceAccepted",
+    "State",
+    "TransportConfig",
     "UnimplementedReceived",
 ]

@@ -61,7 +61,7 @@ from hashike.proto.events import (
     PublicKeyAuthRequested,
 )
 from hashike.proto.hostkey import KeyFormatError, PublicKey
-from hashike.proto.transport import State, Transport
+from hashike.proto.transport import ENDED, Transport
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_namelist, encode_string, encode_uint32
 
 __all__ = [
@@ -264,7 +264,7 @@ class ClientAuth:
         self.state = ClientState.KBDINT_SENT
 
     def _check_open(self) -> None:
-        if self._transport.state is State.CLOSED:
+        if self._transport.state in ENDED:
             raise LocalProtocolError("connection is closed")
 
     def _check_ready(self) -> None:
@@ -477,7 +477,7 @@ class ServerAuth:
             self._fail()
 
     def _take_pending(self) -> _Pending | None:
-        if self._transport.state is State.CLOSED:
+        if self._transport.state in ENDED:
             return None  # the client left while the runtime was deciding
         pending, self._pending = self._pending, None
         if pending is None or self.state is not ServerState.DECIDING:

@@ -45,7 +45,7 @@ from hashike.proto.errors import LocalProtocolError, RemoteProtocolError, SSHErr
 from hashike.proto.events import AuthPolicy, Event, ServiceAccepted
 from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.packet import MAX_PAYLOAD
-from hashike.proto.transport import EXT_MAX_PACKET, State, Transport
+from hashike.proto.transport import ENDED, EXT_MAX_PACKET, State, Transport
 from hashike.proto.wire import Reader, encode_byte, encode_string
 
 __all__ = ["ClientConnection", "ServerConnection"]
@@ -108,8 +108,15 @@ class _Connection:
         return self._transport
 
     @property
+    def state(self) -> State:
+        """Where the connection is; it ends in CLOSED, or in ERROR when a
+        protocol error ended it (see Lifecycle above)."""
+        return self._transport.state
+
+    @property
     def closed(self) -> bool:
-        return self._transport.state is State.CLOSED
+        """True once the state is CLOSED or ERROR: every command is then a no-op."""
+        return self._transport.state in ENDED
 
     @_unless_closed
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
@@ -255,7 +262,7 @@ class ClientConnection(_Connection):
             self._host_key_accepted
             and not self._service_requested
             and t.session_id is not None
-            and t.state is not State.CLOSED
+            and t.state not in ENDED
         ):
             self._service_requested = True
             t.send(encode_byte(MsgType.SERVICE_REQUEST) + encode_string(USERAUTH))

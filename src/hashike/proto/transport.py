@@ -72,7 +72,7 @@ from hashike.proto.packet import MAX_PACKET_LENGTH, MAX_PAYLOAD, PacketReader, P
 from hashike.proto.version import PeerVersion, VersionParser, identification_line
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string, encode_uint32
 
-__all__ = ["MAX_DEFERRED_BYTES", "Deliver", "State", "Transport"]
+__all__ = ["ENDED", "MAX_DEFERRED_BYTES", "Deliver", "State", "Transport"]
 
 # Upper-layer messages queued while a kex runs (RFC 4253 §7.1). The runtime
 # stops reading its sockets while ``send_blocked`` is true, so this bound is
@@ -97,7 +97,13 @@ class State(enum.Enum):
     AWAIT_ECDH = "await-ecdh"
     AWAIT_NEWKEYS = "await-newkeys"
     OPEN = "open"
-    CLOSED = "closed"
+    CLOSED = "closed"  # a DISCONNECT was sent or received, or the peer hung up
+    ERROR = "error"  # a protocol error ended it (we sent DISCONNECT with the error's reason)
+
+
+# The states in which nothing more is read or sent (the connection's lifecycle
+# ends in one of them, as h11's does in CLOSED or ERROR).
+ENDED = frozenset((State.CLOSED, State.ERROR))
 
 
 class _Phase(enum.Enum):
@@ -180,7 +186,7 @@ class Transport:
     # ----------------------------------------------------------------- input
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        if self.state is State.CLOSED:
+        if self.state in ENDED:
             return
         try:
             if self.state is State.VERSION:
@@ -197,7 +203,7 @@ class Transport:
                 )
                 self.state = State.KEXINIT_SENT
             self._reader.feed(data)
-            while self.state is not State.CLOSED:
+            while self.state not in ENDED:
                 payload = self._reader.next_payload()
                 if payload is None:
                     break
@@ -206,7 +212,7 @@ class Transport:
             self.fail(exc)
 
     def receive_eof(self) -> None:
-        if self.state is not State.CLOSED:
+        if self.state not in ENDED:
             self.state = State.CLOSED
             self._events.append(
                 Disconnected(
@@ -215,13 +221,17 @@ class Transport:
             )
 
     def fail(self, exc: SSHError) -> None:
-        """End the connection because of ``exc``: queue DISCONNECT with its reason."""
+        """End the connection because of ``exc``: queue DISCONNECT with its
+        reason and enter the ERROR state."""
+        if self.state in ENDED:
+            return
         reason = getattr(exc, "reason", DisconnectReason.PROTOCOL_ERROR)
         self.disconnect(int(reason), str(exc))
+        self.state = State.ERROR
 
     def disconnect(self, reason: int, description: str) -> None:
         """RFC 4253 §11.1: send DISCONNECT and stop processing anything."""
-        if self.state is State.CLOSED:
+        if self.state in ENDED:
             return
         self._writer.write(
             encode_byte(MsgType.DISCONNECT)
@@ -367,7 +377,7 @@ class Transport:
     @property
     def send_blocked(self) -> bool:
         """True while a kex runs: upper-layer sends are queued, not sent."""
-        return self._kex is not None or self.state is State.CLOSED
+        return self._kex is not None or self.state in ENDED
 
     @property
     def pending_bytes(self) -> int:
@@ -375,7 +385,7 @@ class Transport:
 
     def send(self, payload: bytes | bytearray | memoryview, data: bytes | memoryview = b"") -> None:
         """Send one upper-layer message (payload followed by data)."""
-        if self.state is State.CLOSED:
+        if self.state in ENDED:
             raise LocalProtocolError("connection is closed")
         size = len(payload) + len(data)
         if size > MAX_PAYLOAD:

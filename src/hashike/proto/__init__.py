@@ -24,7 +24,6 @@ from hashike.proto.errors import (
     RemoteProtocolError,
     SSHError,
 )
-from hashike.proto.transport import State
 from hashike.proto.events import (
     AuthBanner,
     AuthFailed,
@@ -58,65 +57,66 @@ from hashike.proto.events import (
     UnimplementedReceived,
 )
 from hashike.proto.hostkey import KeyFormatError, PrivateKey, PublicKey
+from hashike.proto.transport import State
 
 __all__ = [
-    "# connections and their channel table
+    # connections and their channel table
     "ClientConnection",
-    "# errors
-    "AuthenticationFailed",
-    "# events
-    "AuthBanner",
-    "# keys
+    "ServerConnection",
+    "State",
+    "TransportConfig",
+    "Channel",
+    "ChannelState",
+    "Channels",
+    # keys
     "KeyFormatError",
-    "# protocol numbers
+    "PrivateKey",
+    "PublicKey",
+    # protocol numbers
     "DisconnectReason",
+    "MsgType",
+    "OpenFailureReason",
+    # errors
+    "AuthenticationFailed",
+    "ChannelOpenFailed",
+    "ConnectionClosed",
+    "DecodeError",
+    "HostKeyNotVerified",
+    "KeyExchangeFailed",
+    "LocalProtocolError",
+    "MACError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "SSHError",
+    # events
+    "AuthBanner",
     "AuthFailed",
     "AuthPolicy",
     "AuthPrompts",
     "AuthSucceeded",
-    "Channel",
     "ChannelClosed",
     "ChannelData",
     "ChannelEofReceived",
     "ChannelEvent",
     "ChannelOpenConfirmed",
-    "ChannelOpenFailed",
     "ChannelOpenRefused",
     "ChannelOpenRequested",
     "ChannelRequestReceived",
     "ChannelRequestReplied",
-    "ChannelState",
     "ChannelWindowOpened",
-    "Channels",
-    "ConnectionClosed",
     "DebugReceived",
-    "DecodeError",
     "Disconnected",
     "Event",
     "ExtInfoReceived",
     "GlobalRequestReceived",
     "GlobalRequestReplied",
-    "HostKeyNotVerified",
     "HostKeyReceived",
     "KexCompleted",
-    "KeyExchangeFailed",
-    "LocalProtocolError",
-    "MACError",
-    "MsgType",
-    "OpenFailureReason",
     "PasswordAuthRequested",
     "PeerVersionReceived",
     "PongReceived",
-    "PrivateKey",
-    "ProtocolError",
-    "PublicKey",
     "PublicKeyAccepted",
     "PublicKeyAuthRequested",
-    "RemoteProtocolError",
-    "SSHError",
-    "ServerConnection",
     "ServiceAccepted",
-    "State",
-    "TransportConfig",
     "UnimplementedReceived",
 ]

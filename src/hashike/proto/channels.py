@@ -57,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hashike.proto.channel_types import decode_open_extra, encode_tcpip
 from hashike.proto.constants import MsgType, OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed, DecodeError, LocalProtocolError, RemoteProtocolError
 from hashike.proto.events import (
@@ -74,6 +75,7 @@ from hashike.proto.events import (
     GlobalRequestReplied,
 )
 from hashike.proto.packet import MAX_PAYLOAD
+from hashike.proto.replies import ReplyQueue
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string
 
 __all__ = [
@@ -97,8 +99,6 @@ KEEPALIVE = "keepalive@openssh.com"
 MAX_PENDING_REQUESTS = 256
 MAX_PENDING_GLOBAL_REQUESTS = 1024
 _NAME_LIMIT = 256  # request names and channel types are short ASCII tokens
-_HOST_LIMIT = 1024
-_PATH_LIMIT = 4096
 _DESCRIPTION_LIMIT = 4096
 # What a transport packet adds around a channel data payload, worst case:
 # packet_length (4) + padding_length (1) + padding (<= 4 + 15) + MAC (<= 64),
@@ -108,7 +108,6 @@ _PACKET_OVERHEAD = 4 + 1 + 19 + 64 + 13
 
 _DATA_HEAD = struct.Struct(">BII")  # msg, recipient channel, data length
 _EXT_HEAD = struct.Struct(">BIII")  # msg, recipient channel, data type code, data length
-_U32 = struct.Struct(">I")
 _U32X3 = struct.Struct(">III")
 
 
@@ -167,8 +166,6 @@ class EventSink(Protocol):
 Send = Callable[[bytes, bytes | memoryview], None]
 # A reply to one of the peer's want_reply requests: None while the runtime
 # decides, (success, data) once decided, waiting for earlier replies to go.
-_Reply = tuple[bool, bytes] | None
-_OpenFields = tuple[str | None, int | None, str | None, int | None, str | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,7 +206,7 @@ class _Chan:
     close_sent: bool = False
     close_on_confirm: bool = False
     out_requests: deque[str] = field(default_factory=deque)  # our want_reply requests, oldest first
-    in_requests: deque[_Reply] = field(default_factory=deque)  # the peer's, oldest first
+    in_requests: ReplyQueue = field(default_factory=lambda: ReplyQueue(MAX_PENDING_REQUESTS))  # the peer's
 
 
 _UNKNOWN_TO_PEER = frozenset((ChannelState.OPENING, ChannelState.PENDING))
@@ -218,14 +215,6 @@ _UNKNOWN_TO_PEER = frozenset((ChannelState.OPENING, ChannelState.PENDING))
 def _check_uint32(name: str, value: int, minimum: int = 0) -> None:
     if not minimum <= value <= MAX_UINT32:
         raise ValueError(f"{name} must be between {minimum} and {MAX_UINT32}, not {value}")
-
-
-def _cstring(r: Reader, limit: int) -> str:
-    """A host name or path: UTF-8, and no NUL, which no OS call would accept."""
-    value = r.text(limit)
-    if "\x00" in value:
-        raise DecodeError("NUL byte in a host name or socket path")
-    return value
 
 
 class Channels:
@@ -260,8 +249,7 @@ class Channels:
         self._released: list[int] = []  # freed, reusable after recycle()
         self._next_id = 0
         self._out_global: deque[str] = deque()
-        self._in_global: deque[_Reply] = deque()
-        self._in_global_first = 0  # the request_id of _in_global[0]
+        self._in_global = ReplyQueue(MAX_PENDING_GLOBAL_REQUESTS)
         self._handlers: dict[int, Callable[[memoryview], None]] = {
             MsgType.GLOBAL_REQUEST: self._on_global_request,
             MsgType.REQUEST_SUCCESS: lambda p: self._on_global_reply(p, True),
@@ -351,20 +339,12 @@ class Channels:
 
     def open_direct_tcpip(self, host: str, port: int, orig_host: str, orig_port: int) -> int:
         """RFC 4254 §7.2: ask the peer to connect to host:port for us."""
-        return self._open_tcpip("direct-tcpip", host, port, orig_host, orig_port)
+        return self.open("direct-tcpip", encode_tcpip(host, port, orig_host, orig_port))
 
     def open_forwarded_tcpip(self, address: str, port: int, orig_host: str, orig_port: int) -> int:
         """RFC 4254 §7.2: tell the peer a connection arrived on a port it
         forwarded with "tcpip-forward" (address/port as it asked for them)."""
-        return self._open_tcpip("forwarded-tcpip", address, port, orig_host, orig_port)
-
-    def _open_tcpip(self, kind: str, host: str, port: int, orig_host: str, orig_port: int) -> int:
-        for p in (port, orig_port):
-            if not 0 <= p <= 0xFFFF:
-                raise ValueError(f"port must be between 0 and 65535, not {p}")
-        return self.open(
-            kind, encode_string(host) + _U32.pack(port) + encode_string(orig_host) + _U32.pack(orig_port)
-        )
+        return self.open("forwarded-tcpip", encode_tcpip(address, port, orig_host, orig_port))
 
     def accept_open(self, channel_id: int) -> None:
         """Confirm a :class:`ChannelOpenRequested` (RFC 4254 §5.1)."""
@@ -490,7 +470,7 @@ class Channels:
         want_reply. After our CLOSE the answer is dropped (§5.3)."""
         c = self._live(channel_id)
         if c is not None and c.state is not ChannelState.CLOSING:
-            self._answer(c.in_requests, (success, b""), f"on channel {channel_id}")
+            c.in_requests.answer((success, b""), None, f"on channel {channel_id}")
             self._flush_channel_replies(c)
 
     def global_request(self, name: str, want_reply: bool, extra: bytes = b"") -> None:
@@ -513,32 +493,17 @@ class Channels:
             raise LocalProtocolError("REQUEST_FAILURE carries no data")
         if self._closed():
             return
-        queue, reply = self._in_global, (success, extra)
-        if request_id is None:
-            self._answer(queue, reply, "on the connection")
-        else:
-            index = request_id - self._in_global_first
-            if not 0 <= index < len(queue) or queue[index] is not None:
-                raise LocalProtocolError(f"global request {request_id} does not await a reply")
-            queue[index] = reply
+        self._in_global.answer((success, extra), request_id, "on the connection")
         self._flush_global_replies()
 
     @staticmethod
-    def _answer(queue: deque[_Reply], reply: _Reply, where: str) -> None:
-        if None not in queue:
-            raise LocalProtocolError(f"no request awaits a reply {where}")
-        queue[queue.index(None)] = reply
-
-    @staticmethod
-    def _queue_request(queue: deque[_Reply], name: str, want_reply: bool, limit: int) -> bool:
-        """Note a peer's request in its reply queue (RFC 4254 §4, §5.4: replies
-        go in request order). False for a keepalive: it gets FAILURE, which is
-        what OpenSSH answers (any reply proves we are alive), not an event."""
-        if want_reply:
-            if len(queue) >= limit:
-                raise RemoteProtocolError(f"more than {limit} requests awaiting a reply")
-            queue.append((False, b"") if name == KEEPALIVE else None)
-        return name != KEEPALIVE
+    def _expect(queue: ReplyQueue, name: str, want_reply: bool) -> int | None:
+        """Note a peer's request in its reply queue (RFC 4254 §4, §5.4): its
+        request id, if it wants a reply. A keepalive gets FAILURE at once,
+        which is what OpenSSH answers (any reply proves we are alive)."""
+        if not want_reply:
+            return None
+        return queue.expect((False, b"") if name == KEEPALIVE else None)
 
     # ----------------------------------------------------------- dispatch
 
@@ -632,7 +597,7 @@ class Channels:
         r.check_end()
         if max_packet < 1:
             raise RemoteProtocolError(f"CHANNEL_OPEN with maximum packet size {max_packet}")
-        decoded = self._decode_open_extra(kind, extra)
+        decoded = decode_open_extra(kind, extra)
         if decoded is None:
             self._send_open_failure(sender, OpenFailureReason.CONNECT_FAILED, "invalid port")
             return
@@ -657,29 +622,6 @@ class Channels:
                 socket_path=path,
             )
         )
-
-    @staticmethod
-    def _decode_open_extra(kind: str, extra: bytes) -> _OpenFields | None:
-        """Type-specific open data as (host, port, orig_host, orig_port,
-        socket_path); None if a port is out of range, which (as in OpenSSH)
-        refuses the open rather than ending the connection."""
-        r = Reader(extra)
-        if kind in ("direct-tcpip", "forwarded-tcpip"):  # RFC 4254 §7.2, §7.1
-            host, port = _cstring(r, _HOST_LIMIT), r.uint32()
-            orig_host, orig_port = _cstring(r, _HOST_LIMIT), r.uint32()
-            r.check_end()
-            if port > 0xFFFF or orig_port > 0xFFFF:
-                return None
-            return host, port, orig_host, orig_port, None
-        if kind in ("direct-streamlocal@openssh.com", "forwarded-streamlocal@openssh.com"):
-            # PROTOCOL §2.4: socket path, reserved string (, reserved uint32 for direct-)
-            path = _cstring(r, _PATH_LIMIT)
-            r.string(_HOST_LIMIT)
-            if kind.startswith("direct"):
-                r.uint32()
-            r.check_end()
-            return None, None, None, None, path
-        return None, None, None, None, None
 
     def _on_open_confirmation(self, payload: memoryview) -> None:
         r = Reader(payload, 1)
@@ -719,17 +661,15 @@ class Channels:
         c = self._peer_channel(cid, MsgType.CHANNEL_REQUEST)
         if c.close_sent:
             return  # §5.3: we may send nothing more, not even a reply
-        if self._queue_request(c.in_requests, name, want_reply, MAX_PENDING_REQUESTS):
+        self._expect(c.in_requests, name, want_reply)
+        if name != KEEPALIVE:
             self._events.append(
                 ChannelRequestReceived(channel_id=cid, name=name, want_reply=want_reply, extra=extra)
             )
         self._flush_channel_replies(c)
 
     def _flush_channel_replies(self, c: _Chan) -> None:
-        queue = c.in_requests
-        while queue and (reply := queue[0]) is not None:
-            queue.popleft()
-            ok = reply[0]
+        for ok, _ in c.in_requests.ready():
             self._send(_msg(MsgType.CHANNEL_SUCCESS if ok else MsgType.CHANNEL_FAILURE, c.remote_id), b"")
 
     def _on_request_reply(self, payload: memoryview, success: bool) -> None:
@@ -746,19 +686,15 @@ class Channels:
         want_reply = r.boolean()
         extra = r.rest()
         r.check_end()
-        request_id = self._in_global_first + len(self._in_global) if want_reply else None
-        if self._queue_request(self._in_global, name, want_reply, MAX_PENDING_GLOBAL_REQUESTS):
+        request_id = self._expect(self._in_global, name, want_reply)
+        if name != KEEPALIVE:
             self._events.append(
                 GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra, request_id=request_id)
             )
         self._flush_global_replies()
 
     def _flush_global_replies(self) -> None:
-        queue = self._in_global
-        while queue and (reply := queue[0]) is not None:
-            queue.popleft()
-            self._in_global_first += 1
-            ok, data = reply
+        for ok, data in self._in_global.ready():
             self._send(encode_byte(MsgType.REQUEST_SUCCESS if ok else MsgType.REQUEST_FAILURE) + data, b"")
 
     def _on_global_reply(self, payload: memoryview, success: bool) -> None:

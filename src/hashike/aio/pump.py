@@ -2,7 +2,7 @@
 
 It is deliberately thin. ``data_received`` feeds the core, turns the events it
 emits into calls on ``handle_event`` and writes everything the core wants to
-send in one ``transport.write`` (ANCHORS.md: one write per packet is the
+send in one ``transport.write`` (profiled, one write per packet is the
 largest cost of a Python SSH implementation). No protocol decision is made
 here.
 """
@@ -79,7 +79,7 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Message sequences OpenSSH sends back to back must not wait on
-            # Nagle's algorithm meeting delayed ACKs (ANCHORS.md).
+            # Nagle's algorithm meeting delayed ACKs (86 of 136 ms in `ssh host true`).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")

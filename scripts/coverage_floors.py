@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     below = check(cov, load_floors(Path(args.pyproject)))
     for package, _total, _floor in below:
         print(f"\n{package}, what is missing:")
-        print(report(cov, package, missing=True)[1], end="", flush=True)
+        print(report(cov, package, missing=True)[1].rstrip("\n"), flush=True)
     for package, total, floor in below:
         shown = "not measured" if total is None else f"{total:.2f}%"
         print(f"coverage: {package} is {shown}, below its floor of {floor:g}%", file=sys.stderr)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what hashike's tests need: OpenSSH (client and server, for the
 # interop tests), tmux, curl and putty-tools from Debian's packages, and
-# .venv with hashike and its dev tools. Safe to run again: each step is skipped when already done.
+# .venv with hashike and its dev tools. Safe to run again: each step is
+# skipped when already done.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

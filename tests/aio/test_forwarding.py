@@ -52,7 +52,11 @@ async def test_connection_closed_before_the_channel_opens(tmp_path: Path) -> Non
         for _ in range(3):
             _reader, probe = await asyncio.open_connection("127.0.0.1", listener.port)
             probe.close()
-        await asyncio.sleep(0.1)
+        # Each probe reached the listener, and its channel is gone again.
+        await eventually(
+            lambda: listener.connections == 3 and client.forwarded_channels() == 0,
+            what=lambda: f"{listener.connections} accepted, {client.forwarded_channels()} open",
+        )
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         assert await asyncio.wait_for(reader.readline(), 10) == GREETING + b"\r\n"
         writer.write(b"QUIT\r\n")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what hashike's tests need: OpenSSH (client and server, for the
-# interop tests) from Debian's packages, and .venv with hashike and its dev
-# tools. Safe to run again: each step is skipped when already done.
+# interop tests), tmux, curl and putty-tools from Debian's packages, and
+# .venv with hashike and its dev tools. Safe to run again: each step is
+# skipped when already done.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,9 +29,10 @@ installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
-# 1. OpenSSH, which the interop tests drive.
+# 1. OpenSSH, which the interop tests drive, and tmux, curl and PuTTY's
+# command-line tools, which CI must have for the tests that drive them.
 missing=()
-for pkg in openssh-server openssh-client; do
+for pkg in openssh-server openssh-client tmux curl putty-tools; do
     installed "$pkg" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

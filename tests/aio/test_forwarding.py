@@ -14,10 +14,11 @@ import pytest
 from hashike.aio.server import ServerOptions
 from hashike.cli.pop3 import GREETING, MESSAGES, start_pop3
 from hashike.config.policy import ForwardingPolicy, parse_permit_open
-from hashike.proto.constants import OpenFailureReason
+from hashike.proto.constants import DisconnectReason, OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed
 from tests.aio.forwarding import hashike_pair
 from tests.echo import start_echo_server
+from tests.helpers import eventually
 
 
 async def test_pop3_through_local_forward(tmp_path: Path) -> None:
@@ -51,7 +52,11 @@ async def test_connection_closed_before_the_channel_opens(tmp_path: Path) -> Non
         for _ in range(3):
             _reader, probe = await asyncio.open_connection("127.0.0.1", listener.port)
             probe.close()
-        await asyncio.sleep(0.1)
+        # Each probe reached the listener, and its channel is gone again.
+        await eventually(
+            lambda: listener.connections == 3 and client.forwarded_channels() == 0,
+            what=lambda: f"{listener.connections} accepted, {client.forwarded_channels()} open",
+        )
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         assert await asyncio.wait_for(reader.readline(), 10) == GREETING + b"\r\n"
         writer.write(b"QUIT\r\n")
@@ -159,11 +164,7 @@ async def test_burst_of_connections_through_one_forward(tmp_path: Path) -> None:
         results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 180)
         assert results.count(True) == count
         # Every channel is closed both ways soon after: state stays bounded.
-        for _ in range(500):  # bounded: 5 s
-            if len(client.core.channels) == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert len(client.core.channels) == 0
+        await eventually(lambda: len(client.core.channels) == 0, what=lambda: client.core.channels)
     echo.close()
 
 
@@ -177,17 +178,17 @@ async def test_requests_arriving_with_disconnect_are_not_answered(
         channels = client.core.channels
         cid = channels.open("session")
         client._pump.flush()
-        for _ in range(200):  # bounded: 2 s
-            if channels.channel(cid).state.name == "OPEN":
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: channels.channel(cid).state.name == "OPEN", what="the session channel opens")
+        (server_end,) = server.connections
         channels.send_request(cid, "exec", True, b"\x00\x00\x00\x04true")
         channels.global_request("keepalive@example.org", True)
         client.core.close()
         client._pump.flush()  # the requests and DISCONNECT leave in one write
         await client.wait_closed()
-        for _ in range(100):  # bounded: 1 s
-            if not server.connections:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: not server.connections, what="the server drops the connection")
+    # The server read the batch through to our DISCONNECT and closed on it.
+    disconnect = server_end.disconnect
+    assert disconnect is not None and disconnect.by_peer
+    assert disconnect.reason == DisconnectReason.BY_APPLICATION
+    assert server_end.core.closed
     assert not [r for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"]

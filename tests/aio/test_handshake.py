@@ -10,6 +10,7 @@ from hashike.aio.client import connect
 from hashike.aio.server import ServerOptions, listen
 from hashike.proto.errors import ConnectionClosed, HostKeyNotVerified
 from hashike.proto.hostkey import PublicKey
+from tests.helpers import eventually
 from tests.proto.pair import host_key
 
 
@@ -55,11 +56,7 @@ async def test_rekey_over_sockets() -> None:
         async with client:
             first = client.core.transport.session_id
             client.rekey()
-            for _ in range(100):
-                await asyncio.sleep(0.01)
-                if not client.core.transport.send_blocked:
-                    break
-            assert not client.core.transport.send_blocked
+            await eventually(lambda: not client.core.transport.send_blocked, what="the rekey completes")
             assert client.core.transport.session_id == first
 
 

@@ -43,6 +43,7 @@ from hashike.proto.events import (
     ServiceAccepted,
 )
 from hashike.proto.hostkey import PrivateKey
+from tests.helpers import eventually
 from tests.proto.authkit import user_key
 from tests.proto.pair import host_key
 
@@ -144,13 +145,6 @@ def only(events: Sequence[object], kind: type[E]) -> list[E]:
 def server_core(server: Server) -> ServerConnection:
     (pump,) = server.connections
     return pump.core
-
-
-async def settle(condition: Callable[[], bool], timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -573,9 +567,9 @@ async def test_client_leaving_during_the_check(
         client = await TinyClient.connect(server.port)
         client.core.auth_password("alice", "wonderland")
         client._flush()
-        await settle(lambda: bool(spy.calls))
+        await eventually(lambda: spy.calls, what="the password check starts")
         await client.close()
-        await settle(lambda: not server.connections)
+        await eventually(lambda: not server.connections, what="the server drops the connection")
         await asyncio.sleep(0.4)  # the thread finishes with nobody to answer
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -669,7 +663,7 @@ async def test_authenticated_connection_leaves_grace_time_and_max_startups(keys_
         pending = await TinyClient.connect(server.port)
         assert len(server.startups) == 2
         assert isinstance(await client.publickey("alice", key), AuthSucceeded)
-        await settle(lambda: len(server.startups) == 1)
+        await eventually(lambda: len(server.startups) == 1, what=lambda: server.startups)
         assert len(server.connections) == 2
         # Past LoginGraceTime: the unauthenticated one is cut off, the other stays.
         end = await pending.next(Disconnected, timeout=5)

@@ -42,6 +42,7 @@ from hashike.proto.session import (
     encode_window_change,
 )
 from tests.aio.forwarding import hashike_pair
+from tests.helpers import eventually
 
 WAIT = 20.0  # bound on any single wait
 ECHO, ICANON = 53, 51  # RFC 4254 §8 opcodes
@@ -550,11 +551,11 @@ def _gone(pid: int) -> bool:
 
 
 async def _wait_gone(pids: list[int]) -> None:
-    for _ in range(400):  # bounded
-        if all(_gone(pid) for pid in pids):
-            return
-        await asyncio.sleep(0.025)
-    pytest.fail(f"processes left over: {[p for p in pids if not _gone(p)]}")
+    await eventually(
+        lambda: all(_gone(pid) for pid in pids),
+        10,
+        what=lambda: f"processes left over: {[p for p in pids if not _gone(p)]}",
+    )
 
 
 @pytest.mark.parametrize("with_pty", [False, True])

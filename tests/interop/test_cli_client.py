@@ -136,9 +136,11 @@ def test_guide_command_line_with_sshd(start_sshd: StartSshd, tmp_path: Path) -> 
     try:
         assert proc.stderr is not None
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # bounded: until the forward is up
+        while True:  # bounded: until the forward is up or 20 s
+            assert time.monotonic() < deadline, "hashike did not announce the forward within 20 s"
             line = proc.stderr.readline()
-            if "forwarded to remote address" in line or not line:
+            assert line, "hashike's stderr ended before it announced the forward"
+            if "forwarded to remote address" in line:
                 break
         with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
             assert conn.makefile("rb").readline() == b"+OK POP3 wisdom server ready\r\n"

@@ -41,6 +41,7 @@ from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed
 from hashike.proto.hostkey import PublicKey
 from tests.echo import start_echo_server
+from tests.helpers import eventually
 from tests.interop.conftest import free_port
 from tests.interop.test_forward_hashike_to_sshd import login
 from tests.interop.test_forward_openssh_to_hashiked import (
@@ -387,11 +388,8 @@ async def test_burst_of_connections_through_sshd(start_sshd: StartSshd) -> None:
         log = sshd.log_text()
         assert not errors, (errors[:10], re.findall(r".*(?:error|fatal).*", log)[:20])
         assert listener.connections == BURST
-        for _ in range(500):  # bounded: 5 s for the last closes to cross
-            if len(client.core.channels) == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert len(client.core.channels) == 0
+        # The last closes cross soon after: no channel is left.
+        await eventually(lambda: len(client.core.channels) == 0, what=lambda: client.core.channels)
     echo.close()
     await echo.wait_closed()
     print(f"\n{BURST} x 64 KiB echoed through hashike -L and sshd in {seconds:.1f} s")

@@ -176,8 +176,11 @@ def test_forwarding_only_account(start_sshd: StartSshd, tmp_path: Path) -> None:
         assert proc.stderr is not None
         for _ in range(1000):  # bounded: until the forward is announced
             line = proc.stderr.readline()
-            if b"forwarded to remote address" in line or not line:
+            assert line, "hashike's stderr ended before it announced the forward"
+            if b"forwarded to remote address" in line:
                 break
+        else:
+            raise AssertionError("hashike did not announce the forward")
         with socket.create_connection((HOST, local), timeout=DEADLINE) as conn, conn.makefile("rb") as reader:
             assert reader.readline() == b"hello\n"
     finally:

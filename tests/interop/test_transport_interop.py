@@ -24,6 +24,7 @@ from hashike.aio.client import connect
 from hashike.keys.keypair import generate_private_key, write_private_key
 from hashike.proto.config import SUPPORTED_CIPHERS, SUPPORTED_KEX, TransportConfig
 from hashike.proto.hostkey import PublicKey
+from tests.helpers import eventually
 from tests.interop.conftest import openssh_ciphers, openssh_kex
 
 if TYPE_CHECKING:
@@ -188,8 +189,7 @@ async def test_rekey_refused_by_sshd_before_auth_fails_cleanly(start_sshd: Start
     assert disconnect is not None and not disconnect.by_peer
     assert "refused key re-exchange" in disconnect.description
     # sshd's pre-auth child logs through its monitor: give the line a moment.
-    for _ in range(100):  # bounded: 5 s
-        if "dispatch_protocol_error: type 20" in sshd.log_text():
-            break
-        await asyncio.sleep(0.05)
-    assert "dispatch_protocol_error: type 20" in sshd.log_text()
+    await eventually(
+        lambda: "dispatch_protocol_error: type 20" in sshd.log_text(),
+        what=lambda: f"sshd's log has no dispatch_protocol_error; it ends:\n{sshd.log_text()[-2000:]}",
+    )

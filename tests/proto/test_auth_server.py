@@ -9,9 +9,9 @@ from hashike.keys.authorized_keys import KeyOptions
 from hashike.proto.auth import publickey_signed_data
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError
-from hashike.proto.events import AuthSucceeded, PasswordAuthRequested, PublicKeyAuthRequested
+from hashike.proto.events import AuthSucceeded, Disconnected, PasswordAuthRequested, PublicKeyAuthRequested
 from hashike.proto.hostkey import PublicKey
-from hashike.proto.wire import encode_bool, encode_byte, encode_string, encode_uint32
+from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string, encode_uint32
 from tests.proto.authkit import (
     RawClient,
     failure,
@@ -513,8 +513,22 @@ def test_requests_after_success_are_ignored() -> None:
 @pytest.mark.parametrize("msg", [MsgType.USERAUTH_SUCCESS, MsgType.USERAUTH_INFO_RESPONSE, 70])
 def test_other_auth_messages_after_success_are_protocol_errors(msg: int) -> None:
     c = authenticated_client()
-    c.send(bytes([msg]))
+    c.raw.send(bytes([msg]))
+    c.server.receive_data(c.raw.data_to_send())
     assert c.server.closed
+    # The server's last words are one DISCONNECT (RFC 4253 §11.1) ...
+    c.raw.receive_data(c.server.data_to_send())
+    (sent,) = c.raw.inbox
+    assert sent[0] == MsgType.DISCONNECT
+    assert Reader(sent, 1).uint32() == DisconnectReason.PROTOCOL_ERROR
+    (event,) = c.server.events_received()
+    assert isinstance(event, Disconnected) and not event.by_peer
+    assert event.reason == DisconnectReason.PROTOCOL_ERROR
+    # ... and nothing follows it, whatever the client goes on sending.
+    c.raw.send(password_request("alice", "right"))
+    c.server.receive_data(c.raw.data_to_send())
+    assert c.server.data_to_send() == b""
+    assert c.server.events_received() == []
 
 
 def test_connection_messages_after_success_reach_the_channel_layer() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Sequence
 __all__ = ["LISTEN_BACKLOG", "BindError", "bind_all"]
 
 # A burst of 1000 simultaneous connections must not overflow the accept
-# queue (ANCHORS.md: sshtunnel's backlog of 5 drops most of a 200-burst).
+# queue (sshtunnel's backlog of 5 fails 25-100% of a 200-connection burst).
 LISTEN_BACKLOG = 1024
 
 _NO_SUCH_FAMILY = (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)

@@ -2,8 +2,8 @@
 
 Theory of operation. :class:`PacketWriter` assembles each packet in one
 preallocated plaintext buffer and seals it straight into a growing output
-buffer, so many packets leave in one socket write (ANCHORS.md: one ``send()``
-per packet dominates a Python client's cost). :class:`PacketReader` buffers
+buffer, so many packets leave in one socket write (profiles of Python SSH
+clients show one ``send()`` per packet dominating their cost). :class:`PacketReader` buffers
 wire bytes, checks ``packet_length`` *before* waiting for or allocating
 anything, and opens each packet into a second preallocated buffer; the payload
 it returns is a memoryview into that buffer, valid until the next call.

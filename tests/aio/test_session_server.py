@@ -262,7 +262,11 @@ def test_exit_request_encodings() -> None:
 async def test_signal_request_reaches_the_process_group(tmp_path: Path) -> None:
     async with hashike_pair(tmp_path) as (_server, client):
         session = await Session(client).open()
-        assert await session.exec("echo ready; sleep 1000; echo not reached")
+        # "ready" comes from the child that becomes sleep, so it is printed
+        # after the shell reset the child's signal handlers: a signal sent
+        # between the shell's fork and its exec would otherwise be caught by
+        # the shell's own handler in the child, and sleep would never end.
+        assert await session.exec("sh -c 'echo ready; exec sleep 1000'; echo not reached")
         await session.wait_for(lambda: b"ready\n" in session.stdout)
         session.request("signal", encode_signal("INT"), want_reply=False)
         await session.finish()

@@ -346,12 +346,14 @@ def pump(
     *,
     rounds: int = 50,
     feed_raw: bool = True,
+    feed_disconnect: bool = False,
 ) -> list[Event]:
     """Move bytes both ways until both are quiet; return (and extend) ``events``.
 
     A ClientConnection's host key is accepted as soon as it is offered. Once
     ``conn`` is closed, what it sends (its DISCONNECT) is no longer fed to
-    ``raw``; with ``feed_raw=False`` nothing is, for tests that only watch ``conn``."""
+    ``raw`` unless ``feed_disconnect`` (for tests that read it); with
+    ``feed_raw=False`` nothing is, for tests that only watch ``conn``."""
     events = [] if events is None else events
     for _ in range(rounds):
         closed = conn.closed
@@ -359,7 +361,7 @@ def pump(
         to_raw = conn.data_to_send()
         if not to_conn and not to_raw:
             return events
-        if to_raw and feed_raw and not closed:
+        if to_raw and feed_raw and (feed_disconnect or not closed):
             raw.receive_data(to_raw)
         if to_conn:
             conn.receive_data(to_conn)

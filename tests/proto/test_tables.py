@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from hashike.proto.auth import _CLIENT_TABLE, _SERVER_TABLE, ClientState, ServerState
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.constants import DisconnectReason, MsgType
-from hashike.proto.events import Disconnected, Event, HostKeyReceived, PasswordAuthRequested
+from hashike.proto.events import Disconnected, Event, PasswordAuthRequested
 from hashike.proto.transport import _TABLES, State, _Phase
 from hashike.proto.wire import Reader, encode_byte
 from tests.proto.authkit import (
@@ -75,21 +75,9 @@ def _listed(table: Container[tuple[object, int]], state: object, msg: int) -> bo
 
 
 def exchange(raw: RawPeer, conn: Connection, events: list[Event]) -> Outcome:
-    """Move bytes both ways until both are quiet. Unlike rawpeer.pump, the
-    core's DISCONNECT too reaches the raw peer, so that the test can read it."""
-    for _ in range(50):
-        to_conn, to_raw = raw.data_to_send(), conn.data_to_send()
-        if not to_conn and not to_raw:
-            return Outcome(events, raw.received)
-        if to_raw:
-            raw.receive_data(to_raw)
-        if to_conn:
-            conn.receive_data(to_conn)
-        for event in conn.events_received():
-            events.append(event)
-            if isinstance(event, HostKeyReceived) and isinstance(conn, ClientConnection):
-                conn.accept_host_key()
-    raise AssertionError("raw peer and connection did not settle")
+    """Move bytes both ways until both are quiet; the core's DISCONNECT too
+    reaches the raw peer, so that the test can read it."""
+    return Outcome(pump(raw, conn, events, feed_disconnect=True), raw.received)
 
 
 def _disconnect_sent(payload: bytes) -> tuple[int, str]:

@@ -48,6 +48,8 @@ from .forward import ForwardListener, Target, forward_local, open_channel
 from .pump import CorePump, Route
 from .session_client import Process, RunResult, SessionHandler, start_process
 from .session_client import run as run_command
+from .socks import HANDSHAKE_TIMEOUT as SOCKS_HANDSHAKE_TIMEOUT
+from .socks import SocksListener, forward_socks
 
 __all__ = ["HostKeyCheck", "SSHClient", "connect"]
 
@@ -244,6 +246,19 @@ class SSHClient:
     ) -> ForwardListener:
         """The general form of :meth:`forward_local`: a Unix socket on either side."""
         return await forward_local(self._pump, listen_host, listen_port, target, listen_socket=listen_socket)
+
+    async def forward_socks(
+        self,
+        listen_host: str | None,
+        listen_port: int,
+        *,
+        handshake_timeout: float = SOCKS_HANDSHAKE_TIMEOUT,
+    ) -> SocksListener:
+        """``-D [listen_host:]listen_port``: a SOCKS4/4A/5 proxy (CONNECT, no
+        authentication) whose connections go through the server, which
+        resolves the names. Loopback when ``listen_host`` is None; port 0
+        picks one (see ``.port``); ``close()`` stops listening."""
+        return await forward_socks(self._pump, listen_host, listen_port, handshake_timeout=handshake_timeout)
 
     async def open_connection(
         self, host: str, port: int

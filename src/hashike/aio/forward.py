@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from .bridge import SocketBridge
 from .listen import LISTEN_BACKLOG, bind_all
 from .pump import CorePump
 
-__all__ = ["ForwardListener", "Target", "connect_target", "forward_local", "open_channel"]
+__all__ = ["ForwardListener", "Target", "bind_listener", "connect_target", "forward_local", "open_channel"]
 
 log = logging.getLogger("hashike")
 
@@ -74,9 +75,10 @@ class _ListenerBridge(SocketBridge):
 
 class ForwardListener:
     """A listening forward (``-L``). ``port`` is the bound port, known even
-    when 0 was asked for; ``sockets`` every bound address."""
+    when 0 was asked for; ``sockets`` every bound address. ``target`` is None
+    for a SOCKS listener (``-D``), where each connection names its own."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target | None) -> None:
         self.target = target
         self.servers: list[asyncio.Server] = []
         self.connections = 0
@@ -117,6 +119,15 @@ async def forward_local(
     if listen_socket is not None:
         listener.servers.append(await loop.create_unix_server(factory, listen_socket, backlog=LISTEN_BACKLOG))
         return listener
+    listener.servers = await bind_listener(factory, listen_host, listen_port)
+    return listener
+
+
+async def bind_listener(
+    factory: Callable[[], asyncio.BaseProtocol], listen_host: str | None, listen_port: int | None
+) -> list[asyncio.Server]:
+    """Bind a forward's listening TCP sockets as ssh does: ``listen_host``
+    None (or "localhost") is loopback only, ``""`` or ``"*"`` every address."""
     if listen_host is None or listen_host == "localhost":
         hosts: list[str | None] = ["127.0.0.1", "::1"]  # ssh's default: loopback only
     elif listen_host in ("", "*"):
@@ -125,10 +136,7 @@ async def forward_local(
         hosts = [listen_host]
     port = listen_port or 0
     # The default ::1 is skipped on a machine without IPv6.
-    listener.servers = await bind_all(
-        factory, [(h, port) for h in hosts], optional=("::1",) if len(hosts) > 1 else ()
-    )
-    return listener
+    return await bind_all(factory, [(h, port) for h in hosts], optional=("::1",) if len(hosts) > 1 else ())
 
 
 async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested) -> None:

@@ -250,15 +250,23 @@ class SSHClient:
     async def forward_socks(
         self,
         listen_host: str | None,
-        listen_port: int,
+        listen_port: int | None,
         *,
         handshake_timeout: float = SOCKS_HANDSHAKE_TIMEOUT,
+        listen_socket: str | None = None,
     ) -> SocksListener:
         """``-D [listen_host:]listen_port``: a SOCKS4/4A/5 proxy (CONNECT, no
         authentication) whose connections go through the server, which
         resolves the names. Loopback when ``listen_host`` is None; port 0
-        picks one (see ``.port``); ``close()`` stops listening."""
-        return await forward_socks(self._pump, listen_host, listen_port, handshake_timeout=handshake_timeout)
+        picks one (see ``.port``); ``listen_socket`` listens on a Unix socket
+        instead; ``close()`` stops listening."""
+        return await forward_socks(
+            self._pump,
+            listen_host,
+            listen_port,
+            handshake_timeout=handshake_timeout,
+            listen_socket=listen_socket,
+        )
 
     async def open_connection(
         self, host: str, port: int

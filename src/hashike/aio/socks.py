@@ -22,6 +22,7 @@ from hashike.proto.socks import SocksError, SocksServer, reply_for_open_failure
 
 from .bridge import SocketBridge
 from .forward import ForwardListener, Target, bind_listener, open_channel
+from .listen import LISTEN_BACKLOG
 from .pump import CorePump
 
 __all__ = ["HANDSHAKE_TIMEOUT", "SocksListener", "forward_socks"]
@@ -158,10 +159,19 @@ async def forward_socks(
     listen_port: int | None,
     *,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    listen_socket: str | None = None,
 ) -> SocksListener:
     """Serve SOCKS on ``listen_host:listen_port`` (loopback when None, every
-    address for ``""``/``"*"``; port 0 picks one). Raises OSError as the OS
-    reports it."""
+    address for ``""``/``"*"``; port 0 picks one) or on the Unix socket
+    ``listen_socket``. Raises OSError as the OS reports it."""
     listener = SocksListener(handshake_timeout)
-    listener.servers = await bind_listener(lambda: _SocksBridge(pump, listener), listen_host, listen_port)
+
+    def factory() -> _SocksBridge:
+        return _SocksBridge(pump, listener)
+
+    if listen_socket is not None:
+        loop = asyncio.get_running_loop()
+        listener.servers.append(await loop.create_unix_server(factory, listen_socket, backlog=LISTEN_BACKLOG))
+    else:
+        listener.servers = await bind_listener(factory, listen_host, listen_port)
     return listener

@@ -30,7 +30,7 @@ from typing import Any
 from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity, file_identity
-from hashike.aio.forward import ForwardListener, Target
+from hashike.aio.forward import ForwardListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
 from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
@@ -46,6 +46,7 @@ from hashike.proto.errors import (
 )
 from hashike.proto.hostkey import PublicKey
 
+from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
 from .escape import Escape, EscapeReader, help_text
 from .logs import setup_logging
 from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-4", dest="family", action="store_const", const="inet", help="IPv4 addresses only")
     p.add_argument("-6", dest="family", action="store_const", const="inet6", help="IPv6 addresses only")
+    p.add_argument(
+        "-D", dest="dynamic", metavar="[bind_address:]port", action="append", default=[],
+        help="a local SOCKS4/4A/5 proxy whose connections go through the server",
+    )  # fmt: skip
     p.add_argument(
         "-E", dest="log_file", metavar="log_file", help="append debug logs to log_file, not stderr"
     )
@@ -244,18 +249,15 @@ def _bind_label(host: str | None, port: int | None, path: str | None) -> str:
 
 
 async def _start_forwards(client: SSHClient, settings: ClientSettings) -> list[ForwardListener]:
-    """Set up every -L; a failure is reported as ssh reports it and is fatal
-    only under ExitOnForwardFailure."""
+    """Set up every -L and -D; a failure is reported as ssh reports it and is
+    fatal only under ExitOnForwardFailure."""
     listeners = []
-    for fwd in settings.local_forwards:
-        host = fwd.listen_host
-        if host in ("", "*") and not settings.gateway_ports:
-            host = None  # ssh: without GatewayPorts, -L binds loopback only
-        target = Target(fwd.connect_host, fwd.connect_port, fwd.connect_socket)
+    warn_open_proxies(settings.dynamic_forwards, settings.gateway_ports)
+    for fwd in (*settings.local_forwards, *settings.dynamic_forwards):
+        host = bind_host(fwd.listen_host, settings.gateway_ports)
+        target = remote_label(fwd)
         try:
-            listener = await client.forward_local_to(
-                host, fwd.listen_port, target, listen_socket=fwd.listen_socket
-            )
+            listener = await start_listener(client, fwd, host)
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             label = _bind_label(host, fwd.listen_port, fwd.listen_socket)
@@ -263,7 +265,7 @@ async def _start_forwards(client: SSHClient, settings: ClientSettings) -> list[F
             if exc.errno == errno.EACCES and 0 < port < 1024:
                 print(
                     f"bind {label}: Permission denied. Privileged ports can only be forwarded by root; "
-                    f"use a port of 1024 or more, e.g. -L {40000 + port}:{target}.",
+                    f"use a port of 1024 or more, e.g. {example(fwd, port)}.",
                     file=sys.stderr,
                 )
             else:
@@ -682,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         options.append("GatewayPorts=yes")
     try:
         forwards = [parse_forward("local", spec) for spec in args.local]
+        forwards += [parse_forward("dynamic", spec) for spec in args.dynamic]
         settings = parse_client_config(
             host,
             config_file=args.config,

@@ -46,8 +46,8 @@ from hashike.proto.errors import (
 )
 from hashike.proto.hostkey import PublicKey
 
-from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
 from .escape import Escape, EscapeReader, help_text
+from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
 from .logs import setup_logging
 from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size
 

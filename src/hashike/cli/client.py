@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
         "-i", dest="identities", metavar="identity_file", action="append", default=[], help="private key"
     )
     p.add_argument(
+        "-J", dest="jump", metavar="destination", help="jump host (ProxyJump): refused, not implemented"
+    )
+    p.add_argument(
         "-L", dest="local", metavar="address", action="append", default=[],
         help="[bind_address:]port:host:hostport, and the socket forms: forward a local port",
     )  # fmt: skip
@@ -699,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         options.append(f"AddressFamily={args.family}")
     if args.gateway:
         options.append("GatewayPorts=yes")
+    if args.jump is not None:
+        options.append(f"ProxyJump={args.jump}")
     try:
         forwards = [parse_forward("local", spec) for spec in args.local]
         settings = parse_client_config(
@@ -710,6 +715,11 @@ def main(argv: list[str] | None = None) -> int:
             identity_files=args.identities,
             forwards=forwards,
         )
+        if settings.proxy_jump is not None:
+            # Connecting straight to the target would skip the jump host the user chose.
+            raise ConfigError(
+                f"Unsupported option: proxyjump {settings.proxy_jump} (hashike cannot honour it)"
+            )
         invocation = _Invocation(
             no_command=args.no_command,
             command=tuple(args.command),

@@ -10,16 +10,19 @@ from hashike.proto.config import SUPPORTED_KEX, TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError
 from hashike.proto.events import (
+    ChannelClosed,
+    ChannelOpenRequested,
     Disconnected,
     Event,
     KexCompleted,
     PongReceived,
     UnimplementedReceived,
 )
-from hashike.proto.transport import MAX_CHATTER_DURING_KEX, MAX_PACKETS_BEFORE_PEER_KEXINIT
-from hashike.proto.wire import encode_byte, encode_string
+from hashike.proto.transport import MAX_CHATTER_DURING_KEX, MAX_PACKETS_DURING_REKEY
+from hashike.proto.wire import encode_byte, encode_string, encode_uint32
+from tests.proto.authkit import RawClient, password_request, service_request
 from tests.proto.pair import ConnectionPair, events_of, host_key
-from tests.proto.rawpeer import new_client, new_server, pump, raw_for
+from tests.proto.rawpeer import ext_info_payload, new_client, new_server, pump, raw_for
 
 IGNORE = encode_byte(MsgType.IGNORE) + encode_string(b"")
 
@@ -214,7 +217,7 @@ def test_peer_that_never_answers_our_kexinit_is_cut_off() -> None:
     events = pump(raw, client)
     client.start_rekey()
     client.data_to_send()  # the raw server never sees the KEXINIT
-    for _ in range(MAX_PACKETS_BEFORE_PEER_KEXINIT):
+    for _ in range(MAX_PACKETS_DURING_REKEY):
         raw.send(IGNORE)
     client.receive_data(raw.data_to_send())
     events += client.events_received()
@@ -226,37 +229,122 @@ def test_peer_that_never_answers_our_kexinit_is_cut_off() -> None:
     assert disconnected.reason == DisconnectReason.PROTOCOL_ERROR
 
 
+@pytest.mark.parametrize("extra", [0, 1], ids=["at-limit", "over-limit"])
 @pytest.mark.parametrize("role", ["hashike-client", "hashike-server"])
-def test_upper_layer_message_between_peer_kexinit_and_newkeys_disconnects(role: str) -> None:
+def test_upper_layer_flood_between_peer_kexinit_and_newkeys_is_bounded(role: str, extra: int) -> None:
+    # Upper-layer messages inside the peer's exchange are accepted, as OpenSSH
+    # does (PuTTY sends them, see below), and answered after NEWKEYS; a peer
+    # that sends more than a rekey's worth is cut off.
     conn = new_client() if role == "hashike-client" else new_server()
     raw = raw_for(conn)
     events = pump(raw, conn)
-    # Control: outside a kex the same message is fine.
-    raw.send(_ping(b"ok") if role == "hashike-server" else bytes([200]))
+    message = _ping(b"flood") if role == "hashike-server" else bytes([200])
+    raw.send_kexinit()
+    for _ in range(MAX_PACKETS_DURING_REKEY + extra):
+        raw.send(message)
+    conn.receive_data(raw.data_to_send())  # all of it before the raw peer reads a byte
+    events += conn.events_received()
+    if extra:
+        (disconnected,) = events_of(events, Disconnected)
+        assert disconnected.reason == DisconnectReason.PROTOCOL_ERROR
+        assert not disconnected.by_peer
+        assert disconnected.description == "too many non-kex messages during key exchange"
+        assert _kex_flags(events) == [True]
+        return
+    answered, received = len(raw.inbox), len(raw.received)
     pump(raw, conn, events)
     assert not events_of(events, Disconnected)
-    answered = len(raw.inbox)
-    # Now a rekey from the raw peer, flooded with upper-layer messages before NEWKEYS.
-    raw.send_kexinit()
-    for _ in range(100):
-        raw.send(_ping(b"flood") if role == "hashike-server" else bytes([200]))
-    pump(raw, conn, events, feed_raw=False)
-    (disconnected,) = events_of(events, Disconnected)
-    assert disconnected.reason == DisconnectReason.PROTOCOL_ERROR
-    assert not disconnected.by_peer
-    assert "during key exchange" in disconnected.description
-    assert _kex_flags(events) == [True]
-    assert len(raw.inbox) == answered
+    assert _kex_flags(events) == [True, False]
+    answer = MsgType.PONG if role == "hashike-server" else MsgType.UNIMPLEMENTED
+    assert [p[0] for p in raw.inbox[answered:]] == [answer] * MAX_PACKETS_DURING_REKEY
+    # RFC 4253 §7.1: PONG waits for the core's NEWKEYS; UNIMPLEMENTED, a
+    # transport message, may be sent inside the exchange.
+    after = [p[0] for p in raw.received[received:]]
+    newkeys = after.index(MsgType.NEWKEYS)
+    assert all(m == MsgType.UNIMPLEMENTED for m in after[:newkeys] if m not in range(20, 50))
 
 
-@pytest.mark.parametrize("extra", [0, 1], ids=["at-limit", "over-limit"])
-def test_transport_chatter_during_rekey_is_bounded(extra: int) -> None:
+@pytest.mark.parametrize("payload", [service_request(), ext_info_payload({})], ids=["service", "ext-info"])
+def test_messages_forbidden_even_inside_a_rekey_disconnect(payload: bytes) -> None:
+    # RFC 4253 §7.1 forbids SERVICE_REQUEST inside an exchange; RFC 8308
+    # §2.4 allows EXT_INFO only after the first NEWKEYS.
     server = new_server()
     raw = raw_for(server)
     events = pump(raw, server)
     raw.hold_ecdh = True
     raw.send_kexinit()
-    for _ in range(MAX_CHATTER_DURING_KEX + extra):
+    raw.send(payload)
+    pump(raw, server, events, feed_raw=False)
+    (disconnected,) = events_of(events, Disconnected)
+    assert disconnected.description == f"unexpected message {payload[0]} during key exchange"
+
+
+def _session_channel(peer: RawClient) -> tuple[int, int]:
+    """A raw client logs in and opens a session channel: (its id, the server's)."""
+    peer.send(password_request("alice", "pw"))
+    peer.server.accept_auth()
+    assert peer.pump() == [encode_byte(MsgType.USERAUTH_SUCCESS)]
+    ours = 3
+    peer.send(
+        encode_byte(MsgType.CHANNEL_OPEN)
+        + encode_string("session")
+        + encode_uint32(ours)
+        + encode_uint32(1 << 20)
+        + encode_uint32(32768)
+    )
+    (opened,) = events_of(peer.take_events(), ChannelOpenRequested)
+    peer.server.channels.accept_open(opened.channel_id)
+    (confirmation,) = peer.pump()
+    assert confirmation[0] == MsgType.CHANNEL_OPEN_CONFIRMATION
+    return ours, opened.channel_id
+
+
+@pytest.mark.parametrize("where", ["after-ecdh-init", "before-ecdh-init"])
+def test_putty_channel_close_inside_its_rekey_is_accepted(where: str) -> None:
+    # PuTTY sends CHANNEL_CLOSE after its own KEX_ECDH_INIT, before NEWKEYS
+    # (issue 13, defect 10): hashiked ended the connection with "unexpected
+    # message 97 during key exchange", where OpenSSH carries on.
+    peer = RawClient(auth_methods=("password",))
+    ours, theirs = _session_channel(peer)
+    peer.raw.hold_ecdh = True
+    peer.raw.send_kexinit()
+    assert peer.pump() == []  # the server's KEXINIT; it awaits our ECDH_INIT
+    close = encode_byte(MsgType.CHANNEL_CLOSE) + encode_uint32(theirs)
+    if where == "after-ecdh-init":
+        peer.raw.send_ecdh_init()
+        peer.raw.send(close)
+    else:
+        peer.raw.send(close)
+        peer.raw.send_ecdh_init()
+    received = len(peer.raw.received)
+    assert peer.pump() == [encode_byte(MsgType.CHANNEL_CLOSE) + encode_uint32(ours)]
+    events = peer.take_events()
+    assert not events_of(events, Disconnected)
+    assert events_of(events, ChannelClosed) == [ChannelClosed(channel_id=theirs)]
+    assert _kex_flags(events) == [False]
+    # The server's answer waited for its NEWKEYS (RFC 4253 §7.1).
+    after = [p[0] for p in peer.raw.received[received:]]
+    assert after.index(MsgType.NEWKEYS) < after.index(MsgType.CHANNEL_CLOSE)
+
+
+@pytest.mark.parametrize(
+    ("rekey", "limit"),
+    [(False, MAX_CHATTER_DURING_KEX), (True, MAX_PACKETS_DURING_REKEY)],
+    ids=["initial", "rekey"],
+)
+@pytest.mark.parametrize("extra", [0, 1], ids=["at-limit", "over-limit"])
+def test_transport_chatter_during_kex_is_bounded(rekey: bool, limit: int, extra: int) -> None:
+    server = new_server()
+    raw = raw_for(server, strict=False)
+    events: list[Event] = []
+    if rekey:
+        pump(raw, server, events)
+        raw.hold_ecdh = True
+        raw.send_kexinit()
+    else:
+        raw.hold_ecdh = True
+        raw.receive_data(server.data_to_send())  # the server's version and KEXINIT: ours follows
+    for _ in range(limit + extra):
         raw.send(IGNORE)
     pump(raw, server, events)
     if extra:
@@ -266,7 +354,7 @@ def test_transport_chatter_during_rekey_is_bounded(extra: int) -> None:
     assert not events_of(events, Disconnected)
     raw.send_ecdh_init()
     pump(raw, server, events)
-    assert _kex_flags(events) == [True, False]
+    assert _kex_flags(events) == ([True, False] if rekey else [True])
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,17 @@ def transport_rule(is_client: bool, phase: _Phase, state: State, msg: int) -> bo
         return msg in awaited.get(state, set())
     if phase is _Phase.ESTABLISHED:
         # A rekey we started: the peer may not have seen our KEXINIT yet.
-        return open_ or state is State.KEXINIT_SENT or (state in KEX_STATES and msg in GENERIC)
+        if open_ or state is State.KEXINIT_SENT:
+            return True
+        # The peer is inside its own exchange. §7.1 allows it only 1-49, but
+        # OpenSSH's kex takes over only those and lets the connection layer
+        # have the rest, and PuTTY relies on it (CHANNEL_CLOSE between its
+        # KEX_ECDH_INIT and NEWKEYS). What stays refused: SERVICE_REQUEST and
+        # SERVICE_ACCEPT, which §7.1 forbids even among 1-19, and EXT_INFO,
+        # which RFC 8308 §2.4 allows only right after a first NEWKEYS or
+        # before USERAUTH_SUCCESS.
+        inside = (MsgType.SERVICE_REQUEST, MsgType.SERVICE_ACCEPT, MsgType.EXT_INFO)
+        return state in KEX_STATES and msg not in inside
     return phase is _Phase.INITIAL and state in KEX_STATES and msg in GENERIC
 
 

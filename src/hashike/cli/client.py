@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hashike.aio.agent import AgentClient, AgentError
@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         "-i", dest="identities", metavar="identity_file", action="append", default=[], help="private key"
     )
     p.add_argument(
+        "-J", dest="jump", metavar="destination", help="jump host (ProxyJump): refused, not implemented"
+    )
+    p.add_argument(
         "-L", dest="local", metavar="address", action="append", default=[],
         help="[bind_address:]port:host:hostport, and the socket forms: forward a local port",
     )  # fmt: skip
@@ -124,7 +127,7 @@ class _Fatal(Exception):
 
 @dataclass(slots=True)
 class _HostKeyChecker:
-    settings: ClientSettings
+    settings: ClientSettings  # without its forwards once a changed key was let through
     auth: AuthSettings
 
     async def __call__(self, key: PublicKey) -> bool:
@@ -143,15 +146,31 @@ class _HostKeyChecker:
             hash_known_hosts=s.hash_known_hosts,
         )
         if verdict.accepted and verdict.restricted:
-            # ssh: with a changed key and StrictHostKeyChecking=no, no password
-            # may be sent to what may be an impostor.
+            return self._restrict()
+        return verdict.accepted
+
+    def _restrict(self) -> bool:
+        """ssh with a changed key under StrictHostKeyChecking=no: go on, but send
+        no password to what may be an impostor and forward nothing to or from it."""
+        s, cancelled = self.settings, False
+        if s.password_authentication:
             print("Password authentication is disabled to avoid man-in-the-middle attacks.", file=sys.stderr)
+            cancelled = True
+        if s.kbd_interactive_authentication:
             print(
                 "Keyboard-interactive authentication is disabled to avoid man-in-the-middle attacks.",
                 file=sys.stderr,
             )
-            self.auth.methods = tuple(m for m in self.auth.methods if m == "publickey")
-        return verdict.accepted
+            cancelled = True
+        self.auth.methods = tuple(m for m in self.auth.methods if m == "publickey")
+        if s.forwards:
+            print("Port forwarding is disabled to avoid man-in-the-middle attacks.", file=sys.stderr)
+            self.settings = replace(s, local_forwards=(), remote_forwards=(), dynamic_forwards=())
+            cancelled = True
+        if cancelled and s.exit_on_forward_failure:
+            print("Error: forwarding disabled due to host key check failure", file=sys.stderr)
+            return False
+        return True
 
 
 def _split_destination(destination: str, login: str | None) -> tuple[str, str | None]:
@@ -203,7 +222,8 @@ def _methods(settings: ClientSettings) -> tuple[str, ...]:
     return tuple(m for m in settings.preferred_authentications if enabled.get(m, False))
 
 
-async def _connect(settings: ClientSettings) -> SSHClient:
+async def _connect(settings: ClientSettings) -> tuple[SSHClient, ClientSettings]:
+    """The authenticated client, and the settings as the host key check left them."""
     agent = await _agent(settings)
     auth = AuthSettings(
         username=settings.user,
@@ -218,11 +238,12 @@ async def _connect(settings: ClientSettings) -> SSHClient:
     )
     family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}.get(settings.address_family, socket.AF_UNSPEC)
     host, port = settings.hostname, settings.port
+    checker = _HostKeyChecker(settings, auth)
     try:
-        return await connect(
+        client = await connect(
             host,
             port,
-            check_host_key=_HostKeyChecker(settings, auth),
+            check_host_key=checker,
             config=transport_config(settings),
             family=family,
             timeout=settings.connect_timeout,
@@ -240,6 +261,7 @@ async def _connect(settings: ClientSettings) -> SSHClient:
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise _Fatal(f"{PROG}: connect to host {host} port {port}: {reason}") from None
+    return client, checker.settings
 
 
 def _bind_label(host: str | None, port: int | None, path: str | None) -> str:
@@ -327,7 +349,7 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop, sig)
-    client = await _connect(settings)
+    client, settings = await _connect(settings)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
     listeners = await _start_forwards(client, settings)
@@ -682,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         options.append(f"AddressFamily={args.family}")
     if args.gateway:
         options.append("GatewayPorts=yes")
+    if args.jump is not None:
+        options.append(f"ProxyJump={args.jump}")
     try:
         forwards = [parse_forward("local", spec) for spec in args.local]
         forwards += [parse_forward("dynamic", spec) for spec in args.dynamic]
@@ -694,6 +718,11 @@ def main(argv: list[str] | None = None) -> int:
             identity_files=args.identities,
             forwards=forwards,
         )
+        if settings.proxy_jump is not None:
+            # Connecting straight to the target would skip the jump host the user chose.
+            raise ConfigError(
+                f"Unsupported option: proxyjump {settings.proxy_jump} (hashike cannot honour it)"
+            )
         invocation = _Invocation(
             no_command=args.no_command,
             command=tuple(args.command),

@@ -16,8 +16,12 @@ which exchange it is (RFC 4253 §7.1):
   handed to the owner's ``deliver`` function. This is the data path: one
   lookup and one call per packet;
 - during a rekey, anything until the peer's KEXINIT arrives (it may not
-  have seen ours yet), then only the generic ones; both are bounded in
-  number.
+  have seen ours yet); after it, everything but what §7.1 forbids even
+  then (SERVICE_REQUEST/ACCEPT) and EXT_INFO (RFC 8308 §2.4). §7.1 forbids
+  the peer to send upper-layer messages there, but PuTTY sends CHANNEL_CLOSE
+  between its KEX_ECDH_INIT and NEWKEYS, and OpenSSH, whose kex takes over
+  only messages 1-49, accepts them; so do we. Answers still wait for our
+  NEWKEYS. All of these are bounded in number per exchange.
 
 States::
 
@@ -78,10 +82,10 @@ __all__ = ["ENDED", "MAX_DEFERRED_BYTES", "Deliver", "State", "Transport"]
 # stops reading its sockets while ``send_blocked`` is true, so this bound is
 # only reached by a runtime that ignores it.
 MAX_DEFERRED_BYTES = 16 * 1024 * 1024
-# Non-kex packets a peer may send after we started a rekey and before its own
-# KEXINIT arrives: data already in flight, bounded by our channel windows.
-MAX_PACKETS_BEFORE_PEER_KEXINIT = 16384
-# IGNORE/DEBUG/UNIMPLEMENTED packets tolerated inside one exchange.
+# Non-kex packets a peer may send during one rekey: data in flight before it
+# saw our KEXINIT, and what PuTTY sends inside its own exchange.
+MAX_PACKETS_DURING_REKEY = 16384
+# IGNORE/DEBUG/UNIMPLEMENTED packets tolerated inside the first exchange.
 MAX_CHATTER_DURING_KEX = 256
 # Our own transport extension (RFC 8308 §2.2 naming): the largest packet we
 # accept, so two hashike peers can use packets beyond RFC 4253's 35000 bytes.
@@ -716,32 +720,38 @@ def _kex_rows(is_client: bool) -> _Table:
     return table
 
 
+def _rekey_rows() -> _Table:
+    """What the peer may send during a rekey (see the module docstring)."""
+    # Until the peer's KEXINIT, anything: it may not have seen ours yet.
+    table = {(State.KEXINIT_SENT, msg): handler for msg, handler in _OPEN_ROW.items()}
+    # After it the peer is inside its own exchange. RFC 4253 §7.1 forbids it
+    # SERVICE_REQUEST/ACCEPT even there, and RFC 8308 §2.4 places EXT_INFO
+    # elsewhere; the rest is what OpenSSH accepts (PuTTY's CHANNEL_CLOSE).
+    inside = (MsgType.SERVICE_REQUEST, MsgType.SERVICE_ACCEPT, MsgType.EXT_INFO)
+    for state in (State.AWAIT_ECDH, State.AWAIT_NEWKEYS):
+        table.update({(state, msg): handler for msg, handler in _OPEN_ROW.items() if msg not in inside})
+    return {
+        pair: _counted(MAX_PACKETS_DURING_REKEY, handler)
+        for pair, handler in table.items()
+        if pair[1] != MsgType.DISCONNECT  # the kex rows take it
+    }
+
+
 def _table(is_client: bool, phase: _Phase) -> _Table:
     table = _kex_rows(is_client)
-    chatter: tuple[State, ...] = (State.AWAIT_ECDH, State.AWAIT_NEWKEYS)
     if phase is _Phase.ESTABLISHED:
         table.update({(State.OPEN, msg): handler for msg, handler in _OPEN_ROW.items()})
         table[State.OPEN, MsgType.KEXINIT] = Transport._on_peer_kexinit  # RFC 4253 §9: the peer rekeys
-        # A rekey we started: until its KEXINIT, the peer may still send
-        # anything (data in flight, bounded by our channel windows).
+        table.update(_rekey_rows())
+    elif phase is _Phase.INITIAL:
         table.update(
             {
-                (State.KEXINIT_SENT, msg): _counted(MAX_PACKETS_BEFORE_PEER_KEXINIT, handler)
-                for msg, handler in _OPEN_ROW.items()
-                if msg != MsgType.DISCONNECT
+                (state, msg): _counted(MAX_CHATTER_DURING_KEX, _OPEN_ROW[msg])
+                for state in _KEX_STATES
+                for msg in _GENERIC
             }
         )
-    elif phase is _Phase.INITIAL:
-        chatter = _KEX_STATES
-    else:
-        chatter = ()  # strict kex: nothing but kex messages (PROTOCOL §1.10)
-    table.update(
-        {
-            (state, msg): _counted(MAX_CHATTER_DURING_KEX, _OPEN_ROW[msg])
-            for state in chatter
-            for msg in _GENERIC
-        }
-    )
+    # Strict kex: nothing but kex messages in the first exchange (PROTOCOL §1.10).
     return table
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hashike.aio.client import connect
@@ -18,6 +19,8 @@ from hashike.aio.pump import CorePump
 from hashike.aio.server import listen
 from hashike.proto.constants import MsgType
 from hashike.proto.wire import encode_byte, encode_string
+from tests.aio.forwarding import hashike_pair
+from tests.echo import start_echo_server
 from tests.helpers import eventually
 from tests.proto.pair import host_key
 from tests.proto.rawpeer import RawPeer
@@ -131,3 +134,34 @@ async def test_cve_2025_26466_client_stops_reading_a_server_that_never_reads() -
         finally:
             sock.close()
         await asyncio.wait_for(client.wait_closed(), 10)
+
+
+async def test_bulk_data_both_ways_through_tunnels_does_not_stall(tmp_path: Path) -> None:
+    # Both ends are write-paused at times; neither may stop reading then, or
+    # both would wait for ever. Four echoes of 16 MiB at once through -L.
+    echo = await start_echo_server()
+    size = 16 * 1024 * 1024
+    async with echo, hashike_pair(tmp_path) as (_server, client):
+        listener = await client.forward_local(None, 0, "127.0.0.1", echo.sockets[0].getsockname()[1])
+
+        async def one(seed: int) -> int:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            block = bytes([seed]) * (256 * 1024)
+
+            async def send() -> None:
+                for _ in range(size // len(block)):
+                    writer.write(block)
+                    await writer.drain()
+                writer.write_eof()
+
+            sender = asyncio.get_running_loop().create_task(send())
+            got = 0
+            while chunk := await reader.read(1 << 18):
+                assert chunk == bytes([seed]) * len(chunk)
+                got += len(chunk)
+            await sender
+            writer.close()
+            return got
+
+        results = await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(4))), 120)
+        assert results == [size] * 4

@@ -89,6 +89,8 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self.global_handlers: dict[str, GlobalHandler] = {}
         self._replies: deque[asyncio.Future[GlobalRequestReplied]] = deque()
         self._ssh_write_paused = False
+        self._reading_held = False
+        self._continue_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._after_batch: list[Callable[[], None]] = []
         self.routes: dict[type, Route] = {**self._channel_routes(), **self.side_routes()}
@@ -280,6 +282,13 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         write buffer is full: bridges then stop reading their sockets."""
         return not self._ssh_write_paused and not self.core.transport.send_blocked
 
+    # A peer that does not read (the CVE-2025-26466 class). While the SSH
+    # socket is write-paused, what the core sends stays in the core, where
+    # MAX_UNSENT_BYTES bounds it: past that the core holds input back, and
+    # then the socket is not read either, until the peer reads again. Reading
+    # stops only then, not at every write pause: two peers sending bulk data
+    # both ways are both write-paused at times, and neither may stop reading.
+
     def pause_writing(self) -> None:
         self._ssh_write_paused = True
 
@@ -287,6 +296,21 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         self._ssh_write_paused = False
         self._resume_bridges()
         self.flush()
+
+    def _hold_reading(self, transport: asyncio.Transport) -> None:
+        """The core holds input: stop reading, and go on once its output is
+        taken (now, unless the socket is write-paused)."""
+        if not self._reading_held:
+            self._reading_held = True
+            transport.pause_reading()
+        if not self._ssh_write_paused and not self._continue_scheduled:
+            self._continue_scheduled = True
+            asyncio.get_running_loop().call_soon(self._continue_input)
+
+    def _continue_input(self) -> None:
+        self._continue_scheduled = False
+        self.core.receive_data(b"")
+        self.process()
 
     def _resume_bridges(self) -> None:
         for bridge in list(self.bridges.values()):
@@ -301,11 +325,23 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        data = self.core.data_to_send()
-        if data:
-            transport.write(data)
-        if self.core.closed:
-            transport.close()
+        core = self.core
+        if not self._ssh_write_paused or core.closed:
+            data = core.data_to_send()
+            if data:
+                transport.write(data)
+        if core.closed:
+            # A peer that does not read would keep the socket, and what waits
+            # for it, for ever: a write-paused connection is dropped.
+            if self._ssh_write_paused:
+                transport.abort()
+            else:
+                transport.close()
+        elif core.input_held:
+            self._hold_reading(transport)
+        elif self._reading_held:
+            self._reading_held = False
+            transport.resume_reading()
 
     def close(self, description: str = "disconnected by user") -> None:
         self.core.close(description)

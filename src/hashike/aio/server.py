@@ -1,11 +1,14 @@
 """``listen()``: an SSH server in-process, on asyncio.
 
-Each accepted socket gets a :class:`ServerConnection` core and a pump. The
-runtime enforces what needs a clock or a global view: LoginGraceTime (an
-event-loop timer, never a signal) and MaxStartups (sshd's random early drop
-of unauthenticated connections, ``start:rate:full``). Authentication requests
-are answered by :mod:`hashike.aio.server_auth`; once a connection is
-authenticated, neither limit applies to it any more.
+Each accepted socket is first admitted or refused on its address alone
+(:mod:`hashike.aio.admission`: MaxStartups' random early drop,
+PerSourceMaxStartups, PerSourcePenalties); only then does it get a
+:class:`ServerConnection` core and a pump, so a flood of refused sockets costs
+no connection state (the DHEat class, CVE-2002-20001). The runtime enforces
+what needs a clock or a global view: LoginGraceTime (an event-loop timer,
+never a signal) and those limits. Authentication requests are answered by
+:mod:`hashike.aio.server_auth`; once a connection is authenticated, no limit
+on startups applies to it any more.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from hashike.config.policy import ForwardingPolicy, SessionPolicy
+from hashike.config.srclimit import PenaltyPolicy
 from hashike.proto.auth import SERVER_METHODS
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
@@ -43,6 +46,7 @@ from hashike.proto.events import (
 )
 from hashike.proto.hostkey import PrivateKey
 
+from .admission import Admission
 from .forward import connect_target
 from .listen import BindError, bind_all
 from .pump import CorePump, Route
@@ -70,6 +74,10 @@ class ServerOptions:
     transport: TransportConfig = field(default_factory=TransportConfig)
     login_grace_time: float = 120.0  # sshd's default; 0 means no limit
     max_startups: tuple[int, int, int] = (10, 30, 100)  # sshd's default
+    per_source_max_startups: int | None = None  # no limit
+    per_source_net_block_size: tuple[int, int] = (32, 128)
+    penalties: PenaltyPolicy | None = None  # off (see hashike.config.srclimit)
+    penalty_exempt: tuple[str, ...] = ()
     auth_methods: tuple[str, ...] = ("publickey",)
     max_auth_tries: int = 6  # sshd's default
     authorized_keys_files: tuple[str, ...] = DEFAULT_AUTHORIZED_KEYS_FILES
@@ -96,7 +104,9 @@ class _ServerPump(CorePump[ServerConnection]):
             )
         )
         self._server = server
+        self.source: str | None = None  # the client's address, for the per-source limits
         self._grace: asyncio.TimerHandle | None = None
+        self._penalty: str | None = None  # set when LoginGraceTime runs out, or we fail
         self._auth = ConnectionAuth(server.users, self.core, self.process)
         self.open_handlers.update(
             {
@@ -109,26 +119,34 @@ class _ServerPump(CorePump[ServerConnection]):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._server.connections.add(self)
-        if not self._server.admit(self):
-            log.info("drop connection #%d from %s: MaxStartups", len(self._server.startups), self.peername)
-            transport.close()
-            return
-        log.debug("Connection from %s port %s", *(self.peername or ("?", 0))[:2])
+        log.debug("Connection from %s port %s", *self._peer())
         grace = self._server.options.login_grace_time
         if grace > 0:
             self._grace = asyncio.get_running_loop().call_later(grace, self._grace_expired)
 
     def _grace_expired(self) -> None:
-        host, port = (self.peername or ("?", 0))[:2]
+        host, port = self._peer()
         log.info("Timeout before authentication for %s port %s", host, port)
+        self._penalty = "grace-exceeded"
         self.close("Timeout before authentication")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._grace is not None:
             self._grace.cancel()
         self._auth.close()
-        self._server.forget(self)
+        if exc is not None and not isinstance(exc, OSError):
+            self._penalty = "crash"  # a handler of ours failed on what this peer sent
+        self._server.forget(self, self._penalty_kind())
         super().connection_lost(exc)
+
+    def _penalty_kind(self) -> str | None:
+        """What PerSourcePenalties charges for how this connection ended."""
+        core = self.core
+        if self._penalty is not None or core.authenticated:
+            return self._penalty
+        if core.auth_failures:
+            return "authfail"
+        return "noauth" if core.auth_username is None else None
 
     def _authenticated(self) -> None:
         # LoginGraceTime and MaxStartups are about connections that have not
@@ -136,7 +154,7 @@ class _ServerPump(CorePump[ServerConnection]):
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
-        self._server.startups.discard(self)
+        self._server.authenticated(self)
 
     def side_routes(self) -> dict[type, Route]:
         ignore = self.ignore
@@ -217,6 +235,22 @@ class _ServerPump(CorePump[ServerConnection]):
         self._spawn(connect_target(self, event))
 
 
+class _Gate(asyncio.Protocol):
+    """A socket's protocol until it is admitted: nothing of the connection
+    exists yet. Admitted, the socket is handed to its pump before any byte
+    is read."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        pump = self._server.admit(transport)
+        if pump is not None:
+            transport.set_protocol(pump)
+            pump.connection_made(transport)
+
+
 class Server:
     """A listening hashike server. ``port`` is the port actually bound.
 
@@ -244,6 +278,13 @@ class Server:
         )
         self.connections: set[_ServerPump] = set()
         self.startups: set[_ServerPump] = set()
+        self.admission = Admission(
+            options.max_startups,
+            options.per_source_max_startups,
+            options.per_source_net_block_size,
+            options.penalties,
+            options.penalty_exempt,
+        )
         self._servers: list[asyncio.Server] = []
 
     @property
@@ -254,30 +295,58 @@ class Server:
     def port(self) -> int:
         return self.sockets[0][1]
 
-    def admit(self, pump: _ServerPump) -> bool:
-        """sshd's MaxStartups: refuse unauthenticated connections beyond ``full``,
-        and drop them with growing probability from ``start`` on."""
-        start, rate, full = self.options.max_startups
-        n = len(self.startups)
-        if n >= full:
-            return False
-        if n >= start and full > start:
-            drop = rate + (100 - rate) * (n - start) / (full - start)
-            if random.random() * 100 < drop:
-                return False
-        self.startups.add(pump)
-        return True
+    def admit(self, transport: asyncio.Transport) -> _ServerPump | None:
+        """The pump for a new socket, or None when admission refuses it
+        (logged in sshd's words; the client is told in one line)."""
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if not isinstance(peer, tuple):  # not an IP socket: nothing to limit by
+            return self._start(None)
+        now = asyncio.get_running_loop().time()
+        refusal = self.admission.refusal(peer[0], len(self.startups), now)
+        if refusal is None:
+            return self._start(peer[0])
+        log.info(
+            "drop connection #%d from [%s]:%d on [%s]:%d %s",
+            len(self.startups),
+            peer[0],
+            peer[1],
+            local[0],
+            local[1],
+            refusal.reason,
+        )
+        transport.write(refusal.notice)
+        transport.close()
+        return None
 
-    def forget(self, pump: _ServerPump) -> None:
-        self.startups.discard(pump)
+    def _start(self, host: str | None) -> _ServerPump:
+        pump = _ServerPump(self)
+        pump.source = host
+        self.startups.add(pump)
+        if host is not None:
+            self.admission.started(host)
+        return pump
+
+    def authenticated(self, pump: _ServerPump) -> None:
+        """``pump`` logged in: it no longer counts as a startup."""
+        if pump in self.startups:
+            self.startups.discard(pump)
+            if pump.source is not None:
+                self.admission.ended(pump.source)
+
+    def forget(self, pump: _ServerPump, penalty: str | None = None) -> None:
+        """``pump``'s connection ended; charge ``penalty`` to its source."""
+        self.authenticated(pump)
         self.connections.discard(pump)
+        if penalty is not None and pump.source is not None:
+            self.admission.penalise(pump.source, penalty, asyncio.get_running_loop().time())
 
     async def start(self, endpoints: Sequence[tuple[str, int]], *, optional: Collection[str] = ()) -> None:
         """Listen on every (host, port); port 0 picks one free port for all;
         hosts in ``optional`` this machine lacks are skipped (see bind_all).
 
         Raises BindError naming the address that failed; nothing stays bound."""
-        self._servers += await bind_all(lambda: _ServerPump(self), endpoints, optional=optional)
+        self._servers += await bind_all(lambda: _Gate(self), endpoints, optional=optional)
 
     def close(self) -> None:
         for srv in self._servers:

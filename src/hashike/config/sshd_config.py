@@ -80,6 +80,11 @@ user's login shell (see :mod:`hashike.aio.session_server`); as
 ``AcceptEnv pattern ...``
     Variable names the client may set with "env" requests (``*`` and ``?``
     wildcards; default none). Several lines add up.
+
+Admission (the DHEat class): ``MaxStartups start:rate:full`` drops
+unauthenticated connections at random from ``start`` on; ``PerSourceMaxStartups
+n|none``, ``PerSourceNetBlockSize v4[:v6]``, ``PerSourcePenalties`` and
+``PerSourcePenaltyExemptList`` are OpenSSH 9.8's, see :mod:`hashike.config.srclimit`.
 """
 
 from __future__ import annotations
@@ -104,6 +109,13 @@ from hashike.config.keywords import (
     transport_keywords,
 )
 from hashike.config.policy import ForwardingPolicy, SessionPolicy, parse_permit_open
+from hashike.config.srclimit import (
+    PenaltyPolicy,
+    parse_exempt_list,
+    parse_net_block_size,
+    parse_penalties,
+    parse_per_source_max_startups,
+)
 from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
 from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
 
@@ -162,6 +174,10 @@ class ServerSettings(TransportSettings):
     host_key_files: tuple[str, ...] = ()
     login_grace_time: float = 120.0
     max_startups: tuple[int, int, int] = (10, 30, 100)
+    per_source_max_startups: int | None = None  # None: no limit
+    per_source_net_block_size: tuple[int, int] = (32, 128)
+    per_source_penalties: PenaltyPolicy | None = None  # None: off (see config.srclimit)
+    per_source_penalty_exempt_list: tuple[str, ...] = ()
     authorized_keys_files: tuple[str, ...] = (DEFAULT_AUTHORIZED_KEYS_FILE,)
     pubkey_authentication: bool = True
     password_authentication: bool = False
@@ -375,6 +391,10 @@ _KEYWORDS: dict[str, Keyword] = {
     **transport_keywords("SSH2 mac spec", rekey_limit(_rekey_size, _rekey_seconds, ignore_case=False)),
     "logingracetime": single("login_grace_time", _parse_login_grace_time),
     "maxstartups": single("max_startups", _parse_max_startups),
+    "persourcemaxstartups": single("per_source_max_startups", parse_per_source_max_startups),
+    "persourcenetblocksize": single("per_source_net_block_size", parse_net_block_size),
+    "persourcepenalties": single("per_source_penalties", parse_penalties, max_args=None),
+    "persourcepenaltyexemptlist": single("per_source_penalty_exempt_list", parse_exempt_list, max_args=None),
     "authorizedkeysfile": single("authorized_keys_files", _parse_authorized_keys_files, max_args=None),
     "pubkeyauthentication": single("pubkey_authentication", _parse_flag),
     "passwordauthentication": single("password_authentication", _parse_flag),

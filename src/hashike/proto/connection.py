@@ -128,6 +128,15 @@ class _Connection:
     def receive_eof(self) -> None:
         self._transport.receive_eof()
 
+    @property
+    def input_held(self) -> bool:
+        """True while the core holds input back because more than
+        ``MAX_UNSENT_BYTES`` of its output wait (a peer that does not read):
+        take :meth:`data_to_send`, then call ``receive_data(b"")`` to go on.
+        A runtime should stop reading its socket meanwhile; a peer that sends
+        ``MAX_HELD_INPUT`` bytes more is disconnected."""
+        return self._transport.input_held
+
     def events_received(self) -> list[Event]:
         events, self._events[:] = list(self._events), []
         if self._channels is not None:

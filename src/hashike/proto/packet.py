@@ -1,12 +1,17 @@
 """RFC 4253 §6 binary packet protocol: framing, padding, sequence numbers.
 
 Theory of operation. :class:`PacketWriter` assembles each packet in one
-preallocated plaintext buffer and seals it straight into a growing output
-buffer, so many packets leave in one socket write (profiles of Python SSH
-clients show one ``send()`` per packet dominating their cost). :class:`PacketReader` buffers
+plaintext buffer and seals it straight into a growing output buffer, so many
+packets leave in one socket write (profiles of Python SSH clients show one
+``send()`` per packet dominating their cost). :class:`PacketReader` buffers
 wire bytes, checks ``packet_length`` *before* waiting for or allocating
-anything, and opens each packet into a second preallocated buffer; the payload
-it returns is a memoryview into that buffer, valid until the next call.
+anything, and opens each packet into a second buffer; the payload it returns
+is a memoryview into that buffer, valid until the next call.
+
+Every buffer starts small and grows to the largest packet actually seen, so
+that a connection that has not authenticated (and may never) costs a few KiB,
+not the 256 KiB a hashike peer's packets need (the DHEat class of
+pre-authentication memory exhaustion, CVE-2002-20001).
 
 Both count packets and bytes since the last key exchange, for rekeying (§9).
 """
@@ -32,7 +37,17 @@ _SLACK = 16  # update_into wants block_size - 1 spare bytes
 
 _HEAD = struct.Struct(">IB")
 _PAD_POOL = 4096
-_INITIAL_INPUT = 64 * 1024
+_SHRUNK = 64 * 1024  # what a buffer shrinks back to after a burst
+_BURST = 4 * 1024 * 1024  # a buffer larger than this is given back once empty
+_INITIAL_PLAIN = 2048  # a KEXINIT fits
+
+
+def _grown(size: int, need: int) -> bytearray:
+    """A fresh buffer for ``need`` bytes that was ``size``: at least doubled, so
+    that a stream of growing packets reallocates a few times only, and never
+    beyond what the largest packet needs. A new object rather than a resize:
+    the caller may still hold a view of the old one (the last payload)."""
+    return bytearray(min(max(need, 2 * size), MAX_PACKET_LENGTH + 4 + 256))
 
 
 class PacketWriter:
@@ -46,9 +61,11 @@ class PacketWriter:
         self._rng = rng
         self._pad = rng(_PAD_POOL)
         self._pad_pos = 0
-        self._plain = bytearray(MAX_PACKET_LENGTH + 4 + 256)
-        self._out = bytearray(64 * 1024)
-        self._out_len = 0
+        self._plain = bytearray(_INITIAL_PLAIN)
+        self._out = bytearray()
+        # Bytes sealed but not yet taken by the runtime; a plain attribute, read
+        # once per input packet by the transport's output bound.
+        self.pending = 0
 
     def set_sealer(self, sealer: Sealer, reset_seq: bool) -> None:
         """Install new keys after sending NEWKEYS (RFC 4253 §7.3)."""
@@ -85,7 +102,9 @@ class PacketWriter:
         packet_length = 1 + n + pad
         total = 4 + packet_length
         wire = total + sealer.tag_size
-        need = self._out_len + wire + _SLACK
+        if total > len(self._plain):
+            self._plain = _grown(len(self._plain), total)
+        need = self.pending + wire + _SLACK
         if need > len(self._out):
             self._out.extend(bytes(max(need - len(self._out), len(self._out))))
         # Copy through a memoryview: ``bytearray[a:b] = bytes`` first copies the
@@ -97,27 +116,22 @@ class PacketWriter:
             if data:
                 pv[5 + len(payload) : 5 + n] = data
             pv[5 + n : total] = self._padding(pad)
-            sealer.seal(self.seq, pv[:total], ov[self._out_len : self._out_len + wire + _SLACK])
-        self._out_len += wire
+            sealer.seal(self.seq, pv[:total], ov[self.pending : self.pending + wire + _SLACK])
+        self.pending += wire
         # RFC 4253 §6.4: the sequence number wraps at 2^32.
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.packets += 1
         self.bytes += wire
 
-    @property
-    def pending(self) -> int:
-        """Bytes sealed but not yet taken by the runtime."""
-        return self._out_len
-
     def take(self) -> bytes:
         """Everything sealed so far, in one piece, for one socket write."""
-        if not self._out_len:
+        if not self.pending:
             return b""
         with memoryview(self._out) as ov:
-            data = bytes(ov[: self._out_len])
-        self._out_len = 0
-        if len(self._out) > 4 * 1024 * 1024:  # give back a burst's memory
-            self._out = bytearray(64 * 1024)
+            data = bytes(ov[: self.pending])
+        self.pending = 0
+        if len(self._out) > _BURST:  # give back a burst's memory
+            self._out = bytearray(_SHRUNK)
         return data
 
 
@@ -133,14 +147,14 @@ class PacketReader:
         # emptied with ``del``: CPython shrinks a bytearray that falls below half
         # its allocation, so every big packet would cost a fresh malloc and, under
         # glibc's heap trimming, ~64 page faults per 256 KiB.
-        self._buf = bytearray(_INITIAL_INPUT)
+        self._buf = bytearray()
         self._start = 0
         self._end = 0
         # A ``bytes`` object fed while _buf is empty is opened in place, without a
         # copy; its unread tail moves into _buf on the next feed.
         self._held: memoryview | None = None
         self._held_pos = 0
-        self._plain = bytearray(MAX_PACKET_LENGTH + _SLACK)
+        self._plain = bytearray(_INITIAL_PLAIN)
         self._length: int | None = None  # packet_length of the packet being awaited
 
     def set_opener(self, opener: Opener, reset_seq: bool) -> None:
@@ -172,7 +186,8 @@ class PacketReader:
                     bv[:live] = bv[self._start : self._end]  # memmove
                 self._start, self._end = 0, live
             if live + n > len(self._buf):
-                self._buf.extend(bytes(live + n - len(self._buf)))
+                size = max(live + n, 2 * len(self._buf))
+                self._buf.extend(bytes(size - len(self._buf)))
         with memoryview(self._buf) as bv:
             bv[self._end : self._end + n] = data
         self._end += n
@@ -198,6 +213,8 @@ class PacketReader:
                 return 0
             length = opener.packet_length(self.seq, src[pos : pos + 4])
             self._check_length(length)
+            if length + _SLACK > len(self._plain):
+                self._plain = _grown(len(self._plain), length + _SLACK)
             self._length = length
         wire = 4 + self._length + opener.tag_size
         if end - pos < wire:
@@ -225,8 +242,8 @@ class PacketReader:
             self._start += wire
             if self._start == self._end:
                 self._start = self._end = 0
-                if len(self._buf) > 4 * 1024 * 1024:  # give back a burst's memory
-                    self._buf = bytearray(_INITIAL_INPUT)
+                if len(self._buf) > _BURST:  # give back a burst's memory
+                    self._buf = bytearray(_SHRUNK)
         length = wire - 4 - self._opener.tag_size
         self._length = None
         self.seq = (self.seq + 1) & 0xFFFFFFFF

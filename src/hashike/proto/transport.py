@@ -76,12 +76,25 @@ from hashike.proto.packet import MAX_PACKET_LENGTH, MAX_PAYLOAD, PacketReader, P
 from hashike.proto.version import PeerVersion, VersionParser, identification_line
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string, encode_uint32
 
-__all__ = ["ENDED", "MAX_DEFERRED_BYTES", "Deliver", "State", "Transport"]
+__all__ = [
+    "ENDED",
+    "MAX_DEFERRED_BYTES",
+    "MAX_HELD_INPUT",
+    "MAX_UNSENT_BYTES",
+    "Deliver",
+    "State",
+    "Transport",
+]
 
 # Upper-layer messages queued while a kex runs (RFC 4253 §7.1). The runtime
 # stops reading its sockets while ``send_blocked`` is true, so this bound is
 # only reached by a runtime that ignores it.
 MAX_DEFERRED_BYTES = 16 * 1024 * 1024
+# Our output the runtime has not taken (data_to_send) beyond which input is
+# held rather than processed, and the unprocessed input beyond which a peer
+# that keeps sending is disconnected (see Transport.input_held).
+MAX_UNSENT_BYTES = 1024 * 1024
+MAX_HELD_INPUT = 1024 * 1024
 # Non-kex packets a peer may send during one rekey: data in flight before it
 # saw our KEXINIT, and what PuTTY sends inside its own exchange.
 MAX_PACKETS_DURING_REKEY = 16384
@@ -184,6 +197,9 @@ class Transport:
         self._deferred: list[tuple[bytes, bytes]] = []
         self._deferred_bytes = 0
         self._last_kex_at: float | None = None
+        # True while input waits because our output is over MAX_UNSENT_BYTES:
+        # the runtime takes data_to_send(), then calls receive_data(b"").
+        self.input_held = False
         self._enter(_Phase.INITIAL)
         self._start_kex()
 
@@ -207,13 +223,36 @@ class Transport:
                 )
                 self.state = State.KEXINIT_SENT
             self._reader.feed(data)
-            while self.state not in ENDED:
-                payload = self._reader.next_payload()
-                if payload is None:
-                    break
-                self._dispatch(payload)
+            self._process_input()
         except SSHError as exc:
             self.fail(exc)
+
+    def _process_input(self) -> None:
+        """Dispatch every complete packet, unless our unsent output is over
+        MAX_UNSENT_BYTES: then hold the rest until the runtime takes it (a peer
+        that asks for replies and never reads them must not make us queue
+        without bound, the CVE-2025-26466 class). The data path pays one
+        comparison per packet."""
+        reader, writer = self._reader, self._writer
+        while self.state not in ENDED:
+            if writer.pending > MAX_UNSENT_BYTES:
+                self._hold_input()
+                return
+            payload = reader.next_payload()
+            if payload is None:
+                break
+            self._dispatch(payload)
+        self.input_held = False
+
+    def _hold_input(self) -> None:
+        self.input_held = True
+        held = self._reader.buffered
+        if held > MAX_HELD_INPUT:
+            # The runtime kept feeding us although we held input: the peer
+            # overran both bounds.
+            raise RemoteProtocolError(
+                f"peer sent {held} bytes without reading the {self._writer.pending} bytes we queued for it"
+            )
 
     def receive_eof(self) -> None:
         if self.state not in ENDED:

@@ -28,6 +28,7 @@ from hashike.aio.server_auth import (
     login_key_options,
 )
 from hashike.config.sshd_config import DEFAULT_AUTHORIZED_KEYS_FILE
+from hashike.keys.authorized_keys import load_authorized_keys
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.constants import DisconnectReason
@@ -685,3 +686,32 @@ async def test_server_close_ends_authenticated_connections(keys_file: Path) -> N
     end = await client.next(Disconnected)
     assert isinstance(end, Disconnected) and end.description == "server shutting down"
     await client.close()
+
+
+# ------------------------------------------------- issue 13: enumeration
+
+
+async def test_user_enumeration_publickey_reads_authorized_keys_for_every_name(
+    keys_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The failure for an existing user took 2-4 times as long as for an
+    # unknown one: only allowed names had their authorized_keys read. Every
+    # name now costs the same lookups (timing itself is never asserted).
+    keys_file.write_text(user_key(slot=1).public_key.openssh_line() + "\n")
+    reads: list[str] = []
+    original = load_authorized_keys
+
+    def counting(path: str, *args: object) -> object:
+        reads.append(path)
+        return original(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server_auth, "load_authorized_keys", counting)  # as server_auth calls it
+    counts = {}
+    async with await start(options(keys_file)) as server:
+        client = await TinyClient.connect(server.port)
+        for user in ("alice", "mallory", "../../etc/x"):
+            reads.clear()
+            assert isinstance(await client.signed(user, user_key()), AuthFailed)
+            counts[user] = len(reads)
+        await client.close()
+    assert counts == {"alice": 1, "mallory": 1, "../../etc/x": 1}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import pwd
 import re
@@ -210,6 +211,16 @@ async def test_exit_status_and_close_order(tmp_path: Path) -> None:
     assert bytes(session.stdout) == b"out\n"
     # RFC 4254 §6.10: every byte of output, EOF, exit-status, then CLOSE.
     assert session.kinds == ["data", "eof", "exit-status", "closed"]
+
+
+async def test_child_exit_is_logged_decoded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # "exited: 768" was the raw wait status of exit 3.
+    caplog.set_level(logging.DEBUG, logger="hashike")
+    async with hashike_pair(tmp_path) as (_server, client):
+        await run(client, "exit 3")
+        await run(client, "kill -TERM $$")
+    found = (re.fullmatch(r"session \d+: child \d+ (.*)", r.getMessage()) for r in caplog.records)
+    assert [m.group(1) for m in found if m] == ["exited: status 3", "killed by signal 15"]
 
 
 async def test_stdout_and_stderr_are_separate(tmp_path: Path) -> None:

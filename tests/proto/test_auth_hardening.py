@@ -17,10 +17,11 @@ from hashike.proto.events import (
     PasswordAuthRequested,
     PublicKeyAuthRequested,
 )
-from hashike.proto.hostkey import PrivateKey
-from hashike.proto.wire import encode_bool, encode_byte, encode_string, encode_uint32
+from hashike.proto.hostkey import KeyFormatError, PrivateKey, PublicKey
+from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_mpint, encode_string, encode_uint32
 from tests.proto.authkit import (
     RawClient,
+    failure,
     info_response,
     kbdint_request,
     password_request,
@@ -312,3 +313,66 @@ def test_no_sequence_of_messages_authenticates_without_the_runtime(
         replies += c.pump()
     assert SUCCESS not in replies
     assert not c.server.authenticated
+
+
+# ------------------------------------------ issue 13: floods and CPU cost
+
+
+def test_auth_flood_of_none_requests_reaches_max_auth_tries() -> None:
+    # 200 "none" requests on one connection were all answered. OpenSSH
+    # (auth2.c) exempts only the first attempt; every later "none" counts.
+    c = RawClient(auth_methods=ALL, max_auth_tries=6)
+    answered = 0
+    for _ in range(200):
+        if c.server.closed:
+            break
+        answered += len(c.send(request("root", "none")))
+    assert c.disconnected().reason == DisconnectReason.NO_MORE_AUTH_METHODS_AVAILABLE
+    assert answered == 6  # the free first one, then five counted failures
+
+
+def test_cpu_exhaustion_signature_is_verified_only_for_an_accepted_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A signed request for a key nobody accepts must cost no verification
+    # (an RSA verify is a modular exponentiation with the peer's numbers).
+    calls: list[str] = []
+    original = PublicKey.verify
+
+    def counting(self: PublicKey, *args: object, **kwargs: object) -> bool:
+        calls.append(self.key_type)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    c = RawClient(auth_methods=ALL)
+    forged = bad_signature(c, "mallory")[0]
+    monkeypatch.setattr(PublicKey, "verify", counting)  # after the key exchange's own
+    assert c.send(forged) == []
+    [event] = c.take_events()
+    assert isinstance(event, PublicKeyAuthRequested) and event.signed
+    c.server.reject_auth()  # not in authorized_keys
+    c.pump()
+    assert calls == []
+    c.send(forged)
+    c.take_events()
+    c.server.accept_auth()  # the key would do: now, and only now, verify
+    assert c.pump() == [failure(ALL)]  # as the refusal would have been
+    assert calls == [ALICE_KEY]
+    assert not c.server.authenticated
+
+
+def rsa_blob(e: int, n: int) -> bytes:
+    return encode_string("ssh-rsa") + encode_mpint(e) + encode_mpint(n)
+
+
+@pytest.mark.parametrize("e", [2**3071 + 1, 1, 65536], ids=["3071-bit", "one", "even"])
+def test_cpu_exhaustion_rsa_public_exponent_out_of_bounds_is_refused(e: int) -> None:
+    # A 3071-bit exponent made each verification cost 7 ms instead of 0.4 ms.
+    r = Reader(user_key("ssh-rsa").public_key.blob)  # a real modulus, to isolate e
+    r.string()
+    r.mpint()
+    modulus = r.mpint()
+    with pytest.raises(KeyFormatError, match="exponent"):
+        PublicKey.from_blob(rsa_blob(e, modulus))
+    c = RawClient(auth_methods=ALL)
+    assert c.send(publickey_request("alice", rsa_blob(e, modulus), "rsa-sha2-256", b"x")) == [failure(ALL)]
+    assert c.take_events() == []

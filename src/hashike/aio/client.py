@@ -41,6 +41,7 @@ from hashike.proto.events import (
 )
 from hashike.proto.hostkey import PublicKey
 from hashike.proto.kex.negotiate import Negotiated
+from hashike.proto.text import TERMINAL_CONTROLS, escape_text
 
 from .bridge import SocketBridge
 from .client_auth import AuthSettings, authenticate
@@ -114,7 +115,7 @@ class _ClientPump(CorePump[ClientConnection]):
 
     def _on_version(self, event: PeerVersionReceived) -> None:
         self.server_version = event.software
-        self._log(f"Remote protocol version 2.0, remote software version {event.software}")
+        self._log(f"Remote protocol version 2.0, remote software version {escape_text(event.software)}")
 
     def _on_host_key(self, event: HostKeyReceived) -> None:
         self._log(f"Server host key: {event.key.key_type} {event.fingerprint}")
@@ -134,7 +135,9 @@ class _ClientPump(CorePump[ClientConnection]):
 
     def _on_banner(self, event: AuthBanner) -> None:
         if self._auth is not None:
-            self._auth.notice(event.message.rstrip("\n"))
+            # ssh prints a banner's newlines, returns and tabs, and escapes
+            # every other control (utf8.c): no ESC sequence reaches the terminal.
+            self._auth.notice(escape_text(event.message.rstrip("\n"), keep=TERMINAL_CONTROLS))
 
     def disconnected(self, event: Disconnected) -> None:
         if self.ready.done():
@@ -143,7 +146,8 @@ class _ClientPump(CorePump[ClientConnection]):
             self.ready.set_exception(HostKeyNotVerified(event.description))
         else:
             who = "by remote host" if event.by_peer else "locally"
-            self.ready.set_exception(ConnectionClosed(f"Connection closed {who}: {event.description}"))
+            text = escape_text(event.description)
+            self.ready.set_exception(ConnectionClosed(f"Connection closed {who}: {text}"))
 
     def refuse_open(self, event: ChannelOpenRequested) -> None:
         """A channel the server opened that we never asked for: refused, as
@@ -174,7 +178,8 @@ class _ClientPump(CorePump[ClientConnection]):
         # ssh's own words, whatever the verbosity: the user must learn why
         # the local connection was closed at once.
         reason = _OPEN_FAILURES.get(event.reason, f"unknown reason {event.reason}")
-        log.warning("channel %d: open failed: %s: %s", event.channel_id, reason, event.description)
+        description = escape_text(event.description)  # the server's text
+        log.warning("channel %d: open failed: %s: %s", event.channel_id, reason, description)
 
     async def _decide(self, key: PublicKey) -> None:
         result = self._check(key)
@@ -223,6 +228,11 @@ class SSHClient:
     @property
     def local_address(self) -> tuple[str, int] | None:
         return self._pump.sockname
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The server's address and port, as connected."""
+        return self._pump.peername
 
     async def forward_local(
         self,

@@ -20,6 +20,7 @@ from hashike.proto.connection import ClientConnection
 from hashike.proto.errors import AuthenticationFailed
 from hashike.proto.events import AuthFailed, AuthPrompts, AuthSucceeded, Event, PublicKeyAccepted
 from hashike.proto.hostkey import PrivateKey, PublicKey
+from hashike.proto.text import TERMINAL_CONTROLS, escape_text
 
 from .agent import AgentClient, AgentError
 
@@ -181,13 +182,16 @@ async def _keyboard_interactive(s: _Session, settings: AuthSettings) -> AuthFail
             answer = await s.outcome()
             if not isinstance(answer, AuthPrompts):
                 break
-            if answer.instruction:
-                settings.notice(answer.instruction)
+            # The server's words reach the terminal as ssh lets them: name and
+            # instruction with their newlines, no other control (utf8.c).
+            for said in (answer.name, answer.instruction):
+                if said:
+                    settings.notice(escape_text(said, keep=TERMINAL_CONTROLS))
             responses = []
             for text, echo in answer.prompts:
-                reply = await _ask(
-                    settings.prompt, f"({settings.username}@{settings.host_label}) {text}", echo
-                )
+                shown = escape_text(text, keep=TERMINAL_CONTROLS)
+                label = f"({settings.username}@{settings.host_label})"
+                reply = await _ask(settings.prompt, f"{label} {shown}", echo)
                 if reply is None:
                     return last
                 responses.append(reply)

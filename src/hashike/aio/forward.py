@@ -19,6 +19,7 @@ from typing import Any
 
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.events import ChannelOpenRequested
+from hashike.proto.text import escape_text
 from hashike.proto.wire import encode_string, encode_uint32
 
 from .bridge import SocketBridge
@@ -157,7 +158,8 @@ async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested) -> No
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         if isinstance(exc, socket.gaierror):
             reason = "Name or service not known"
-        log.info("connect_to %s port %s: failed: %s", event.host or event.socket_path, event.port, reason)
+        target = escape_text(event.host or event.socket_path or "")  # the peer's text
+        log.info("connect_to %s port %s: failed: %s", target, event.port, escape_text(reason))
         channels.reject_open(event.channel_id, OpenFailureReason.CONNECT_FAILED, reason)
         pump.flush()
         return

@@ -45,6 +45,7 @@ from hashike.proto.events import (
     UnimplementedReceived,
 )
 from hashike.proto.hostkey import PrivateKey
+from hashike.proto.text import escape_text
 
 from .admission import Admission
 from .forward import connect_target
@@ -160,7 +161,7 @@ class _ServerPump(CorePump[ServerConnection]):
         ignore = self.ignore
         return {
             PeerVersionReceived: lambda e: log.debug(
-                "Remote protocol version 2.0, remote software version %s", e.software
+                "Remote protocol version 2.0, remote software version %s", escape_text(e.software)
             ),
             HostKeyReceived: ignore,  # the client's concern
             ServiceAccepted: ignore,
@@ -181,10 +182,20 @@ class _ServerPump(CorePump[ServerConnection]):
         log.debug("%s", event.negotiated.describe())
 
     def disconnected(self, event: Disconnected) -> None:
+        # sshd's lines (packet.c): the peer's DISCONNECT with its reason code,
+        # at INFO for a client's ordinary exit and ERROR otherwise; a socket
+        # closed without one; our own DISCONNECT (debug for an ordinary close).
         host, port = self._peer()
-        who = "Received disconnect from" if event.by_peer else "Disconnecting"
-        level = logging.DEBUG if event.reason == DisconnectReason.BY_APPLICATION else logging.INFO
-        log.log(level, "%s %s port %s: %s", who, host, port, event.description)
+        text = escape_text(event.description)
+        ordinary = event.reason == DisconnectReason.BY_APPLICATION
+        if event.eof:
+            log.info("Connection closed by %s port %s", host, port)
+        elif event.by_peer:
+            level = logging.INFO if ordinary else logging.ERROR
+            log.log(level, "Received disconnect from %s port %s:%d: %s", host, port, event.reason, text)
+        else:
+            level = logging.DEBUG if ordinary else logging.INFO
+            log.log(level, "Disconnecting %s port %s: %s", host, port, text)
 
     def _peer(self) -> tuple[str, int]:
         host, port = (self.peername or ("?", 0))[:2]
@@ -227,7 +238,10 @@ class _ServerPump(CorePump[ServerConnection]):
     ) -> None:
         if not allowed:
             # sshd's wording, so that log readers find it where they expect.
-            log.info("refused %s port forward: originator %s port %s, target %s", kind, host, port, target)
+            log.info(
+                "refused %s port forward: originator %s port %s, target %s",
+                kind, escape_text(host), port, escape_text(target),
+            )  # fmt: skip
             self.core.channels.reject_open(
                 event.channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed"
             )

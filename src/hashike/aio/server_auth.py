@@ -1,9 +1,10 @@
 """User authentication on the server: who may log in, with which key or password.
 
 Theory of operation. The core (:class:`~hashike.proto.connection.ServerConnection`)
-checks all it can alone (the method is offered, the signature is good,
-MaxAuthTries) and asks the rest with a :class:`PublicKeyAuthRequested` or
-:class:`PasswordAuthRequested` event. :class:`ConnectionAuth` answers those
+checks all it can alone (the method is offered, MaxAuthTries) and asks the
+rest with a :class:`PublicKeyAuthRequested` or :class:`PasswordAuthRequested`
+event; a signed public key request's signature is verified only once its key
+is accepted here. :class:`ConnectionAuth` answers those
 events for one connection, with what :class:`UserAuthenticator` knows about
 users, shared by every connection of a server.
 
@@ -19,11 +20,13 @@ name in with the account's keys. Names that could leave a directory through
 No user enumeration. The reply to a request depends only on its outcome, never
 on why it failed. A password attempt for a name that is not admitted, or that
 has no line in the PasswordFile, still runs bcrypt, against a dummy hash of the
-same cost, so it takes as long as a wrong password. bcrypt runs in a thread
+same cost, so it takes as long as a wrong password; a public key request
+for such a name reads the account's authorized_keys files all the same. bcrypt runs in a thread
 (``asyncio.to_thread``), so one slow check never stalls other connections;
 the core waits in its DECIDING state meanwhile.
 
-Nothing here logs a password. Log lines follow sshd's wording, at INFO:
+Nothing here logs a password, and every name a peer chose is logged through
+:func:`~hashike.proto.text.escape_text`. Log lines follow sshd's wording, at INFO:
 ``Accepted publickey for alice from 127.0.0.1 port 5555 ssh2: ED25519 SHA256:...``,
 ``Failed password for alice from ...``, ``Invalid user bob from ...``.
 """
@@ -53,6 +56,7 @@ from hashike.keys.textfile import read_bounded
 from hashike.proto.connection import ServerConnection
 from hashike.proto.events import PasswordAuthRequested, PublicKeyAuthRequested
 from hashike.proto.hostkey import PublicKey
+from hashike.proto.text import escape_text
 
 __all__ = [
     "DEFAULT_AUTHORIZED_KEYS_FILES",
@@ -154,10 +158,9 @@ def _safe_login_name(name: str) -> bool:
     )
 
 
-def _printable(text: str, limit: int = 256) -> str:
-    """Peer-supplied text made safe for one log line (no control characters)."""
-    text = text[:limit]
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+def _user(name: str) -> str:
+    """A login name, as the peer chose it, made safe for one log line."""
+    return escape_text(name, limit=MAX_LOGIN_NAME)
 
 
 def _key_description(key: PublicKey) -> str:
@@ -307,26 +310,35 @@ class ConnectionAuth:
             return True
         if username not in self._invalid_reported:
             self._invalid_reported.add(username)
-            log.info("Invalid user %s from %s port %s", _printable(username), host, port)
+            log.info("Invalid user %s from %s port %s", _user(username), host, port)
         return False
 
     def _publickey(self, event: PublicKeyAuthRequested, peer: tuple[str, int]) -> None:
-        host, port = peer
-        user = _printable(event.username)
-        entry, refusal = None, None
         allowed = self._allowed(event.username, peer)
-        if allowed:
-            entry, refusal = self._users.find_key(event.username, event.key, host)
-        if entry is not None:
-            if event.signed:
-                log.info(
-                    "Accepted publickey for %s from %s port %s ssh2: %s",
-                    user, host, port, _key_description(event.key),
-                )  # fmt: skip
-            else:
-                log.debug("Key %s for %s is in authorized keys", _key_description(event.key), user)
-            self._core.accept_auth(entry.options)
+        # The same lookup for every name, so that how long a failure takes
+        # does not tell which names exist: a name that is not admitted reads
+        # the account's own files (its name is always safe in a path) and the
+        # answer is thrown away.
+        lookup = event.username if allowed else self._users.account.name
+        entry, refusal = self._users.find_key(lookup, event.key, peer[0])
+        if entry is None or not allowed:
+            self._reject_publickey(event, allowed, refusal if allowed else None, peer)
             return
+        self._core.accept_auth(entry.options)  # a signed request's signature is verified now
+        host, port = peer
+        user, key = _user(event.username), _key_description(event.key)
+        if not event.signed:
+            log.debug("Key %s for %s is in authorized keys", key, user)
+        elif self._core.authenticated:
+            log.info("Accepted publickey for %s from %s port %s ssh2: %s", user, host, port, key)
+        else:
+            log.info("Failed publickey for %s from %s port %s ssh2: %s", user, host, port, key)
+
+    def _reject_publickey(
+        self, event: PublicKeyAuthRequested, allowed: bool, refusal: str | None, peer: tuple[str, int]
+    ) -> None:
+        host, port = peer
+        user = _user(event.username)
         if refusal is not None:
             log.info("Refused key %s for %s from %s: %s", _key_description(event.key), user, host, refusal)
         if event.signed:
@@ -347,12 +359,12 @@ class ConnectionAuth:
                 self._users.check_password, event.username, event.password, allowed=allowed
             )
         except Exception:
-            log.exception("password check for %s failed", _printable(event.username))
+            log.exception("password check for %s failed", _user(event.username))
             ok = False
         self._task = None
         if self._core.closed:
             return  # the client left, or LoginGraceTime ran out, while bcrypt ran
-        user = _printable(event.username)
+        user = _user(event.username)
         if ok:
             log.info("Accepted %s for %s from %s port %s ssh2", event.method, user, host, port)
             self._core.accept_auth(None)

@@ -61,6 +61,7 @@ from hashike.proto.session import (
     encode_exit_signal,
     encode_exit_status,
 )
+from hashike.proto.text import escape_text
 
 from .flow import Credit, Outflow
 from .server_auth import login_key_options
@@ -394,7 +395,7 @@ class ServerSession:
         try:
             ok = handler(event.extra)
         except DecodeError as exc:
-            log.debug("channel %d: malformed %s request: %s", self.channel_id, event.name, exc)
+            log.debug("channel %d: malformed %s request: %s", self.channel_id, escape_text(event.name), exc)
             ok = False
         if event.want_reply and not self._closed:
             self.channels.reply_request(self.channel_id, ok)
@@ -457,8 +458,11 @@ class ServerSession:
         self.exit_status = status
         if self.process is not None:
             # Ours to reap; Popen must not try again.
-            self.process.returncode = -1 if status is None else os.waitstatus_to_exitcode(status)
-            log.debug("session %d: child %d exited: %s", self.channel_id, self.process.pid, status)
+            code = -1 if status is None else os.waitstatus_to_exitcode(status)
+            self.process.returncode = code
+            # The decoded status (a raw wait status reads 768 for exit 3).
+            how = f"killed by signal {-code}" if code < 0 and status is not None else f"exited: status {code}"
+            log.debug("session %d: child %d %s", self.channel_id, self.process.pid, how)
         self.pump_data()
         self.pump.flush()
 
@@ -515,10 +519,10 @@ class ServerSession:
         if self.process is not None:
             return False
         if not name or "=" in name or "\x00" in name + value or not self.policy.accepts_env(name):
-            log.debug("Ignoring env request %s: disallowed name", name[:64])
+            log.debug("Ignoring env request %s: disallowed name", escape_text(name, limit=64))
             return False
         if name not in self.env and len(self.env) >= MAX_ENV:
-            log.debug("Ignoring env request %s: too many env vars", name[:64])
+            log.debug("Ignoring env request %s: too many env vars", escape_text(name, limit=64))
             return False
         self.env[name] = value
         return True
@@ -527,8 +531,8 @@ class ServerSession:
         name = decode_subsystem(extra)
         log.info(
             "subsystem request for %s by user %s failed, subsystem not found",
-            name,
-            self.pump.core.auth_username,
+            escape_text(name),
+            escape_text(self.pump.core.auth_username or ""),
         )
         return False
 
@@ -638,7 +642,8 @@ class ServerSession:
         if self.pty is not None:
             what += f" on {self.pty.name.removeprefix('/dev/')}"
         host, port = (self.pump.peername or ("?", 0))[:2]
-        user = self.pump.core.auth_username
+        user = escape_text(self.pump.core.auth_username or "")
+        what = escape_text(what)  # a forced command is the admin's, but one line all the same
         log.info("Starting session: %s for %s from %s port %s id %d", what, user, host, port, self.channel_id)
 
     async def _connect(self) -> None:

@@ -37,6 +37,7 @@ from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_
 from hashike.keys.keypair import KeyFileError
 from hashike.keys.known_hosts import evaluate_host_key
 from hashike.keys.patterns import match_pattern
+from hashike.proto.constants import DisconnectReason
 from hashike.proto.errors import (
     AuthenticationFailed,
     ChannelOpenFailed,
@@ -45,6 +46,7 @@ from hashike.proto.errors import (
     SSHError,
 )
 from hashike.proto.hostkey import PublicKey
+from hashike.proto.text import escape_text
 
 from .escape import Escape, EscapeReader, help_text
 from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
@@ -395,9 +397,15 @@ async def _wait_forwarded(client: SSHClient, stop: _Stop) -> None:
 
 
 def _report_remote_close(client: SSHClient, settings: ClientSettings, newline: str = "\n") -> None:
+    """One line for an end the user did not ask for: the server's, or an
+    error we detected (ssh_packet_disconnect's line), never a silent 255."""
     event = client.disconnect_event
     if event is not None and event.by_peer:
         print(f"Connection to {settings.hostname} closed by remote host.", end=newline, file=sys.stderr)
+    elif event is not None and event.reason != DisconnectReason.BY_APPLICATION:
+        host, port = client.remote_address or (settings.hostname, settings.port)
+        text = escape_text(event.description)
+        print(f"Disconnecting {host} port {port}: {text}", end=newline, file=sys.stderr)
 
 
 def _want_pty(request_tty: str, has_command: bool, stdin_tty: bool) -> bool:

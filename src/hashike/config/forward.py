@@ -44,6 +44,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from hashike.proto.text import escape_text
+
 __all__ = [
     "ForwardKind",
     "Forward",
@@ -72,10 +74,7 @@ class ForwardSpecError(ValueError):
     one line (control characters from the input are shown escaped)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(_CONTROL_RE.sub(lambda m: ascii(m.group())[1:-1], message))
-
-
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+        super().__init__(escape_text(message))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

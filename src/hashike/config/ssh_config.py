@@ -47,7 +47,6 @@ import glob
 import hashlib
 import os
 import pwd
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -67,6 +66,7 @@ from hashike.config.keywords import (
 from hashike.config.ssh_keywords import IGNORED, KEYWORDS, MIN_RSA_SIZE, REFUSED, is_env_reference
 from hashike.config.syntax import UnterminatedQuote, split_arguments
 from hashike.keys.patterns import match_any, match_pattern, match_pattern_list
+from hashike.proto.text import escape_text
 
 __all__ = [
     "COMMAND_LINE",
@@ -106,10 +106,7 @@ class ConfigError(ValueError):
     one line (control characters from the input are shown escaped)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(_CONTROL_RE.sub(lambda m: ascii(m.group())[1:-1], message))
-
-
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+        super().__init__(escape_text(message))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,15 +19,19 @@ sign (so the runtime can sign locally or through ssh-agent) and
 ``publickey_signed`` sends the signature.
 
 The server decodes a request and checks what it can alone: the service name,
-whether the method is offered, the signature algorithm, and the signature of
-a signed public key request. The rest (does this key or password belong to
-this user?) it asks the runtime with an event, answered by ``accept()`` or
-``reject()``. While the answer is pending the state is DECIDING, and another
-request is a protocol error. The reply on the wire depends only on that
-answer, never on the user name, so an unknown user and a wrong key or
-password look the same to the client. Failed attempts are counted as OpenSSH
-counts them (a refused query counts; an accepted one and ``none`` do not),
-and reaching MaxAuthTries ends the connection.
+whether the method is offered, the signature algorithm. The rest (does this
+key or password belong to this user?) it asks the runtime with an event,
+answered by ``accept()`` or ``reject()``. While the answer is pending the state
+is DECIDING, and another request is a protocol error. A signed public key
+request is asked first too, and its signature is verified only when the
+runtime accepts the key: a peer cannot make us verify signatures (an RSA
+verification is a modular exponentiation with the peer's own numbers) for a
+key nobody would accept. A signature that does not verify then fails as a
+rejection would. The reply on the wire depends only on the outcome, never on
+the user name, so an unknown user and a wrong key or password look the same
+to the client. Failed attempts are counted as OpenSSH counts them (a refused
+query counts; an accepted one does not, nor does ``none`` as the very first
+request: later ones count), and reaching MaxAuthTries ends the connection.
 
 Client states::
 
@@ -409,6 +413,7 @@ class _Pending:
     key: PublicKey | None = None
     algorithm: str = ""
     query: bool = False  # unsigned public key request: accepting sends PK_OK
+    signature: bytes = b""  # signed public key request: verified on acceptance
 
 
 class ServerAuth:
@@ -435,6 +440,7 @@ class ServerAuth:
         self._banner = banner
         self.state = ServerState.WAIT_SERVICE
         self.failures = 0
+        self._requests = 0  # USERAUTH_REQUESTs so far: only the first "none" is free
         self.username: str | None = None  # the user of the attempts so far
         self.method = ""  # the method that succeeded
         self.policy: AuthPolicy | None = None
@@ -452,9 +458,15 @@ class ServerAuth:
     # ------------------------------------------------ the runtime's decision
 
     def accept(self, policy: AuthPolicy | None = None) -> None:
-        """Accept the pending request: PK_OK for a query, USERAUTH_SUCCESS otherwise."""
+        """Accept the pending request: PK_OK for a query, USERAUTH_SUCCESS
+        otherwise; for a signed public key request whose signature does not
+        verify, USERAUTH_FAILURE (counted) instead."""
         pending = self._take_pending()
         if pending is None:
+            return
+        if pending.method == "publickey" and not pending.query and not self._verify(pending):
+            self.state = ServerState.IDLE
+            self._fail()
             return
         if pending.query:
             assert pending.key is not None
@@ -469,6 +481,13 @@ class ServerAuth:
         self.state = ServerState.AUTHENTICATED
         self.method, self.policy = pending.method, policy
         self._events.append(AuthSucceeded(username=pending.username, method=pending.method, policy=policy))
+
+    def _verify(self, pending: _Pending) -> bool:
+        # RFC 4252 §7: the signature covers the session id and the request.
+        key, session_id = pending.key, self._transport.session_id
+        assert key is not None and session_id is not None
+        data = publickey_signed_data(session_id, pending.username, pending.algorithm, key.blob)
+        return key.verify(pending.signature, data, (pending.algorithm,))
 
     def reject(self) -> None:
         """Refuse the pending request: USERAUTH_FAILURE (or, at MaxAuthTries, DISCONNECT)."""
@@ -529,9 +548,12 @@ class ServerAuth:
         # RFC 4252 §5: a change of user flushes whatever the previous user's
         # attempts accumulated. The failure count is per connection and stays.
         self.username = username
+        self._requests += 1
         if method == "none":
             r.check_end()
-            self._fail(counted=False)
+            # OpenSSH (auth2.c) exempts "none" only as the first attempt; later
+            # ones count, or a client could ask forever.
+            self._fail(counted=self._requests > 1)
         elif method in self.methods:
             _SERVER_METHODS[method](self, r, username)
         else:
@@ -551,15 +573,9 @@ class ServerAuth:
         if key is None or PUBLICKEY_ALGORITHMS.get(algorithm) != key.key_type:
             self._fail()
             return
-        if signed:
-            session_id = self._transport.session_id
-            assert session_id is not None
-            data = publickey_signed_data(session_id, username, algorithm, blob)
-            if not key.verify(signature, data, (algorithm,)):
-                self._fail()
-                return
+        # The key is looked up first; accept() verifies the signature.
         self._ask(
-            _Pending(username, "publickey", key, algorithm, query=not signed),
+            _Pending(username, "publickey", key, algorithm, query=not signed, signature=signature),
             PublicKeyAuthRequested(username=username, key=key, algorithm=algorithm, signed=signed),
         )
 

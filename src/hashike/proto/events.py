@@ -101,11 +101,14 @@ class PongReceived:
 class Disconnected:
     """The connection is over. ``by_peer`` tells who ended it; when it was us
     (a protocol error, or ``close()``), a DISCONNECT is queued in
-    ``data_to_send()`` and the runtime should flush it and close the socket."""
+    ``data_to_send()`` and the runtime should flush it and close the socket.
+    ``eof`` is True when the peer closed the socket without a DISCONNECT
+    (``reason`` is then CONNECTION_LOST and ``description`` ours)."""
 
     reason: int
     description: str
     by_peer: bool
+    eof: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -168,10 +171,13 @@ class AuthPrompts:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PublicKeyAuthRequested:
-    """Server: may ``username`` log in with ``key``? When ``signed`` the core
-    has already verified the signature (RFC 4252 §7); otherwise this is a query
-    and accepting it only sends SSH_MSG_USERAUTH_PK_OK. Answer with
-    ``accept_auth(policy)`` or ``reject_auth()``."""
+    """Server: may ``username`` log in with ``key``? When ``signed``, the core
+    verifies the signature (RFC 4252 §7) only once the runtime accepts, so
+    that no signature is checked for a key nobody accepts: ``authenticated``
+    then tells whether it did verify (a bad one fails as a rejection would).
+    Otherwise this is a query and accepting it only sends
+    SSH_MSG_USERAUTH_PK_OK. Answer with ``accept_auth(policy)`` or
+    ``reject_auth()``."""
 
     username: str
     key: PublicKey

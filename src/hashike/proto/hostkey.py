@@ -68,6 +68,11 @@ _SIG_ALGS: dict[str, tuple[str, ...]] = {
     **{key_type: (key_type,) for key_type in _ECDSA},
 }
 _RSA_MIN_BITS, RSA_MAX_BITS = 1024, 16384
+# The public exponent's cost is the verifier's: a peer's 3071-bit e made each
+# verification 17 times as slow. OpenSSL refuses e above 64 bits for moduli
+# over 3072 bits (OPENSSL_RSA_MAX_PUBEXP_BITS); we refuse it for all, and an
+# even or trivial e (RFC 8017 §3.1: 3 <= e, odd) is no RSA key at all.
+_RSA_MAX_E_BITS = 64
 _MPINT_LIMIT = RSA_MAX_BITS // 8 + 1  # room for the sign byte
 MAX_KEY_LINE = 64 * 1024  # one .pub line, and so a whole .pub file
 
@@ -115,6 +120,8 @@ def _parse_blob(blob: bytes) -> tuple[str, _PublicKeyTypes]:
             raise KeyFormatError("RSA key with a negative or zero component")
         if not _RSA_MIN_BITS <= n.bit_length() <= RSA_MAX_BITS:
             raise KeyFormatError(f"RSA key of {n.bit_length()} bits is not supported")
+        if e < 3 or e % 2 == 0 or e.bit_length() > _RSA_MAX_E_BITS:
+            raise KeyFormatError(f"RSA public exponent of {e.bit_length()} bits, or even, is not supported")
         key = rsa.RSAPublicNumbers(e, n).public_key()
     elif key_type in _ECDSA:
         spec = _ECDSA[key_type]

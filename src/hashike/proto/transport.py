@@ -259,7 +259,10 @@ class Transport:
             self.state = State.CLOSED
             self._events.append(
                 Disconnected(
-                    reason=DisconnectReason.CONNECTION_LOST, description="Connection closed", by_peer=True
+                    reason=DisconnectReason.CONNECTION_LOST,
+                    description="Connection closed",
+                    by_peer=True,
+                    eof=True,
                 )
             )
 

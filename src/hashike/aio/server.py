@@ -46,6 +46,7 @@ from hashike.proto.hostkey import PrivateKey
 from .forward import connect_target
 from .listen import BindError, bind_all
 from .pump import CorePump, Route
+from .remote_server import RemoteForwards
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator, login_key_options
 from .session_server import open_session
 
@@ -98,6 +99,7 @@ class _ServerPump(CorePump[ServerConnection]):
         self._server = server
         self._grace: asyncio.TimerHandle | None = None
         self._auth = ConnectionAuth(server.users, self.core, self.process)
+        self.remote_forwards = RemoteForwards(self, options.forwarding)  # -R (RFC 4254 §7.1)
         self.open_handlers.update(
             {
                 "session": self._open_session,
@@ -163,6 +165,7 @@ class _ServerPump(CorePump[ServerConnection]):
         log.debug("%s", event.negotiated.describe())
 
     def disconnected(self, event: Disconnected) -> None:
+        self.remote_forwards.close()  # the -R listeners go with the connection
         host, port = self._peer()
         who = "Received disconnect from" if event.by_peer else "Disconnecting"
         level = logging.DEBUG if event.reason == DisconnectReason.BY_APPLICATION else logging.INFO

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 
-from hashike.config.policy import LOOPBACK, ForwardingPolicy
+from hashike.config.policy import EVERY_ADDRESS, LOOPBACK, ForwardingPolicy
 from hashike.proto.connection import ServerConnection
 from hashike.proto.errors import ChannelOpenFailed, DecodeError
 from hashike.proto.events import GlobalRequestReceived
@@ -137,7 +137,8 @@ class RemoteForwards:
             servers = await bind_all(
                 lambda: _ForwardedBridge(self._pump, address),
                 [(host, port) for host in hosts],
-                optional=("::1",) if hosts == LOOPBACK else (),
+                # The IPv6 half is skipped on a machine without IPv6.
+                optional=("::1", "::") if hosts in (LOOPBACK, EVERY_ADDRESS) else (),
             )
         except BindError as exc:
             log.info("bind [%s]:%d: %s", exc.host, exc.port, os.strerror(exc.errno or 0))

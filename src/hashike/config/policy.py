@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from hashike.keys.authorized_keys import ForwardPermission, KeyOptions, parse_forward_permission
 from hashike.keys.patterns import match_pattern
 
-__all__ = ["LOOPBACK", "ForwardingPolicy", "SessionPolicy", "parse_permit_listen", "parse_permit_open"]
+__all__ = ["EVERY_ADDRESS", "LOOPBACK", "ForwardingPolicy", "SessionPolicy", "parse_permit_listen", "parse_permit_open"]
 
 # Where a listener binds when it is loopback only: both families, as sshd
 # binds a NULL host without AI_PASSIVE.
 LOOPBACK: tuple[str, ...] = ("127.0.0.1", "::1")
+# Every address, both families, named one by one: asyncio given no host
+# would bind each family to a different port when port 0 is asked for.
+EVERY_ADDRESS: tuple[str, ...] = ("0.0.0.0", "::")
 
 # Ports below this need root (Linux's default net.ipv4.ip_unprivileged_port_start).
 _FIRST_UNPRIVILEGED_PORT = 1024
@@ -109,17 +112,16 @@ class ForwardingPolicy:
             return False
         return key_options is None or key_options.permits_listen(address, port)
 
-    def remote_bind_hosts(self, address: str) -> tuple[str | None, ...]:
-        """Where a tcpip-forward listener for ``address`` binds (None: every
-        address), as sshd decides it: with GatewayPorts no, loopback whatever
+    def remote_bind_hosts(self, address: str) -> tuple[str, ...]:
+        """Where a tcpip-forward listener for ``address`` binds, as sshd decides it: with GatewayPorts no, loopback whatever
         was asked (127.0.0.1 or ::1 alone when that is what was asked); with
         yes, every address; with clientspecified, what the client asked
         (``""``/``*`` every address, ``localhost`` loopback)."""
         if self.gateway_ports == "yes":
-            return (None,)
+            return EVERY_ADDRESS
         if self.gateway_ports == "clientspecified":
             if address in ("", "*"):
-                return (None,)
+                return EVERY_ADDRESS
             return LOOPBACK if address == "localhost" else (address,)
         return (address,) if address in LOOPBACK else LOOPBACK
 

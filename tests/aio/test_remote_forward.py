@@ -20,6 +20,7 @@ from hashike.aio.remote_server import MAX_LISTENERS
 from hashike.aio.server import ServerOptions
 from hashike.cli.pop3 import GREETING, MESSAGES, start_pop3
 from hashike.config.policy import ForwardingPolicy, parse_permit_listen
+from hashike.proto.events import ChannelOpenRequested
 from hashike.proto.forwarding import encode_tcpip_forward
 from tests.aio.forwarding import hashike_pair
 from tests.echo import start_echo_server
@@ -79,10 +80,12 @@ async def test_remote_listener_carries_the_originator(tmp_path: Path) -> None:
     async with hashike_pair(tmp_path) as (_server, client):
         pump = client._pump
         handler = pump.open_handlers["forwarded-tcpip"]
-        pump.open_handlers["forwarded-tcpip"] = lambda e: (
-            seen.append((e.host, e.port, e.orig_host, e.orig_port)),
-            handler(e),
-        )[-1]
+
+        def recording(event: ChannelOpenRequested) -> None:
+            seen.append((event.host, event.port, event.orig_host, event.orig_port))
+            handler(event)
+
+        pump.open_handlers["forwarded-tcpip"] = recording
         listener = await client.forward_remote(
             "127.0.0.1", 0, Target("127.0.0.1", echo.sockets[0].getsockname()[1])
         )

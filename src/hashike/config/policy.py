@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from hashike.keys.authorized_keys import ForwardPermission, KeyOptions, parse_forward_permission
 from hashike.keys.patterns import match_pattern
 
-__all__ = ["EVERY_ADDRESS", "LOOPBACK", "ForwardingPolicy", "SessionPolicy", "parse_permit_listen", "parse_permit_open"]
+__all__ = [
+    "EVERY_ADDRESS",
+    "LOOPBACK",
+    "ForwardingPolicy",
+    "SessionPolicy",
+    "parse_permit_listen",
+    "parse_permit_open",
+]
 
 # Where a listener binds when it is loopback only: both families, as sshd
 # binds a NULL host without AI_PASSIVE.
@@ -113,9 +120,10 @@ class ForwardingPolicy:
         return key_options is None or key_options.permits_listen(address, port)
 
     def remote_bind_hosts(self, address: str) -> tuple[str, ...]:
-        """Where a tcpip-forward listener for ``address`` binds, as sshd decides it: with GatewayPorts no, loopback whatever
-        was asked (127.0.0.1 or ::1 alone when that is what was asked); with
-        yes, every address; with clientspecified, what the client asked
+        """Where a tcpip-forward listener for ``address`` binds, as sshd
+        decides it: with GatewayPorts no, loopback whatever was asked
+        (127.0.0.1 or ::1 alone when that is what was asked); with yes,
+        every address; with clientspecified, what the client asked
         (``""``/``*`` every address, ``localhost`` loopback)."""
         if self.gateway_ports == "yes":
             return EVERY_ADDRESS

@@ -10,16 +10,22 @@ connection) and the channel confirmed only once it is, or refused with
 CONNECT_FAILED; only that channel fails. An open naming anything else (a
 forward never asked for, or cancelled) is refused as every unrequested open
 is (:meth:`CorePump.refuse_open`), and nothing is connected.
+
+The server sends its reply before any open for the port (§7.1), often in
+the same read; the caller that asked registers the forward only when it
+resumes, after that read is handled. So an open that arrives while requests
+await their replies is decided once they have them and their callers ran.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
 from hashike.proto.connection import ClientConnection
 from hashike.proto.errors import SSHError
-from hashike.proto.events import ChannelOpenRequested
+from hashike.proto.events import ChannelOpenRequested, GlobalRequestReplied
 from hashike.proto.forwarding import decode_allocated_port, encode_tcpip_forward
 
 from .forward import Target, connect_target
@@ -72,6 +78,7 @@ class RemoteForwards:
     def __init__(self, pump: CorePump[ClientConnection]) -> None:
         self._pump = pump
         self._listeners: dict[tuple[str, int], RemoteListener] = {}
+        self._waiting: set[asyncio.Future[GlobalRequestReplied]] = set()
         pump.open_handlers["forwarded-tcpip"] = self._open
 
     async def request(self, listen_host: str | None, listen_port: int, target: Target) -> RemoteListener:
@@ -79,7 +86,12 @@ class RemoteForwards:
         RemoteForwardFailed when it refuses, ConnectionClosed when the
         connection ends first."""
         address = bind_address(listen_host)
-        reply = await self._pump.global_request("tcpip-forward", encode_tcpip_forward(address, listen_port))
+        waiting = self._pump.global_request("tcpip-forward", encode_tcpip_forward(address, listen_port))
+        self._waiting.add(waiting)
+        try:
+            reply = await waiting
+        finally:
+            self._waiting.discard(waiting)
         port = listen_port
         if reply.success and listen_port == 0:
             port = decode_allocated_port(reply.extra) or 0
@@ -99,6 +111,19 @@ class RemoteForwards:
             self._pump.global_request("cancel-tcpip-forward", encode_tcpip_forward(*key))
 
     def _open(self, event: ChannelOpenRequested) -> None:
+        if self._waiting:
+            self._pump._spawn(self._open_after_replies(event, list(self._waiting)))
+        else:
+            self._decide(event)
+
+    async def _open_after_replies(
+        self, event: ChannelOpenRequested, waiting: list[asyncio.Future[GlobalRequestReplied]]
+    ) -> None:
+        await asyncio.wait(waiting)  # fail with the connection, which cancels us too
+        await asyncio.sleep(0)  # the requests' callers, woken first, register their forwards
+        self._decide(event)
+
+    def _decide(self, event: ChannelOpenRequested) -> None:
         listener = None
         if event.host is not None and event.port is not None:
             listener = self._listeners.get((event.host, event.port))

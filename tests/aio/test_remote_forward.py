@@ -361,3 +361,21 @@ async def test_malformed_and_unknown_cancel_requests_fail(tmp_path: Path) -> Non
         )
         assert (bad.success, port.success, cancel.success) == (False, False, False)
         assert not client.core.closed
+
+
+async def test_remote_forward_to_a_local_socket(tmp_path: Path) -> None:
+    """-R port:local_socket: the connection is carried to a Unix socket here."""
+    path = str(tmp_path / "pop3.sock")
+
+    async def greet(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING + b"\r\n")
+        await writer.drain()
+        writer.close()
+
+    target = await asyncio.start_unix_server(greet, path)
+    async with hashike_pair(tmp_path) as (_server, client):
+        listener = await client.forward_remote(None, 0, Target(socket_path=path))
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        assert await asyncio.wait_for(reader.read(), WAIT) == GREETING + b"\r\n"
+        writer.close()
+    target.close()

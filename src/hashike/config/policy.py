@@ -67,10 +67,13 @@ def parse_permit_listen(values: list[str]) -> tuple[ForwardPermission, ...] | No
         return None
     if values == ["none"]:
         return ()
-    try:
-        return tuple(parse_forward_permission(value, listen=True) for value in values)
-    except ValueError as exc:
-        raise ValueError(f"invalid permit listen specification: {exc}") from None
+    permissions = []
+    for value in values:
+        try:
+            permissions.append(parse_forward_permission(value, listen=True))
+        except ValueError as exc:
+            raise ValueError(f"invalid permit listen specification '{value}': {exc}") from None
+    return tuple(permissions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

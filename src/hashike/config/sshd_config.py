@@ -369,7 +369,8 @@ def _parse_permit_listen(args: list[str]) -> tuple[ForwardPermission, ...] | Non
     try:
         return parse_permit_listen(args)
     except ValueError as exc:
-        raise ValueProblem(f"{exc}.", name_keyword=True) from None
+        message = str(exc)
+        raise ValueProblem(f"{message[:1].upper()}{message[1:]}.") from None
 
 
 # --- the keyword table --------------------------------------------------------

@@ -16,10 +16,12 @@ ssh against sshd too, which checks the oracle against sshd itself.
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +33,17 @@ from hashike.cli.pop3 import start_pop3
 from tests.interop.conftest import free_port
 from tests.interop.test_forward_openssh_to_hashiked import (
     DEADLINE,
+    INTEGRITY_MIB,
     BackgroundLoop,
+    FarSide,
     SshProcess,
+    echo_digest_server,
     keygen,
     pop3_dialogue,
     public_line,
+    server_port,
     start_hashiked,
+    upload_and_echo,
 )
 
 if TYPE_CHECKING:
@@ -118,8 +125,6 @@ def answers(port: int, host: str = "127.0.0.1", attempts: int = 100) -> bool:
             if s.connect_ex((host, port)) == 0:
                 return True
         if attempts > 1:
-            import time
-
             time.sleep(0.05)
     return False
 
@@ -181,6 +186,40 @@ def sshd_server(start_sshd: StartSshd, tmp_path: Path, key_options: str = "", *l
 @pytest.mark.parametrize("fixed", [True, False], ids=["port", "port0"])
 def test_hashike_to_sshd(start_sshd: StartSshd, tmp_path: Path, pop3_port: int, fixed: bool) -> None:
     _dialogue(hashike_argv, sshd_server(start_sshd, tmp_path), pop3_port, fixed)
+
+
+# --- integrity, both directions, with half-close ------------------------------------------
+
+
+@pytest.mark.parametrize("pairing", ["ssh-to-hashiked", "hashike-to-sshd"])
+def test_integrity_through_remote_forward(
+    start_sshd: StartSshd, tmp_path: Path, ssh_client: SshClient, background: BackgroundLoop, pairing: str
+) -> None:
+    """256 MiB each way through -R 0; the far side (the target) hashes what
+    it got and says so after our half-close."""
+    seen: concurrent.futures.Future[FarSide] = concurrent.futures.Future()
+    echo = background.run(echo_digest_server(seen))
+    spec = ("-R", f"0:127.0.0.1:{server_port(echo)}")
+    daemon = None
+    if pairing == "ssh-to-hashiked":
+        server, daemon = hashiked_server(tmp_path)
+        client = start(ssh_argv(ssh_client, server, *spec))
+    else:
+        client = start(hashike_argv(sshd_server(start_sshd, tmp_path), *spec))
+    try:
+        # The server bound the port before its reply: no probe (the far side
+        # would count it as the transfer).
+        result = upload_and_echo(allocated_port(client, server_port(echo)), INTEGRITY_MIB)
+    finally:
+        client.stop()
+        if daemon is not None:
+            daemon.stop()  # type: ignore[attr-defined]
+        echo.close()
+    size = INTEGRITY_MIB << 20
+    far = seen.result(DEADLINE)
+    assert (far.total, far.digest) == (size, result.sent_digest)  # upload intact on the far side
+    assert (result.echoed, result.echo_digest) == (size, result.sent_digest)  # download intact here
+    assert result.trailer == f"{result.sent_digest} {size}\n".encode()  # after our half-close
 
 
 # --- failures, in ssh's words -----------------------------------------------------------

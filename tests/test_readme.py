@@ -24,3 +24,4 @@ def test_library_example_runs() -> None:
     assert "kex: mlkem768x25519-sha256" in result.stdout
     assert re.search(r"forwarding port \d+", result.stdout)
     assert "SSH-2.0-hashike" in result.stdout
+    assert re.search(r"remote port \d+ b'SSH-2.0-hashike", result.stdout), result.stdout

@@ -505,6 +505,47 @@ def test_permit_open_first_line_wins_and_later_lines_are_checked(tmp_path: Path)
         parse_server_config(bad, [])
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ("any", None),
+        ("none", ()),
+        ("40001", (ForwardPermission("*", 40001),)),
+        (
+            "localhost:* *.example.org:8080",
+            (ForwardPermission("localhost", None), ForwardPermission("*.example.org", 8080)),
+        ),
+        ("[::1]:40001", (ForwardPermission("::1", 40001),)),
+    ],
+)
+def test_permit_listen(values: str, expected: tuple[ForwardPermission, ...] | None) -> None:
+    s = parse_server_config(None, [f"PermitListen {values}"])
+    assert s.permit_listen == expected
+    assert forwarding_policy(s).permit_listen == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("PermitListen none 40001", 'PermitListen "none" must appear alone.'),
+        (
+            "PermitListen host:http",
+            "Invalid permit listen specification 'host:http': invalid permission port.",
+        ),
+    ],
+)
+def test_bad_permit_listen(line: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_server_config(None, [line])
+    assert str(info.value) == f"command-line line 0: {message}"
+
+
+def test_gateway_ports_reaches_the_policy() -> None:
+    s = parse_server_config(None, ["GatewayPorts clientspecified"])
+    assert forwarding_policy(s).remote_bind_hosts("*") == ("0.0.0.0", "::")
+    assert forwarding_policy(s).remote_bind_hosts("localhost") == ("127.0.0.1", "::1")
+
+
 @pytest.mark.parametrize(("value", "expected"), [("yes", True), ("no", False), ("YES", True)])
 def test_disable_forwarding(value: str, expected: bool) -> None:
     s = parse_server_config(None, [f"DisableForwarding {value}"])

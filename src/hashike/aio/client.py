@@ -47,6 +47,7 @@ from .bridge import SocketBridge
 from .client_auth import AuthSettings, authenticate
 from .forward import ForwardListener, Target, forward_local, open_channel
 from .pump import CorePump, Route
+from .remote import RemoteForwards, RemoteListener
 from .session_client import Process, RunResult, SessionHandler, start_process
 from .session_client import run as run_command
 from .socks import HANDSHAKE_TIMEOUT as SOCKS_HANDSHAKE_TIMEOUT
@@ -90,6 +91,7 @@ class _ClientPump(CorePump[ClientConnection]):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.server_version = ""
         self.negotiated: Negotiated | None = None
+        self.remote_forwards = RemoteForwards(self)  # -R (RFC 4254 §7.1)
 
     def side_routes(self) -> dict[type, Route]:
         ignore, queue = self.ignore, self._queue_auth_event
@@ -277,6 +279,16 @@ class SSHClient:
             handshake_timeout=handshake_timeout,
             listen_socket=listen_socket,
         )
+
+    async def forward_remote(
+        self, listen_host: str | None, listen_port: int, target: Target
+    ) -> RemoteListener:
+        """``-R [listen_host:]listen_port:target``: the server listens (on
+        loopback when ``listen_host`` is None, as far as its GatewayPorts
+        lets the client choose; port 0 lets it pick, see ``.port``) and each
+        connection is carried back to ``target``, connected from here.
+        Raises RemoteForwardFailed when the server refuses."""
+        return await self._pump.remote_forwards.request(listen_host, listen_port, target)
 
     async def open_connection(
         self, host: str, port: int

@@ -140,9 +140,11 @@ async def bind_listener(
     return await bind_all(factory, [(h, port) for h in hosts], optional=("::1",) if len(hosts) > 1 else ())
 
 
-async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested) -> None:
-    """Server side: connect onward for an accepted-by-policy open, then
-    confirm the channel, or refuse it with CONNECT_FAILED and the OS's reason."""
+async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested, *, client: bool = False) -> None:
+    """Connect onward for an accepted open (the server's direct-tcpip, the
+    client's forwarded-tcpip), then confirm the channel, or refuse it with
+    CONNECT_FAILED and the OS's reason. ``client``: log the failure in ssh's
+    words rather than sshd's."""
     loop = asyncio.get_running_loop()
     bridge = SocketBridge(pump, event.channel_id)
     channels = pump.core.channels
@@ -158,8 +160,11 @@ async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested) -> No
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         if isinstance(exc, socket.gaierror):
             reason = "Name or service not known"
-        target = escape_text(event.host or event.socket_path or "")  # the peer's text
-        log.info("connect_to %s port %s: failed: %s", target, event.port, escape_text(reason))
+        where = escape_text(event.host or event.socket_path or "")  # the peer's text
+        if client:
+            log.error("connect_to %s port %s: failed.", where, event.port)
+        else:
+            log.info("connect_to %s port %s: failed: %s", where, event.port, escape_text(reason))
         channels.reject_open(event.channel_id, OpenFailureReason.CONNECT_FAILED, reason)
         pump.flush()
         return

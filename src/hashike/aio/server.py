@@ -51,6 +51,7 @@ from .admission import Admission
 from .forward import connect_target
 from .listen import BindError, bind_all
 from .pump import CorePump, Route
+from .remote_server import RemoteForwards
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator, login_key_options
 from .session_server import open_session
 
@@ -109,6 +110,7 @@ class _ServerPump(CorePump[ServerConnection]):
         self._grace: asyncio.TimerHandle | None = None
         self._penalty: str | None = None  # set when LoginGraceTime runs out, or we fail
         self._auth = ConnectionAuth(server.users, self.core, self.process)
+        self.remote_forwards = RemoteForwards(self, options.forwarding)  # -R (RFC 4254 §7.1)
         self.open_handlers.update(
             {
                 "session": self._open_session,
@@ -182,6 +184,7 @@ class _ServerPump(CorePump[ServerConnection]):
         log.debug("%s", event.negotiated.describe())
 
     def disconnected(self, event: Disconnected) -> None:
+        self.remote_forwards.close()  # the -R listeners go with the connection
         # sshd's lines (packet.c): the peer's DISCONNECT with its reason code,
         # at INFO for a client's ordinary exit and ERROR otherwise; a socket
         # closed without one; our own DISCONNECT (debug for an ordinary close).

@@ -1,7 +1,7 @@
 """``hashike``: the client, with OpenSSH's option syntax and messages.
 
     hashike [-46gNnTtv] [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]
-            [-L address] [-l login_name] [-o option] [-p port] destination [command]
+            [-L address] [-l login_name] [-o option] [-p port] [-R address] destination [command]
 
 Without a command, a login shell with a pty; with one, the command with
 stdin, stdout and stderr wired through, and its exit status as ours.
@@ -31,6 +31,7 @@ from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity, file_identity
 from hashike.aio.forward import ForwardListener
+from hashike.aio.remote import RemoteListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
 from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
@@ -51,6 +52,7 @@ from hashike.proto.text import escape_text
 from .escape import Escape, EscapeReader, help_text
 from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
 from .logs import setup_logging
+from .remote import ForwardFailure, check_remote_forwards, start_remote_forwards
 from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size
 
 __all__ = ["main"]
@@ -64,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         usage="hashike [-46gNnTtv] [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]\n"
-        "               [-L address] [-l login_name] [-o option] [-p port] destination [command]",
+        "               [-L address] [-l login_name] [-o option] [-p port] [-R address]\n"
+        "               destination [command]",
         description="hashike's SSH client. Options, ~/.ssh/config and messages follow ssh(1).",
         epilog="Example, the guide's POP tunnel: hashike -N -L 40000:localhost:110 user@mailhost",
     )
@@ -100,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-N", dest="no_command", action="store_true", help="no remote command: forwarding only")
     p.add_argument("-o", dest="options", metavar="option", action="append", default=[], help="Keyword=value")
     p.add_argument("-p", dest="port", metavar="port", type=int, help="port on the remote host")
+    p.add_argument(
+        "-R", dest="remote", metavar="address", action="append", default=[],
+        help="[bind_address:]port:host:hostport or port:local_socket: forward a remote port here",
+    )  # fmt: skip
     p.add_argument("-T", dest="tty", action="store_const", const="no", help="no pseudo-terminal")
     p.add_argument(
         "-t", dest="tty", action=_TtyAction, nargs=0,
@@ -351,13 +358,15 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop, sig)
+    check_remote_forwards(settings)
     client, settings = await _connect(settings)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
-    listeners = await _start_forwards(client, settings)
-    if invocation.background:
-        _background()
+    listeners: list[ForwardListener | RemoteListener] = [*await _start_forwards(client, settings)]
     try:
+        listeners += await start_remote_forwards(client, settings)
+        if invocation.background:
+            _background()
         if invocation.no_command or settings.session_type == "none":
             return await _forward_only(client, settings, stop)
         status = await _remote_session(client, settings, invocation, stop)
@@ -717,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         forwards = [parse_forward("local", spec) for spec in args.local]
         forwards += [parse_forward("dynamic", spec) for spec in args.dynamic]
+        forwards += [parse_forward("remote", spec) for spec in args.remote]
         settings = parse_client_config(
             host,
             config_file=args.config,
@@ -742,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ForwardSpecError) as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(("Bad ", "/")) else str(exc), file=sys.stderr)
         return EXIT_FAILURE
-    except _Fatal as exc:
+    except (_Fatal, ForwardFailure) as exc:
         if str(exc):
             print(str(exc), file=sys.stderr)
         return EXIT_FAILURE

@@ -64,8 +64,11 @@ further, never widen it:
 ``DisableForwarding yes|no``
     Turn every kind of forwarding off, whatever else is set (default no).
 ``GatewayPorts no|yes|clientspecified``
-    Whether ``-R`` listeners may bind non-loopback addresses (default no);
-    read and checked now, applied once remote forwarding exists.
+    Where ``-R`` listeners bind (default no: loopback, whatever the client
+    asks; yes: every address; clientspecified: the address the client asks).
+``PermitListen any|none|[host:]port ...``
+    The addresses and ports ``-R`` may listen on (default any); the host is
+    a pattern, ``*`` any port, and ``AllowTcpForwarding`` must allow remote.
 
 Sessions. Shells and commands run as the user hashiked runs as, through that
 user's login shell (see :mod:`hashike.aio.session_server`); as
@@ -108,7 +111,7 @@ from hashike.config.keywords import (
     transport_config,
     transport_keywords,
 )
-from hashike.config.policy import ForwardingPolicy, SessionPolicy, parse_permit_open
+from hashike.config.policy import ForwardingPolicy, SessionPolicy, parse_permit_listen, parse_permit_open
 from hashike.config.srclimit import (
     PenaltyPolicy,
     parse_exempt_list,
@@ -190,6 +193,7 @@ class ServerSettings(TransportSettings):
     permit_open: tuple[ForwardPermission, ...] | None = None  # None: any; (): none
     disable_forwarding: bool = False
     gateway_ports: str = "no"  # no | yes | clientspecified
+    permit_listen: tuple[ForwardPermission, ...] | None = None  # None: any; (): none
     max_sessions: int = 10
     permit_tty: bool = True
     accept_env: tuple[str, ...] = ()
@@ -374,6 +378,17 @@ def _parse_permit_open(args: list[str]) -> tuple[ForwardPermission, ...] | None:
         raise ValueProblem(f"{message[:1].upper()}{message[1:]}.") from None
 
 
+def _parse_permit_listen(args: list[str]) -> tuple[ForwardPermission, ...] | None:
+    for word in ("any", "none"):
+        if word in args and len(args) > 1:
+            raise ValueProblem(f'"{word}" must appear alone.', name_keyword=True)
+    try:
+        return parse_permit_listen(args)
+    except ValueError as exc:
+        message = str(exc)
+        raise ValueProblem(f"{message[:1].upper()}{message[1:]}.") from None
+
+
 # --- the keyword table --------------------------------------------------------
 
 
@@ -412,6 +427,7 @@ _KEYWORDS: dict[str, Keyword] = {
     "permitopen": single("permit_open", _parse_permit_open, max_args=None),
     "disableforwarding": single("disable_forwarding", _parse_flag),
     "gatewayports": single("gateway_ports", _one_of("no", "yes", "clientspecified")),
+    "permitlisten": single("permit_listen", _parse_permit_listen, max_args=None),
     "maxsessions": single("max_sessions", _parse_max_sessions),
     "permittty": single("permit_tty", _parse_flag),
     "acceptenv": single("accept_env", _parse_accept_env, merge="extend", max_args=None),
@@ -517,6 +533,8 @@ def forwarding_policy(settings: ServerSettings) -> ForwardingPolicy:
         allow_tcp_forwarding=settings.allow_tcp_forwarding,
         permit_open=settings.permit_open,
         disable_forwarding=settings.disable_forwarding,
+        gateway_ports=settings.gateway_ports,
+        permit_listen=settings.permit_listen,
     )
 
 

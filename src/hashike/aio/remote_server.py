@@ -1,0 +1,167 @@
+"""hashiked's side of remote forwarding (RFC 4254 §7.1, the client's ``-R``).
+
+Theory of operation. A ``tcpip-forward`` request names an address and a
+port. It is checked as sshd checks it: forwarding must be on for this login
+and the port unprivileged unless we run as root ("disabled"), then
+PermitListen and the key's ``permitlisten`` must cover the address and port
+as the client sent them ("denied"). Where the listener binds is
+GatewayPorts' decision (:meth:`ForwardingPolicy.remote_bind_hosts`). Binding
+happens in a task, and the reply names the request (``request_id``), so the
+core still sends replies in request order (§4) whatever finishes first; for
+port 0 the reply carries the port bound. Each connection a listener accepts
+opens a ``forwarded-tcpip`` channel with the address as the client asked for
+it, the port bound and the originator's address, and is bridged to it. The
+listeners go with ``cancel-tcpip-forward`` or with the connection, and one
+connection may hold at most :data:`MAX_LISTENERS` of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from hashike.config.policy import EVERY_ADDRESS, LOOPBACK, ForwardingPolicy
+from hashike.proto.connection import ServerConnection
+from hashike.proto.errors import ChannelOpenFailed, DecodeError
+from hashike.proto.events import GlobalRequestReceived
+from hashike.proto.forwarding import decode_tcpip_forward, encode_allocated_port
+
+from .bridge import SocketBridge
+from .listen import BindError, bind_all
+from .pump import CorePump
+from .server_auth import login_key_options
+
+__all__ = ["MAX_LISTENERS", "RemoteForwards"]
+
+log = logging.getLogger("hashike.server")
+
+# tcpip-forward listeners (bound or being bound) one connection may hold.
+MAX_LISTENERS = 64
+
+
+class _ForwardedBridge(SocketBridge):
+    """One connection accepted on a remote-forward listener."""
+
+    def __init__(self, pump: CorePump[ServerConnection], address: str) -> None:
+        super().__init__(pump)
+        self._address = address
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        bound = transport.get_extra_info("sockname")
+        if self.pump.core.closed:
+            transport.close()
+            return
+        try:
+            # RFC 4254 §7.2: the address and port that were connected, then
+            # the originator's.
+            channel_id = self.channels.open_forwarded_tcpip(
+                self._address, int(bound[1]), str(peer[0]), int(peer[1])
+            )
+        except ChannelOpenFailed as exc:  # too many channels: this one only
+            log.info("forwarded-tcpip from %s port %s: %s", peer[0], peer[1], exc)
+            transport.close()
+            return
+        self.bind(channel_id)
+        self.pump.flush()
+
+
+class RemoteForwards:
+    """The tcpip-forward listeners of one connection; registers its handlers
+    on ``pump``. :meth:`close` when the connection ends."""
+
+    def __init__(self, pump: CorePump[ServerConnection], policy: ForwardingPolicy) -> None:
+        self._pump = pump
+        self._policy = policy
+        self._listeners: dict[tuple[str, int], list[asyncio.Server]] = {}
+        self._binding = 0
+        pump.global_handlers["tcpip-forward"] = self._forward
+        pump.global_handlers["cancel-tcpip-forward"] = self._cancel
+
+    @property
+    def ports(self) -> list[tuple[str, int]]:
+        """(address as asked, port bound) of every listener."""
+        return list(self._listeners)
+
+    def close(self) -> None:
+        for servers in self._listeners.values():
+            for server in servers:
+                server.close()
+        self._listeners.clear()
+
+    def _reply(self, event: GlobalRequestReceived, ok: bool, extra: bytes = b"") -> None:
+        if event.want_reply:
+            self._pump.core.channels.reply_global_request(ok, extra, request_id=event.request_id)
+            self._pump.flush()
+
+    def _forward(self, event: GlobalRequestReceived) -> None:
+        try:
+            request = decode_tcpip_forward(event.extra)
+        except DecodeError:
+            request = None
+        if request is None:
+            self._reply(event, False)
+            return
+        address, port = request
+        log.debug("server_input_global_request: tcpip-forward listen %s port %d", address, port)
+        if not self._allowed(event, address, port):
+            host, peer_port = (self._pump.peername or ("?", 0))[:2]
+            # sshd's words for a refused -R.
+            log.info(
+                "Received request from %s port %d to remote forward to host %s port %d, "
+                "but the request was denied.",
+                host, peer_port, address, port,
+            )  # fmt: skip
+            self._reply(event, False)
+            return
+        self._binding += 1
+        self._pump._spawn(self._bind(event, address, port))
+
+    def _allowed(self, event: GlobalRequestReceived, address: str, port: int) -> bool:
+        key_options = login_key_options(self._pump.core)
+        if len(self._listeners) + self._binding >= MAX_LISTENERS:
+            log.info("tcpip-forward: more than %d listeners on one connection", MAX_LISTENERS)
+            return False
+        # sshd: port 0 without a reply would leave the client not knowing the port.
+        if port == 0 and not event.want_reply:
+            return False
+        return self._policy.allows_remote(key_options, port, os.geteuid()) and self._policy.permits_listen(
+            key_options, address, port
+        )
+
+    async def _bind(self, event: GlobalRequestReceived, address: str, port: int) -> None:
+        hosts = self._policy.remote_bind_hosts(address)
+        try:
+            servers = await bind_all(
+                lambda: _ForwardedBridge(self._pump, address),
+                [(host, port) for host in hosts],
+                # The IPv6 half is skipped on a machine without IPv6.
+                optional=("::1", "::") if hosts in (LOOPBACK, EVERY_ADDRESS) else (),
+            )
+        except BindError as exc:
+            log.info("bind [%s]:%d: %s", exc.host, exc.port, os.strerror(exc.errno or 0))
+            log.info("channel_setup_fwd_listener_tcpip: cannot listen to port: %d", port)
+            self._reply(event, False)
+            return
+        finally:
+            self._binding -= 1
+        if self._pump.core.closed:  # the connection went while we bound
+            for server in servers:
+                server.close()
+            return
+        bound = int(servers[0].sockets[0].getsockname()[1])
+        self._listeners[(address, bound)] = servers
+        log.debug("Local forwarding listening on %s port %d.", address, bound)
+        self._reply(event, True, encode_allocated_port(bound) if port == 0 else b"")
+
+    def _cancel(self, event: GlobalRequestReceived) -> None:
+        try:
+            request = decode_tcpip_forward(event.extra)
+        except DecodeError:
+            request = None
+        servers = self._listeners.pop(request, []) if request is not None else []
+        for server in servers:
+            server.close()
+        self._reply(event, bool(servers))

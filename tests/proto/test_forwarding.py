@@ -1,0 +1,49 @@
+"""The data of tcpip-forward, cancel-tcpip-forward and their reply (RFC 4254 §7.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hashike.proto.errors import DecodeError
+from hashike.proto.forwarding import (
+    decode_allocated_port,
+    decode_tcpip_forward,
+    encode_allocated_port,
+    encode_tcpip_forward,
+)
+from hashike.proto.wire import encode_string, encode_uint32
+
+
+def test_round_trip() -> None:
+    assert decode_tcpip_forward(encode_tcpip_forward("localhost", 40001)) == ("localhost", 40001)
+    assert decode_tcpip_forward(encode_tcpip_forward("", 0)) == ("", 0)
+    assert decode_allocated_port(encode_allocated_port(41873)) == 41873
+
+
+def test_out_of_range_port_is_refused_not_fatal() -> None:
+    assert decode_tcpip_forward(encode_string("localhost") + encode_uint32(65536)) is None
+    with pytest.raises(ValueError, match="between 0 and 65535"):
+        encode_tcpip_forward("localhost", 65536)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"",
+        encode_string("localhost"),
+        encode_string("localhost") + encode_uint32(1) + b"x",
+        encode_string("local\x00host") + encode_uint32(1),
+        encode_string(b"\xff") + encode_uint32(1),
+        encode_string("h" * 1025) + encode_uint32(1),
+    ],
+)
+def test_malformed_requests_are_decode_errors(extra: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_tcpip_forward(extra)
+
+
+@pytest.mark.parametrize(
+    "extra", [b"", b"\x00\x00", encode_uint32(0), encode_uint32(65536), encode_uint32(1) + b"x"]
+)
+def test_a_reply_without_a_usable_port(extra: bytes) -> None:
+    assert decode_allocated_port(extra) is None

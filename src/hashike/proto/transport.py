@@ -62,7 +62,8 @@ from hashike.proto.events import (
 )
 from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.kex import KEX_METHODS
-from hashike.proto.kex.base import ClientKex, derive_key, exchange_hash, exchange_hash_input
+from hashike.proto.kex.base import derive_key, exchange_hash, exchange_hash_input
+from hashike.proto.kex.exchange import Exchange
 from hashike.proto.kex.negotiate import (
     EXT_INFO_C,
     EXT_INFO_S,
@@ -131,33 +132,6 @@ class _Phase(enum.Enum):
     ESTABLISHED = "established"  # after the first NEWKEYS
 
 
-class _Kex:
-    """Everything one exchange accumulates before NEWKEYS."""
-
-    __slots__ = (
-        "chatter",
-        "client",
-        "derived",
-        "kexinit_seq",
-        "keys",
-        "negotiated",
-        "ours",
-        "peer",
-        "skip_guess",
-    )
-
-    def __init__(self, ours: bytes, kexinit_seq: int) -> None:
-        self.ours = ours  # our KEXINIT payload (I_C or I_S)
-        self.kexinit_seq = kexinit_seq
-        self.peer: bytes | None = None
-        self.negotiated: Negotiated | None = None
-        self.client: ClientKex | None = None
-        self.skip_guess = False
-        self.keys: tuple[bytes, bytes] | None = None  # (K encoded, H)
-        self.derived: tuple[tuple[bytes, bytes, bytes], tuple[bytes, bytes, bytes]] | None = None
-        self.chatter = 0
-
-
 class Transport:
     """One side of the transport layer. Owned by a Client/ServerConnection."""
 
@@ -192,7 +166,7 @@ class Transport:
         self.strict = False
         self.peer_max_packet = DEFAULT_PEER_MAX_PACKET
         self.peer_extensions: dict[str, bytes] = {}
-        self._kex: _Kex | None = None
+        self._kex: Exchange | None = None
         self._kex_count = 0
         self._deferred: list[tuple[bytes, bytes]] = []
         self._deferred_bytes = 0
@@ -512,7 +486,7 @@ class Transport:
             mac_s2c=macs,
         )
         payload = init.encode()
-        self._kex = _Kex(payload, self._writer.seq)
+        self._kex = Exchange(payload, self._writer.seq)
         self._writer.write(payload)
         if self.state is State.OPEN:
             self.state = State.KEXINIT_SENT
@@ -556,7 +530,7 @@ class Transport:
         peer = self._peer_version.line
         return (ours, peer) if self.is_client else (peer, ours)
 
-    def _kexinits(self, kex: _Kex) -> tuple[bytes, bytes]:
+    def _kexinits(self, kex: Exchange) -> tuple[bytes, bytes]:
         assert kex.peer is not None
         return (kex.ours, kex.peer) if self.is_client else (kex.peer, kex.ours)
 
@@ -632,7 +606,7 @@ class Transport:
         kex.keys = (k, h)
         self._send_newkeys()
 
-    def _derived(self, kex: _Kex) -> tuple[tuple[bytes, bytes, bytes], tuple[bytes, bytes, bytes]]:
+    def _derived(self, kex: Exchange) -> tuple[tuple[bytes, bytes, bytes], tuple[bytes, bytes, bytes]]:
         """RFC 4253 §7.2: (iv, key, mac key) for client->server and server->client."""
         assert kex.negotiated is not None and kex.keys is not None
         if kex.derived is not None:

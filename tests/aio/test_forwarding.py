@@ -5,7 +5,6 @@ refused and prohibited targets, and a burst of connections."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from hashike.config.policy import ForwardingPolicy, parse_permit_open
 from hashike.proto.constants import DisconnectReason, OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed
 from tests.aio.forwarding import hashike_pair
-from tests.echo import start_echo_server
+from tests.echo import INTEGRITY_SIZE, round_trip, start_echo_server
 from tests.helpers import eventually
 
 
@@ -66,7 +65,7 @@ async def test_connection_closed_before_the_channel_opens(tmp_path: Path) -> Non
     pop3.close()
 
 
-SIZE = int(os.environ.get("HASHIKE_INTEGRITY_MIB", "256")) << 20
+SIZE = INTEGRITY_SIZE
 
 
 async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None:
@@ -74,27 +73,9 @@ async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None
     port = echo.sockets[0].getsockname()[1]
     async with hashike_pair(tmp_path) as (_server, client):
         reader, writer = await client.open_connection("127.0.0.1", port)
-        sent = hashlib.sha256()
-        got = hashlib.sha256()
-        received = 0
-
-        async def read_all() -> None:
-            nonlocal received
-            while chunk := await reader.read(1 << 20):
-                got.update(chunk)
-                received += len(chunk)
-
-        reading = asyncio.ensure_future(read_all())
-        block = os.urandom(1 << 20)
-        for i in range(SIZE >> 20):
-            chunk = block[i:] + block[:i]
-            sent.update(chunk)
-            writer.write(chunk)
-            await writer.drain()
-        writer.write_eof()
-        await asyncio.wait_for(reading, 120)
+        received, got, sent = await round_trip(reader, writer, SIZE, 120)
         assert received == SIZE
-        assert got.hexdigest() == sent.hexdigest()
+        assert got == sent
         writer.close()
     echo.close()
 

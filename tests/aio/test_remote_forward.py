@@ -6,7 +6,6 @@ refused local target, cancelling, and listeners that go with the connection."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import socket
@@ -23,7 +22,7 @@ from hashike.config.policy import ForwardingPolicy, parse_permit_listen
 from hashike.proto.events import ChannelOpenRequested
 from hashike.proto.forwarding import encode_tcpip_forward
 from tests.aio.forwarding import hashike_pair
-from tests.echo import start_echo_server
+from tests.echo import INTEGRITY_SIZE, round_trip, start_echo_server
 from tests.helpers import eventually
 from tests.interop.conftest import free_port
 
@@ -208,7 +207,7 @@ def test_privileged_ports_need_root() -> None:
     assert policy.allows_remote(None, 0, uid=1000)
 
 
-SIZE = int(os.environ.get("HASHIKE_INTEGRITY_MIB", "256")) << 20
+SIZE = INTEGRITY_SIZE
 
 
 async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None:
@@ -218,25 +217,8 @@ async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None
     async with hashike_pair(tmp_path) as (_server, client):
         listener = await client.forward_remote(None, 0, Target("127.0.0.1", echo.sockets[0].getsockname()[1]))
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-        sent, got = hashlib.sha256(), hashlib.sha256()
-        received = 0
-
-        async def read_all() -> None:
-            nonlocal received
-            while chunk := await reader.read(1 << 20):
-                got.update(chunk)
-                received += len(chunk)
-
-        reading = asyncio.ensure_future(read_all())
-        block = os.urandom(1 << 20)
-        for i in range(SIZE >> 20):
-            chunk = block[i:] + block[:i]
-            sent.update(chunk)
-            writer.write(chunk)
-            await writer.drain()
-        writer.write_eof()  # half-close: the echo must still come back whole
-        await asyncio.wait_for(reading, 300)
-        assert (received, got.hexdigest()) == (SIZE, sent.hexdigest())
+        received, got, sent = await round_trip(reader, writer, SIZE, 300)
+        assert (received, got) == (SIZE, sent)
         writer.close()
     echo.close()
 

@@ -16,7 +16,7 @@ from hashike.aio.server import ServerOptions
 from hashike.config.policy import ForwardingPolicy
 from hashike.proto.socks import Reply
 from tests.aio.forwarding import hashike_pair
-from tests.echo import start_echo_server
+from tests.echo import INTEGRITY_SIZE, round_trip, start_echo_server
 from tests.helpers import eventually
 from tests.socks_client import socks4_request, socks5_connect, socks5_greeting, socks5_request
 
@@ -173,7 +173,7 @@ async def test_slow_handshake_is_cut_off(tmp_path: Path) -> None:
         assert not client.core.closed and len(client.core.channels) == 0
 
 
-SIZE = int(os.environ.get("HASHIKE_INTEGRITY_MIB", "256")) << 20
+SIZE = INTEGRITY_SIZE
 
 
 async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None:
@@ -197,26 +197,9 @@ async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None
         proxy = await client.forward_socks(None, 0)
         code, reader, writer = await socks5_connect(proxy.port, "127.0.0.1", echo.sockets[0].getsockname()[1])
         assert code == Reply.SUCCEEDED
-        sent, got = hashlib.sha256(), hashlib.sha256()
-        received = 0
-
-        async def read_all() -> None:
-            nonlocal received
-            while chunk := await reader.read(1 << 20):
-                got.update(chunk)
-                received += len(chunk)
-
-        reading = asyncio.ensure_future(read_all())
-        block = os.urandom(1 << 20)
-        for i in range(SIZE >> 20):
-            chunk = block[i:] + block[:i]
-            sent.update(chunk)
-            writer.write(chunk)
-            await writer.drain()
-        writer.write_eof()
-        await asyncio.wait_for(reading, 180)
+        received, got, sent = await round_trip(reader, writer, SIZE, 180)
         assert far_count == received == SIZE
-        assert far.hexdigest() == got.hexdigest() == sent.hexdigest()
+        assert far.hexdigest() == got == sent
         writer.close()
     echo.close()
 

@@ -34,6 +34,7 @@ __all__ = [
     "KeyFormatError",
     "PrivateKey",
     "PublicKey",
+    "decode_openssh_line",
     "ecdsa_curve",
     "parse_openssh_line",
 ]
@@ -230,8 +231,8 @@ class PublicKey:
         return f"<PublicKey {self.key_type} {self.fingerprint()}>"
 
 
-def parse_openssh_line(line: str) -> tuple[PublicKey, str]:
-    """Parse ``"type base64 [comment]"`` into the key and its (possibly empty) comment."""
+def decode_openssh_line(line: str) -> tuple[str, bytes, str]:
+    """Split ``"type base64 [comment]"`` into the type, the decoded blob and the comment."""
     if len(line) > MAX_KEY_LINE or "\n" in line.strip():
         raise KeyFormatError("public key line too long")
     parts = line.strip().split(None, 2)
@@ -241,10 +242,16 @@ def parse_openssh_line(line: str) -> tuple[PublicKey, str]:
         blob = binascii.a2b_base64(parts[1].encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise KeyFormatError("public key data is not valid base64") from exc
+    return parts[0], blob, parts[2].strip() if len(parts) == 3 else ""
+
+
+def parse_openssh_line(line: str) -> tuple[PublicKey, str]:
+    """Parse ``"type base64 [comment]"`` into the key and its (possibly empty) comment."""
+    key_type, blob, comment = decode_openssh_line(line)
     key = PublicKey.from_blob(blob)
-    if key.key_type != parts[0]:
-        raise KeyFormatError(f"key type {parts[0]!r} does not match the key data ({key.key_type})")
-    return key, parts[2].strip() if len(parts) == 3 else ""
+    if key.key_type != key_type:
+        raise KeyFormatError(f"key type {key_type!r} does not match the key data ({key.key_type})")
+    return key, comment
 
 
 class PrivateKey:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import struct
 
+from hashike.proto.certs import plain_algorithm, public_key_from_blob
 from hashike.proto.errors import DecodeError, SSHError
 from hashike.proto.hostkey import KeyFormatError, PublicKey
 from hashike.proto.wire import Reader, encode_byte, encode_string, encode_uint32
@@ -82,9 +83,9 @@ class AgentClient:
                 blob = r.string()
                 comment = r.string().decode("utf-8", "replace")
                 try:
-                    keys.append((PublicKey.from_blob(blob), comment))
+                    keys.append((public_key_from_blob(blob), comment))
                 except KeyFormatError:
-                    continue  # a key type we do not speak (e.g. a certificate)
+                    continue  # a key type we do not speak (e.g. a security key)
             r.check_end()
         except DecodeError as exc:
             raise AgentError(f"malformed agent reply: {exc}") from None
@@ -92,8 +93,9 @@ class AgentClient:
 
     async def sign(self, key: PublicKey, data: bytes, algorithm: str) -> bytes:
         """The agent's signature blob over ``data`` with ``algorithm``."""
+        # A certificate signs as its key does: the flags name the plain algorithm.
         flags = {"rsa-sha2-256": SSH_AGENT_RSA_SHA2_256, "rsa-sha2-512": SSH_AGENT_RSA_SHA2_512}.get(
-            algorithm, 0
+            plain_algorithm(algorithm), 0
         )
         request = encode_byte(SSH_AGENTC_SIGN_REQUEST) + encode_string(key.blob) + encode_string(data)
         kind, r = await self._call(request + encode_uint32(flags))

@@ -16,15 +16,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from hashike.keys.keypair import KeyFileError, PassphraseRequired, load_private_key, load_public_key_file
+from hashike.keys.textfile import read_bounded
+from hashike.proto.certs import Certificate, plain_algorithm
 from hashike.proto.connection import ClientConnection
 from hashike.proto.errors import AuthenticationFailed
 from hashike.proto.events import AuthFailed, AuthPrompts, AuthSucceeded, Event, PublicKeyAccepted
-from hashike.proto.hostkey import PrivateKey, PublicKey
+from hashike.proto.hostkey import MAX_KEY_LINE, KeyFormatError, PrivateKey, PublicKey
 from hashike.proto.text import TERMINAL_CONTROLS, escape_text
 
 from .agent import AgentClient, AgentError
 
-__all__ = ["AuthSettings", "Identity", "Prompt", "authenticate", "file_identity", "signature_algorithm"]
+__all__ = [
+    "AuthSettings",
+    "Identity",
+    "Prompt",
+    "authenticate",
+    "certificate_identities",
+    "file_identity",
+    "signature_algorithm",
+]
 
 # (prompt text, echo) -> the answer, or None when there is nobody to ask.
 Prompt = Callable[[str, bool], "Awaitable[str | None] | str | None"]
@@ -59,12 +69,16 @@ class AuthSettings:
 
 def signature_algorithm(key: PublicKey, server_sig_algs: tuple[str, ...] | None) -> str:
     """RFC 8332 §3.3: RSA signs with the best SHA-2 algorithm the server lists
-    in server-sig-algs (rsa-sha2-512 when it lists nothing); never ssh-rsa."""
-    if key.key_type != "ssh-rsa":
+    in server-sig-algs (rsa-sha2-512 when it lists nothing); never ssh-rsa.
+    An RSA certificate is chosen the same way, by the plain names the server
+    lists, and goes under the matching certificate name, as ssh does."""
+    plain_type = key.key.key_type if isinstance(key, Certificate) else key.key_type
+    if plain_type != "ssh-rsa":
         return key.key_type
+    algorithm = "rsa-sha2-512"
     if server_sig_algs and "rsa-sha2-512" not in server_sig_algs and "rsa-sha2-256" in server_sig_algs:
-        return "rsa-sha2-256"
-    return "rsa-sha2-512"
+        algorithm = "rsa-sha2-256"
+    return f"{algorithm}-cert-v01@openssh.com" if isinstance(key, Certificate) else algorithm
 
 
 class _Session:
@@ -162,7 +176,8 @@ async def _publickey(s: _Session, settings: AuthSettings) -> AuthFailed | AuthSu
 async def _sign(identity: Identity, settings: AuthSettings, data: bytes, algorithm: str) -> bytes | None:
     if identity.private is not None:
         private = await identity.private()
-        return private.sign(data, algorithm) if private is not None else None
+        # A certificate's key signs with the plain algorithm (PROTOCOL.certkeys).
+        return private.sign(data, plain_algorithm(algorithm)) if private is not None else None
     if settings.agent is None:
         return None
     try:
@@ -256,6 +271,24 @@ async def file_identity(path: str, ask_passphrase: PassphrasePrompt | None) -> I
             return None
         public = key.public_key
     return Identity(public, path, private)
+
+
+def certificate_identities(identity: Identity, paths: Sequence[str]) -> list[Identity]:
+    """The certificates in ``paths`` (``-cert.pub`` files) that certify
+    ``identity``'s key, each an identity that signs as ``identity`` does: ssh
+    offers ``id_ed25519-cert.pub`` next to ``id_ed25519``, and a
+    CertificateFile with whichever identity holds its key. Missing files and
+    other keys' certificates are skipped."""
+    found: list[Identity] = []
+    for path in paths:
+        try:
+            data, more = read_bounded(path, MAX_KEY_LINE)
+            cert = Certificate.from_openssh_line(data.decode("ascii")) if not more else None
+        except (OSError, UnicodeDecodeError, KeyFormatError):
+            continue
+        if cert is not None and cert.key == identity.public_key:
+            found.append(Identity(cert, identity.source, identity.private))
+    return found
 
 
 async def _load_with_passphrase(path: str, ask: PassphrasePrompt | None) -> PrivateKey | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect
-from hashike.aio.client_auth import AuthSettings, Identity, file_identity
+from hashike.aio.client_auth import AuthSettings, Identity, certificate_identities, file_identity
 from hashike.aio.forward import ForwardListener
 from hashike.aio.remote import RemoteListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
@@ -191,7 +191,9 @@ async def _identities(settings: ClientSettings, agent: AgentClient | None) -> li
     found: list[Identity] = []
     if agent is not None and not settings.identities_only:
         try:
-            found += [Identity(key, f"agent: {comment}") for key, comment in await agent.identities()]
+            for key, comment in await agent.identities():
+                agent_key = Identity(key, f"agent: {comment}")
+                found += [agent_key, *certificate_identities(agent_key, settings.certificate_files)]
         except AgentError as exc:
             log.debug("agent: %s", exc)
     for path in settings.identity_files:
@@ -207,7 +209,10 @@ async def _identities(settings: ClientSettings, agent: AgentClient | None) -> li
                     file=sys.stderr,
                 )
             continue
-        found.append(identity)
+        found += [
+            identity,
+            *certificate_identities(identity, [f"{path}-cert.pub", *settings.certificate_files]),
+        ]
     return found
 
 

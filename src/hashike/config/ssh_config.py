@@ -129,6 +129,7 @@ class ClientSettings(TransportSettings):
     identity_files_default: bool = False
     identities_only: bool = False
     identity_agent: str | None = None
+    certificate_files: tuple[str, ...] = ()  # CertificateFile
     local_forwards: tuple[Forward, ...] = ()
     remote_forwards: tuple[Forward, ...] = ()
     dynamic_forwards: tuple[Forward, ...] = ()
@@ -467,6 +468,9 @@ class _Builder:
         fields["identity_files_default"] = not identity_files
         fields["identity_files"] = tuple(
             expand("IdentityFile", path) for path in identity_files or DEFAULT_IDENTITY_FILES
+        )
+        fields["certificate_files"] = tuple(
+            expand("CertificateFile", path) for path in self.lists.get("certificate_files", [])
         )
         fields["user_known_hosts_files"] = tuple(
             expand("UserKnownHostsFile", path)

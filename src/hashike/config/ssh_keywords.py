@@ -223,6 +223,7 @@ KEYWORDS: dict[str, Keyword] = {
     "identityfile": single("identity_files", _parse_string, merge="append"),
     "identitiesonly": single("identities_only", _parse_flag),
     "identityagent": single("identity_agent", _parse_identity_agent),
+    "certificatefile": single("certificate_files", _parse_string, merge="append"),
     "localforward": single("local_forwards", _forward_parser("local"), merge="append", max_args=2),
     "remoteforward": single("remote_forwards", _forward_parser("remote"), merge="append", max_args=2),
     "dynamicforward": single("dynamic_forwards", _forward_parser("dynamic"), merge="append"),
@@ -284,14 +285,14 @@ for _alias, _name in {
     KEYWORDS[_alias] = KEYWORDS[_name]
 
 # OpenSSH keywords accepted and ignored: without them hashike does less (no
-# X11, agent, GSSAPI, hostbased, certificate or hardware-token support), checks
+# X11, agent, GSSAPI, hostbased or hardware-token support), checks
 # more (KnownHostsCommand, VerifyHostKeyDNS), or they tune what hashike does
 # its own way (PubkeyAcceptedAlgorithms). CheckHostIP is the one that, when
 # set to yes, checks something hashike does not; ignored_options shows it.
 IGNORED = frozenset(
     """
     addkeystoagent canonicaldomains canonicalizefallbacklocal canonicalizehostname canonicalizemaxdots
-    canonicalizepermittedcnames casignaturealgorithms certificatefile channeltimeout checkhostip
+    canonicalizepermittedcnames casignaturealgorithms channeltimeout checkhostip
     connectionattempts enableescapecommandline enablesshkeysign fingerprinthash forwardagent forwardx11
     forwardx11timeout forwardx11trusted gssapiauthentication gssapiclientidentity gssapidelegatecredentials
     gssapikexalgorithms gssapikeyexchange gssapirenewalforcesrekey gssapiserveridentity gssapitrustdns

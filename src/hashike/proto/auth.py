@@ -51,6 +51,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hashike.proto.certs import CERT_ALGORITHMS, public_key_from_blob
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError, RemoteProtocolError
 from hashike.proto.events import (
@@ -94,6 +95,8 @@ PUBLICKEY_ALGORITHMS: dict[str, str] = {
     "ecdsa-sha2-nistp521": "ecdsa-sha2-nistp521",
     "rsa-sha2-512": "ssh-rsa",
     "rsa-sha2-256": "ssh-rsa",
+    # PROTOCOL.certkeys: a certificate authenticates under its own names.
+    **{name: cert_type for name, (cert_type, _) in CERT_ALGORITHMS.items()},
 }
 
 MAX_USERNAME = 1024  # bytes of UTF-8
@@ -567,7 +570,7 @@ class ServerAuth:
         signature = r.string(MAX_SIGNATURE) if signed else b""
         r.check_end()
         try:
-            key: PublicKey | None = PublicKey.from_blob(blob)
+            key: PublicKey | None = public_key_from_blob(blob)
         except KeyFormatError:
             key = None
         if key is None or PUBLICKEY_ALGORITHMS.get(algorithm) != key.key_type:

@@ -84,6 +84,8 @@ class ServerOptions:
     max_auth_tries: int = 6  # sshd's default
     authorized_keys_files: tuple[str, ...] = DEFAULT_AUTHORIZED_KEYS_FILES
     password_file: str | None = None
+    trusted_user_ca_keys: str | None = None  # TrustedUserCAKeys
+    authorized_principals_file: str | None = None  # AuthorizedPrincipalsFile
     allow_users: tuple[str, ...] | None = None
     banner: str | None = None
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
@@ -292,6 +294,8 @@ class Server:
             allow_users=options.allow_users,
             authorized_keys_files=options.authorized_keys_files,
             password_file=options.password_file,
+            trusted_user_ca_keys=options.trusted_user_ca_keys,
+            authorized_principals_file=options.authorized_principals_file,
         )
         self.connections: set[_ServerPump] = set()
         self.startups: set[_ServerPump] = set()

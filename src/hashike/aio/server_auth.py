@@ -46,13 +46,14 @@ from datetime import UTC, datetime
 import bcrypt
 
 from hashike.keys.authorized_keys import (
-    AuthorizedKey,
     KeyOptions,
     expand_authorized_keys_path,
     load_authorized_keys,
 )
+from hashike.keys.cert_authority import grant_from_authorized_keys, grant_from_trusted_cas
 from hashike.keys.patterns import match_pattern
 from hashike.keys.textfile import read_bounded
+from hashike.proto.certs import Certificate
 from hashike.proto.connection import ServerConnection
 from hashike.proto.events import PasswordAuthRequested, PublicKeyAuthRequested
 from hashike.proto.hostkey import PublicKey
@@ -163,10 +164,24 @@ def _user(name: str) -> str:
     return escape_text(name, limit=MAX_LOGIN_NAME)
 
 
+def _key_kind(key: PublicKey) -> str:
+    """``ED25519``, ``ECDSA``, ``RSA-CERT``: sshd's name for a key type."""
+    plain = key.key if isinstance(key, Certificate) else key
+    kind = _LOG_KEY_TYPES.get(
+        plain.key_type, "ECDSA" if plain.key_type.startswith("ecdsa-") else plain.key_type
+    )
+    return f"{kind}-CERT" if isinstance(key, Certificate) else kind
+
+
 def _key_description(key: PublicKey) -> str:
-    """``ED25519 SHA256:...``, as sshd logs a key."""
-    kind = _LOG_KEY_TYPES.get(key.key_type, "ECDSA" if key.key_type.startswith("ecdsa-") else key.key_type)
-    return f"{kind} {key.fingerprint()}"
+    """``ED25519 SHA256:...``, as sshd logs a key; for a certificate
+    ``ED25519-CERT SHA256:... ID key-id (serial N) CA ED25519 SHA256:...``."""
+    text = f"{_key_kind(key)} {key.fingerprint()}"
+    if isinstance(key, Certificate):
+        ca = key.signature_key
+        key_id = escape_text(key.fields.key_id, limit=256)
+        text += f" ID {key_id} (serial {key.fields.serial}) CA {_key_kind(ca)} {ca.fingerprint()}"
+    return text
 
 
 class UserAuthenticator:
@@ -184,12 +199,16 @@ class UserAuthenticator:
         allow_users: Sequence[str] | None = None,
         authorized_keys_files: Sequence[str] = DEFAULT_AUTHORIZED_KEYS_FILES,
         password_file: str | os.PathLike[str] | None = None,
+        trusted_user_ca_keys: str | None = None,
+        authorized_principals_file: str | None = None,
         account: Account | None = None,
     ) -> None:
         self.account = account or Account.current()
         self.allow_users = tuple(allow_users) if allow_users is not None else (self.account.name,)
         self.authorized_keys_files = tuple(authorized_keys_files)
         self.password_file = password_file
+        self.trusted_user_ca_keys = trusted_user_ca_keys
+        self.authorized_principals_file = authorized_principals_file
         for pattern in self.authorized_keys_files:
             expand_authorized_keys_path(pattern, "user", "/", 0)  # ValueError for a bad token, now
 
@@ -222,11 +241,13 @@ class UserAuthenticator:
 
     def find_key(
         self, username: str, key: PublicKey, address: str, now: datetime | None = None
-    ) -> tuple[AuthorizedKey | None, str | None]:
-        """The authorized_keys line that lets ``key`` log in as ``username``
-        from ``address``, or None and (if a line holds the key but refuses it)
+    ) -> tuple[KeyOptions | None, str | None]:
+        """The options under which ``key`` may log in as ``username`` from
+        ``address``, or None and (if a line holds the key but refuses it)
         why. The caller has checked that ``username`` is allowed."""
         moment = now or datetime.now(UTC)
+        if isinstance(key, Certificate):
+            return self._find_certificate(username, key, address, int(moment.timestamp()))
         refusal = None
         for path in self.key_files(username):
             warnings: list[tuple[int, str]] = []
@@ -238,9 +259,35 @@ class UserAuthenticator:
                     continue
                 why = entry.refusal(address, moment)
                 if why is None:
-                    return entry, None
+                    return entry.options, None
                 refusal = refusal or f"{path} line {entry.line}: {why}"
         return None, refusal
+
+    def _find_certificate(
+        self, username: str, cert: Certificate, address: str, now: int
+    ) -> tuple[KeyOptions | None, str | None]:
+        """sshd's order: cert-authority lines in authorized_keys, then
+        TrustedUserCAKeys. Each refusal is logged as sshd logs it (error)."""
+        errors: list[str] = []
+        grant = grant_from_authorized_keys(cert, username, self.key_files(username), address, now, errors)
+        if grant is None and self.trusted_user_ca_keys is not None:
+            account = self.account
+            grant = grant_from_trusted_cas(
+                cert, username,
+                ca_file=self.trusted_user_ca_keys, principals_file=self.authorized_principals_file,
+                home=account.home, uid=account.uid, address=address, now=now, errors=errors,
+            )  # fmt: skip
+        for reason in errors:
+            log.error("%s", escape_text(reason))
+        if grant is None:
+            return None, None
+        ca = cert.signature_key
+        log.info(
+            'Accepted certificate ID "%s" (serial %d) signed by %s CA %s via %s',
+            escape_text(cert.fields.key_id, limit=256), cert.fields.serial,
+            _key_kind(ca), ca.fingerprint(), grant.via,
+        )  # fmt: skip
+        return grant.options, None
 
     def check_password(self, username: str, password: str, *, allowed: bool) -> bool:
         """Is ``password`` right for ``username``? Blocking (bcrypt): run it in
@@ -320,11 +367,11 @@ class ConnectionAuth:
         # the account's own files (its name is always safe in a path) and the
         # answer is thrown away.
         lookup = event.username if allowed else self._users.account.name
-        entry, refusal = self._users.find_key(lookup, event.key, peer[0])
-        if entry is None or not allowed:
+        options, refusal = self._users.find_key(lookup, event.key, peer[0])
+        if options is None or not allowed:
             self._reject_publickey(event, allowed, refusal if allowed else None, peer)
             return
-        self._core.accept_auth(entry.options)  # a signed request's signature is verified now
+        self._core.accept_auth(options)  # a signed request's signature is verified now
         host, port = peer
         user, key = _user(event.username), _key_description(event.key)
         if not event.signed:

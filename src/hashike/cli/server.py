@@ -147,6 +147,8 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
         max_auth_tries=settings.max_auth_tries,
         authorized_keys_files=settings.authorized_keys_files,
         password_file=password_file,
+        trusted_user_ca_keys=settings.trusted_user_ca_keys,
+        authorized_principals_file=settings.authorized_principals_file,
         allow_users=settings.allow_users or None,
         banner=None if settings.banner is None else _read_banner(settings.banner),
         forwarding=forwarding_policy(settings),

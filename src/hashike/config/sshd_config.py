@@ -186,6 +186,9 @@ class ServerSettings(TransportSettings):
     password_authentication: bool = False
     kbd_interactive_authentication: bool = True
     password_file: str | None = None
+    trusted_user_ca_keys: str | None = None  # TrustedUserCAKeys
+    authorized_principals_file: str | None = None  # AuthorizedPrincipalsFile
+    host_certificates: tuple[str, ...] = ()  # HostCertificate
     max_auth_tries: int = 6
     allow_users: tuple[str, ...] = ()
     banner: str | None = None
@@ -417,6 +420,9 @@ _KEYWORDS: dict[str, Keyword] = {
     # sshd's older name for the same setting; first value of either wins.
     "challengeresponseauthentication": single("kbd_interactive_authentication", _parse_flag),
     "passwordfile": single("password_file", _parse_optional_path),
+    "trustedusercakeys": single("trusted_user_ca_keys", _parse_optional_path),
+    "authorizedprincipalsfile": single("authorized_principals_file", _parse_optional_path),
+    "hostcertificate": single("host_certificates", _parse_host_key, merge="append"),
     "maxauthtries": single("max_auth_tries", _parse_max_auth_tries),
     "allowusers": single("allow_users", _parse_allow_users, merge="extend", max_args=None),
     "banner": single("banner", _parse_optional_path),

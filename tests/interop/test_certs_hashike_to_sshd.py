@@ -16,6 +16,7 @@ from hashike.aio.client import connect
 from hashike.aio.client_auth import AuthSettings, Identity, certificate_identities, file_identity
 from hashike.proto.certs import Certificate
 from tests.interop.test_auth_hashike_to_sshd import host_key_check, no_passphrase
+from tests.interop.test_cli_client import hashike_argv, run
 
 if TYPE_CHECKING:
     from tests.interop.conftest import StartSshd
@@ -86,4 +87,22 @@ async def test_user_certificate_through_openssh_agent(
             sshd.host, sshd.port, check_host_key=host_key_check(sshd), auth=auth
         ) as client:
             assert client.auth_method == "publickey"
+    assert "ID test-id (serial 7) CA ED25519" in sshd.log_text()
+
+
+@pytest.mark.parametrize("where", ["beside", "CertificateFile"])
+def test_cli_offers_the_certificate(start_sshd: StartSshd, tmp_path: Path, where: str) -> None:
+    ca = keygen(tmp_path / "ca")
+    user = keygen(tmp_path / "id")
+    sshd = start_sshd(f"TrustedUserCAKeys {ca}.pub")
+    cert = certify(ca, Path(f"{user}.pub"), sshd.user)
+    extra: list[str] = []
+    if where == "CertificateFile":
+        moved = tmp_path / "elsewhere.pub"
+        cert.rename(moved)
+        extra = ["-o", f"CertificateFile={moved}"]
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_lines())
+    result = run(hashike_argv(sshd, known, *extra, "-i", str(user), f"{sshd.user}@127.0.0.1", "echo", "hi"))
+    assert (result.returncode, result.stdout) == (0, "hi\n"), result.stderr
     assert "ID test-id (serial 7) CA ED25519" in sshd.log_text()

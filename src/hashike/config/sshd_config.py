@@ -188,7 +188,6 @@ class ServerSettings(TransportSettings):
     password_file: str | None = None
     trusted_user_ca_keys: str | None = None  # TrustedUserCAKeys
     authorized_principals_file: str | None = None  # AuthorizedPrincipalsFile
-    host_certificates: tuple[str, ...] = ()  # HostCertificate
     max_auth_tries: int = 6
     allow_users: tuple[str, ...] = ()
     banner: str | None = None
@@ -422,7 +421,6 @@ _KEYWORDS: dict[str, Keyword] = {
     "passwordfile": single("password_file", _parse_optional_path),
     "trustedusercakeys": single("trusted_user_ca_keys", _parse_optional_path),
     "authorizedprincipalsfile": single("authorized_principals_file", _parse_optional_path),
-    "hostcertificate": single("host_certificates", _parse_host_key, merge="append"),
     "maxauthtries": single("max_auth_tries", _parse_max_auth_tries),
     "allowusers": single("allow_users", _parse_allow_users, merge="extend", max_args=None),
     "banner": single("banner", _parse_optional_path),

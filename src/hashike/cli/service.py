@@ -28,12 +28,12 @@ def notifier() -> Notifier:
 
 def keepalive_options(settings: ClientSettings) -> KeepaliveOptions:
     """ServerAliveInterval, ServerAliveCountMax, TCPKeepAlive. Under a
-    watchdog with no ServerAliveInterval, the server is probed twice per
-    watchdog period: the replies are what feeds the watchdog."""
+    watchdog the server is probed at least twice per watchdog period: the
+    replies are what feeds the watchdog."""
     interval: float = settings.server_alive_interval
     watchdog = notifier().watchdog
-    if not interval and watchdog is not None:
-        interval = watchdog / 2
+    if watchdog is not None:
+        interval = min(interval or watchdog, watchdog / 2)
     return KeepaliveOptions(interval, settings.server_alive_count_max, settings.tcp_keep_alive)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hashike.aio.service import Notifier, ServiceError, _listening_socket, listen_sockets
+from hashike.config.ssh_config import parse_client_config
 from tests.interop.conftest import free_port
 from tests.interop.test_forward_openssh_to_hashiked import keygen, public_line, start_hashiked
 from tests.interop.test_remote_forward import Server, answers, hashike_argv, start
@@ -187,3 +188,34 @@ def test_hashiked_serves_a_login_on_a_socket_it_was_handed(
             daemon.kill()
         daemon.wait(WAIT)
         daemon.stdout.close()  # type: ignore[union-attr]
+
+
+# --- the unit files ---------------------------------------------------------------------------
+
+UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
+
+
+def unit(name: str) -> dict[str, str]:
+    """``Key=value`` lines of a unit file (each key appears once in ours)."""
+    lines = (UNITS / name).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def test_the_tunnel_unit_runs_hashike_with_options_it_accepts() -> None:
+    tunnel = unit("hashike-tunnel@.service")
+    assert tunnel["Type"] == "notify"
+    argv = tunnel["ExecStart"].split()
+    assert argv[-1] == "%I" and "-N" in argv  # the instance is the Host
+    options = [argv[i + 1] for i, word in enumerate(argv) if word == "-o"]
+    settings = parse_client_config("wisdom", config_file="none", options=options, system_config_file=None)
+    assert settings.batch_mode and settings.exit_on_forward_failure
+    # The watchdog outlasts a keepalive round, or a live tunnel would be killed.
+    assert int(tunnel["WatchdogSec"]) > 2 * settings.server_alive_interval
+
+
+def test_the_server_units_hand_one_socket_to_one_notifying_hashiked() -> None:
+    service, sock = unit("hashiked.service"), unit("hashiked.socket")
+    assert service["Type"] == "notify" and "hashiked" in service["ExecStart"]
+    assert sock["Accept"] == "no"  # one hashiked for every connection (LISTEN_FDS)
+    host, _, port = sock["ListenStream"].rpartition(":")
+    assert host == "127.0.0.1" and port.isdigit()

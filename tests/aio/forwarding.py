@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity
+from hashike.aio.keepalive import KeepaliveOptions
 from hashike.aio.server import Server, ServerOptions, listen
 from hashike.keys.keypair import generate_private_key
 from hashike.proto.hostkey import PrivateKey
@@ -21,7 +22,10 @@ CLIENT_KEY = generate_private_key()
 
 @asynccontextmanager
 async def hashike_pair(
-    tmp_path: Path, options: ServerOptions | None = None, key_options: str = ""
+    tmp_path: Path,
+    options: ServerOptions | None = None,
+    key_options: str = "",
+    keepalive: KeepaliveOptions | None = None,
 ) -> AsyncIterator[tuple[Server, SSHClient]]:
     """hashiked on 127.0.0.1 (a free port) and a hashike client logged in."""
     keys = tmp_path / "authorized_keys"
@@ -32,7 +36,11 @@ async def hashike_pair(
     async with await listen("127.0.0.1", 0, host_keys=[server_key], options=opts) as server:
         auth = AuthSettings(username=user, identities=[Identity(CLIENT_KEY.public_key, "test", _loader)])
         client = await connect(
-            "127.0.0.1", server.port, check_host_key=lambda k: k == server_key.public_key, auth=auth
+            "127.0.0.1",
+            server.port,
+            check_host_key=lambda k: k == server_key.public_key,
+            auth=auth,
+            keepalive=keepalive,
         )
         async with client:
             yield server, client

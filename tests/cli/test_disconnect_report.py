@@ -13,7 +13,9 @@ from hashike.proto.events import Disconnected
 
 
 def report(capsys: pytest.CaptureFixture[str], event: Disconnected) -> str:
-    client = SimpleNamespace(disconnect_event=event, remote_address=("127.0.0.1", 2222))
+    client = SimpleNamespace(
+        disconnect_event=event, remote_address=("127.0.0.1", 2222), keepalive=SimpleNamespace(timed_out=False)
+    )
     settings = SimpleNamespace(hostname="example", port=2222)
     _report_remote_close(client, settings)  # type: ignore[arg-type]
     return capsys.readouterr().err

@@ -46,6 +46,7 @@ from hashike.proto.text import TERMINAL_CONTROLS, escape_text
 from .bridge import SocketBridge
 from .client_auth import AuthSettings, authenticate
 from .forward import ForwardListener, Target, forward_local, open_channel
+from .keepalive import Keepalive, KeepaliveOptions
 from .pump import CorePump, Route
 from .remote import RemoteForwards, RemoteListener
 from .session_client import Process, RunResult, SessionHandler, start_process
@@ -81,8 +82,13 @@ class _ClientPump(CorePump[ClientConnection]):
         check_host_key: HostKeyCheck,
         log: Callable[[str], None] | None,
         auth: AuthSettings | None,
+        keepalive: KeepaliveOptions | None = None,
     ) -> None:
         super().__init__(ClientConnection(config, rng=os.urandom))
+        keepalive = keepalive or KeepaliveOptions()
+        self.tcp_keepalive = keepalive.tcp
+        # ServerAliveInterval/CountMax, started once logged in, as ssh's client loop.
+        self.keepalive = Keepalive(self, keepalive, lambda: self.drop("Timeout, server not responding"))
         self._check = check_host_key
         self._auth = auth
         self._auth_events: asyncio.Queue[Event] = asyncio.Queue()
@@ -226,6 +232,18 @@ class SSHClient:
     def disconnect_event(self) -> Disconnected | None:
         """How the connection ended, once it has."""
         return self._pump.disconnect
+
+    @property
+    def keepalive(self) -> Keepalive:
+        """The ServerAlive* timer: ``rtt`` (seconds) of the last reply,
+        ``timed_out`` once the server was declared dead, ``on_reply``
+        listeners."""
+        return self._pump.keepalive
+
+    @property
+    def rtt(self) -> float | None:
+        """Round-trip time of the last keepalive reply, in seconds."""
+        return self._pump.keepalive.rtt
 
     @property
     def local_address(self) -> tuple[str, int] | None:
@@ -397,14 +415,18 @@ async def connect(
     timeout: float | None = 30.0,
     log: Callable[[str], None] | None = None,
     auth: AuthSettings | None = None,
+    keepalive: KeepaliveOptions | None = None,
 ) -> SSHClient:
     """Connect, run the key exchange, verify the host key with
     ``check_host_key``, request the ``ssh-userauth`` service and, given
-    ``auth``, authenticate (AuthenticationFailed when every method fails)."""
+    ``auth``, authenticate (AuthenticationFailed when every method fails).
+    ``keepalive``: ServerAliveInterval, ServerAliveCountMax and TCPKeepAlive
+    (default: no probes, SO_KEEPALIVE on); a server that stops answering is
+    dropped (``client.keepalive.timed_out``)."""
     loop = asyncio.get_running_loop()
 
     def factory() -> _ClientPump:
-        return _ClientPump(config or TransportConfig(), check_host_key, log, auth)
+        return _ClientPump(config or TransportConfig(), check_host_key, log, auth, keepalive)
 
     async def establish() -> SSHClient:
         _transport, pump = await loop.create_connection(factory, host, port, family=family)
@@ -413,6 +435,7 @@ async def connect(
         except BaseException:
             pump.close()
             raise
+        pump.keepalive.start()
         return SSHClient(pump)
 
     return await asyncio.wait_for(establish(), timeout)

@@ -74,13 +74,19 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
     # RFC 4254 §5.1: the reason and description for an open of a type that
     # no handler takes. Each side says what OpenSSH's says.
     unhandled_open: tuple[int, str] = (OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed")
+    # TCPKeepAlive (SO_KEEPALIVE), yes by default in ssh and sshd alike.
+    tcp_keepalive = True
 
     def __init__(self, core: CoreT) -> None:
         self.core: CoreT = core
         self.transport: asyncio.Transport | None = None
         self.peername: tuple[str, int] | None = None
         self.sockname: tuple[str, int] | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed = self._loop.create_future()
+        # When bytes last came from the peer (the loop's clock): keepalives
+        # probe only a peer that has been silent (aio/keepalive.py).
+        self.input_at = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self.disconnect: Disconnected | None = None
         # Every channel with a runtime handler, by local channel id.
@@ -126,12 +132,14 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
             # Message sequences OpenSSH sends back to back must not wait on
             # Nagle's algorithm meeting delayed ACKs (86 of 136 ms in `ssh host true`).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(self.tcp_keepalive))
         self.peername = transport.get_extra_info("peername")
         self.sockname = transport.get_extra_info("sockname")
         self._tick()
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        self.input_at = self._loop.time()
         self.core.receive_data(data)
         self.process()
 
@@ -346,6 +354,14 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
     def close(self, description: str = "disconnected by user") -> None:
         self.core.close(description)
         self.process()
+
+    def drop(self, description: str) -> None:
+        """End a connection whose peer is gone (keepalives unanswered): the
+        DISCONNECT is offered, but nothing waits for a peer that does not
+        read to take it."""
+        self.close(description)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()

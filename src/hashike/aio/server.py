@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -49,7 +50,8 @@ from hashike.proto.text import escape_text
 
 from .admission import Admission
 from .forward import connect_target
-from .listen import BindError, bind_all
+from .keepalive import Keepalive, KeepaliveOptions
+from .listen import LISTEN_BACKLOG, BindError, bind_all
 from .pump import CorePump, Route
 from .remote_server import RemoteForwards
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator, login_key_options
@@ -90,6 +92,7 @@ class ServerOptions:
     banner: str | None = None
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
+    keepalive: KeepaliveOptions = field(default_factory=KeepaliveOptions)  # ClientAlive*, TCPKeepAlive
 
 
 class _ServerPump(CorePump[ServerConnection]):
@@ -113,6 +116,9 @@ class _ServerPump(CorePump[ServerConnection]):
         self._penalty: str | None = None  # set when LoginGraceTime runs out, or we fail
         self._auth = ConnectionAuth(server.users, self.core, self.process)
         self.remote_forwards = RemoteForwards(self, options.forwarding)  # -R (RFC 4254 §7.1)
+        self.tcp_keepalive = options.keepalive.tcp
+        # ClientAliveInterval/CountMax, once logged in (sshd's server loop).
+        self.keepalive = Keepalive(self, options.keepalive, self._client_dead)
         self.open_handlers.update(
             {
                 "session": self._open_session,
@@ -160,6 +166,14 @@ class _ServerPump(CorePump[ServerConnection]):
             self._grace.cancel()
             self._grace = None
         self._server.authenticated(self)
+        self.keepalive.start()
+
+    def _client_dead(self) -> None:
+        # sshd's line; dropping the connection frees its -R listeners now.
+        host, port = self._peer()
+        user = escape_text(self.core.auth_username or "")
+        log.info("Timeout, client not responding from user %s %s port %s", user, host, port)
+        self.drop("Timeout, client not responding")
 
     def side_routes(self) -> dict[type, Route]:
         ignore = self.ignore
@@ -368,6 +382,14 @@ class Server:
 
         Raises BindError naming the address that failed; nothing stays bound."""
         self._servers += await bind_all(lambda: _Gate(self), endpoints, optional=optional)
+
+    async def adopt(self, sockets: Sequence[socket.socket]) -> None:
+        """Serve on listening TCP sockets bound by someone else (systemd's
+        socket activation, see :mod:`hashike.aio.service`)."""
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            server = await loop.create_server(lambda: _Gate(self), sock=sock, backlog=LISTEN_BACKLOG)
+            self._servers.append(server)
 
     def close(self) -> None:
         for srv in self._servers:

@@ -53,6 +53,7 @@ from .escape import Escape, EscapeReader, help_text
 from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
 from .logs import setup_logging
 from .remote import ForwardFailure, check_remote_forwards, start_remote_forwards
+from .service import announce_end, announce_ready, keepalive_options, notifier, timeout_line
 from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size
 
 __all__ = ["main"]
@@ -263,6 +264,7 @@ async def _connect(settings: ClientSettings) -> tuple[SSHClient, ClientSettings]
             timeout=settings.connect_timeout,
             log=lambda line: log.debug("%s", line),
             auth=auth,
+            keepalive=keepalive_options(settings),
         )
     except socket.gaierror as exc:
         raise _Fatal(f"{PROG}: Could not resolve hostname {host}: {exc.strerror}") from None
@@ -364,12 +366,14 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop, sig)
     check_remote_forwards(settings)
+    notifier().status(f"connecting to {settings.hostname}")
     client, settings = await _connect(settings)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
     listeners: list[ForwardListener | RemoteListener] = [*await _start_forwards(client, settings)]
     try:
         listeners += await start_remote_forwards(client, settings)
+        announce_ready(client, settings, listeners)
         if invocation.background:
             _background()
         if invocation.no_command or settings.session_type == "none":
@@ -386,6 +390,7 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
         if not client.core.closed:
             client.close()
         await client.wait_closed()
+        announce_end(client, settings)
 
 
 async def _forward_only(client: SSHClient, settings: ClientSettings, stop: _Stop) -> int:
@@ -413,8 +418,10 @@ async def _wait_forwarded(client: SSHClient, stop: _Stop) -> None:
 def _report_remote_close(client: SSHClient, settings: ClientSettings, newline: str = "\n") -> None:
     """One line for an end the user did not ask for: the server's, or an
     error we detected (ssh_packet_disconnect's line), never a silent 255."""
-    event = client.disconnect_event
-    if event is not None and event.by_peer:
+    event, timeout = client.disconnect_event, timeout_line(client, settings)
+    if timeout is not None:
+        print(timeout, end=newline, file=sys.stderr)
+    elif event is not None and event.by_peer:
         print(f"Connection to {settings.hostname} closed by remote host.", end=newline, file=sys.stderr)
     elif event is not None and event.reason != DisconnectReason.BY_APPLICATION:
         host, port = client.remote_address or (settings.hostname, settings.port)

@@ -16,9 +16,11 @@ import signal
 import sys
 from pathlib import Path
 
+from hashike.aio.keepalive import KeepaliveOptions
 from hashike.aio.listen import BindError
 from hashike.aio.server import Server, ServerOptions
 from hashike.aio.server_auth import PasswordFileError, load_password_file
+from hashike.aio.service import Notifier, ServiceError, listen_sockets
 from hashike.config.sshd_config import (
     DEFAULT_LISTEN_HOSTS,
     ConfigError,
@@ -153,6 +155,12 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
         banner=None if settings.banner is None else _read_banner(settings.banner),
         forwarding=forwarding_policy(settings),
         sessions=session_policy(settings),
+        keepalive=KeepaliveOptions(
+            settings.client_alive_interval,
+            # sshd: "a zero ClientAliveCountMax disables connection termination".
+            settings.client_alive_count_max or None,
+            settings.tcp_keep_alive,
+        ),
     )
 
 
@@ -160,6 +168,33 @@ async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
     options = _server_options(settings)
     endpoints = list(listen_endpoints(settings))
     server = Server(keys, options)
+    notifier = Notifier.from_environment()
+    try:
+        handed = listen_sockets()  # systemd's socket activation, instead of ListenAddress
+    except ServiceError as exc:
+        raise _Fatal(str(exc)) from None
+    if handed:
+        await server.adopt(handed)
+    else:
+        await _bind(server, settings, endpoints)
+    where = " and ".join(f"{host} port {port}" for host, port in server.sockets)
+    fingerprints = ", ".join(f"{k.public_key.fingerprint()} ({k.key_type})" for k in keys)
+    print(f"hashiked: listening on {where}; host key {fingerprints}", flush=True)
+    notifier.ready(f"listening on {where}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watchdog = loop.create_task(_watchdog(notifier))
+    await stop.wait()
+    watchdog.cancel()
+    notifier.stopping("shutting down")
+    server.close()
+    await server.wait_closed()
+
+
+async def _bind(server: Server, settings: ServerSettings, endpoints: list[tuple[str, int]]) -> None:
     # The default ::1 is skipped on a machine without IPv6; anything the user
     # asked for is required.
     optional = () if settings.listen_addresses else DEFAULT_LISTEN_HOSTS[1:]
@@ -170,17 +205,15 @@ async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
         if exc.errno == errno.EACCES and exc.port < 1024:
             hint = f" Ports below 1024 need root; use a port of 1024 or more, e.g. -p {exc.port + 40000}."
         raise _Fatal(f"{exc}{hint}") from None
-    where = " and ".join(f"{host} port {port}" for host, port in server.sockets)
-    fingerprints = ", ".join(f"{k.public_key.fingerprint()} ({k.key_type})" for k in keys)
-    print(f"hashiked: listening on {where}; host key {fingerprints}", flush=True)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.close()
-    await server.wait_closed()
+
+async def _watchdog(notifier: Notifier) -> None:
+    """WatchdogSec: the event loop proves it runs, twice per period (sd_watchdog_enabled(3))."""
+    if notifier.watchdog is None:
+        return
+    while True:  # until cancelled at shutdown
+        notifier.alive()
+        await asyncio.sleep(notifier.watchdog / 2)
 
 
 class _Formatter(logging.Formatter):

@@ -88,6 +88,11 @@ Admission (the DHEat class): ``MaxStartups start:rate:full`` drops
 unauthenticated connections at random from ``start`` on; ``PerSourceMaxStartups
 n|none``, ``PerSourceNetBlockSize v4[:v6]``, ``PerSourcePenalties`` and
 ``PerSourcePenaltyExemptList`` are OpenSSH 9.8's, see :mod:`hashike.config.srclimit`.
+
+Keepalives (see :mod:`hashike.aio.keepalive`): ``ClientAliveInterval time``
+(default 0, none) and ``ClientAliveCountMax n`` (default 3) probe a silent
+client and drop it, with its ``-R`` listeners, when it stops answering;
+``TCPKeepAlive yes|no`` sets SO_KEEPALIVE (default yes).
 """
 
 from __future__ import annotations
@@ -199,6 +204,9 @@ class ServerSettings(TransportSettings):
     max_sessions: int = 10
     permit_tty: bool = True
     accept_env: tuple[str, ...] = ()
+    client_alive_interval: int = 0  # seconds; 0: no keepalives
+    client_alive_count_max: int = 3
+    tcp_keep_alive: bool = True
 
 
 # --- value formats -----------------------------------------------------------
@@ -391,6 +399,20 @@ def _parse_permit_listen(args: list[str]) -> tuple[ForwardPermission, ...] | Non
         raise ValueProblem(f"{message[:1].upper()}{message[1:]}.") from None
 
 
+def _parse_alive_interval(args: list[str]) -> int:
+    try:
+        return parse_time(args[0])
+    except ValueError:
+        raise ValueProblem("invalid time value.") from None
+
+
+def _parse_alive_count(args: list[str]) -> int:
+    arg = args[0]
+    if not _is_number(arg) or int(arg) > 2**31 - 1:
+        raise ValueProblem("integer value invalid.", name_keyword=True)
+    return int(arg)
+
+
 # --- the keyword table --------------------------------------------------------
 
 
@@ -435,6 +457,9 @@ _KEYWORDS: dict[str, Keyword] = {
     "maxsessions": single("max_sessions", _parse_max_sessions),
     "permittty": single("permit_tty", _parse_flag),
     "acceptenv": single("accept_env", _parse_accept_env, merge="extend", max_args=None),
+    "clientaliveinterval": single("client_alive_interval", _parse_alive_interval),
+    "clientalivecountmax": single("client_alive_count_max", _parse_alive_count),
+    "tcpkeepalive": single("tcp_keep_alive", _parse_flag),
 }
 
 

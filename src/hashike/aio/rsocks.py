@@ -43,7 +43,8 @@ class ReverseSocks(SocketBridge):
         super().__init__(pump)
         self.bind(channel_id)
         self._socks: SocksServer | None = SocksServer()  # None once connected or dropped
-        self._waiting: list[bytes] = []  # channel data after the request, for the target
+        self._early = b""  # the target's, in the request's packet (acknowledged with it)
+        self._waiting: list[bytes] = []  # the target's, in later packets (not acknowledged yet)
         self._eof_waiting = False
         loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = loop.call_later(handshake_timeout, self._too_slow)
@@ -68,8 +69,7 @@ class ReverseSocks(SocketBridge):
         self._reply(socks)
         if socks.request is not None:
             self._stop_timer()
-            if socks.early_data:
-                self._waiting.append(socks.early_data)
+            self._early = socks.early_data
             log.debug(
                 "channel %s: dynamic request: %s host %s port %d command 1",
                 self.channel_id, socks.request.label, socks.request.host, socks.request.port,
@@ -117,6 +117,9 @@ class ReverseSocks(SocketBridge):
     def _pass_waiting(self) -> None:
         """Hand the target what came while it was being connected."""
         waiting, self._waiting = self._waiting, []
+        if self._early and self.transport is not None:
+            self.bytes_in += len(self._early)
+            self.transport.write(self._early)
         for data in waiting:
             super().channel_data(data)
         self.flush_writes()

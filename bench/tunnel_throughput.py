@@ -1,6 +1,7 @@
-"""Bulk throughput through an ``-L`` tunnel: hashike and OpenSSH, each as client and as server.
+"""Bulk throughput through -L, -R and -D tunnels: hashike and OpenSSH, each as client and as server.
 
-Run ``python -m bench.tunnel_throughput [--mib 1024 | --quick] [--ciphers a,b] [--runs N] [--json]``.
+Run ``python -m bench.tunnel_throughput [--mib 1024 | --quick] [--ciphers a,b] [--modes L,R,D]
+[--runs N] [--json]``.
 
 Theory of operation. Everything runs on 127.0.0.1 in processes of its own,
 started the way a user would start them: the ``hashiked`` CLI
@@ -19,7 +20,10 @@ tunnel's local port, ``sendall``\\ s N MiB from a preallocated 1 MiB buffer,
 shuts down its write side and waits for the sink's count: the time from
 connect to that answer gives MB/s (10**6 bytes/s), and the count must equal
 what was sent. EOF and the answer cross the tunnel too, so half-close is
-exercised on every run.
+exercised on every run. The mode says which tunnel: ``-L`` (the client
+listens), ``-R`` (the server listens, on loopback, and the client connects
+to the sink) or ``-D`` (the client serves SOCKS; each transfer first makes
+its own SOCKS5 CONNECT to the sink). AsyncSSH runs ``-L`` only.
 
 CPU per GiB comes from ``/proc/PID/stat`` (utime + stime, every thread),
 read just before and just after a transfer, summed over the client's
@@ -111,6 +115,7 @@ PAIRINGS: tuple[tuple[str, str], ...] = (
     ("asyncssh", "sshd"),
 )
 BASELINE = ("ssh", "sshd")
+MODES = ("L", "R", "D")
 ARROW = "→"
 
 # AsyncSSH as a -L client, run only when ``import asyncssh`` works. Arguments:
@@ -148,10 +153,17 @@ def server_available(the_lab: Lab, server: str) -> bool:
 
 
 def client_argv(
-    client: str, the_lab: Lab, server_port: int, cipher: str | None, local_port: int, target_port: int
+    client: str,
+    the_lab: Lab,
+    server_port: int,
+    cipher: str | None,
+    local_port: int,
+    target_port: int,
+    mode: str = "L",
 ) -> list[str]:
-    """The command line of one ``-N -L local_port:127.0.0.1:target_port`` client."""
-    forward = f"{HOST}:{local_port}:{HOST}:{target_port}"
+    """The command line of one ``-N -L local_port:127.0.0.1:target_port``
+    client (``-R`` the same with the server listening, ``-D local_port``)."""
+    forward = f"{HOST}:{local_port}" if mode == "D" else f"{HOST}:{local_port}:{HOST}:{target_port}"
     destination = f"{the_lab.user}@{HOST}"
     common = [
         "-o", f"UserKnownHostsFile={the_lab.known_hosts}",
@@ -164,7 +176,7 @@ def client_argv(
         *(["-o", f"Ciphers={cipher}"] if cipher else []),
         "-i", str(the_lab.client_key),
         "-p", str(server_port),
-        "-N", "-L", forward,
+        "-N", f"-{mode}", forward,
         destination,
     ]  # fmt: skip
     if client == "hashike":
@@ -172,7 +184,7 @@ def client_argv(
     if client == "ssh":
         assert the_lab.ssh is not None
         return [the_lab.ssh, "-F", "/dev/null", "-o", "ConnectTimeout=10", *common]
-    if client == "asyncssh":
+    if client == "asyncssh" and mode == "L":
         return [
             sys.executable, "-c", ASYNCSSH_CLIENT, HOST, str(server_port), the_lab.user,
             str(the_lab.client_key), str(the_lab.known_hosts),
@@ -181,9 +193,26 @@ def client_argv(
     raise ValueError(f"unknown client {client!r}")
 
 
-def request_reply(port: int, payload: bytes, timeout: float) -> bytes:
+def connect(port: int, timeout: float, socks_to: int | None = None) -> socket.socket:
+    """Connect to a tunnel; through a SOCKS5 CONNECT (RFC 1928, no
+    authentication) to 127.0.0.1:``socks_to`` when it is given (``-D``)."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    if socks_to is not None:
+        s.sendall(
+            b"\x05\x01\x00" + b"\x05\x01\x00\x01" + socket.inet_aton(HOST) + socks_to.to_bytes(2, "big")
+        )
+        reply = b""
+        while len(reply) < 12 and (chunk := s.recv(12 - len(reply))):
+            reply += chunk
+        if reply[:4] != b"\x05\x00\x05\x00":
+            s.close()
+            raise ConnectionRefusedError(f"SOCKS5 CONNECT refused: {reply!r}")
+    return s
+
+
+def request_reply(port: int, payload: bytes, timeout: float, socks_to: int | None = None) -> bytes:
     """Connect, send ``payload``, half-close, and read the answer to EOF."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
+    with connect(port, timeout, socks_to) as s:
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
         reply = b""
@@ -202,7 +231,9 @@ class Tunnel:
     client: str
     server: Server
     cipher: str | None
+    mode: str
     local_port: int
+    socks_to: int | None  # -D: where each connection asks to go
     process: subprocess.Popen[bytes]
     log: Path
     started: float  # perf_counter() just before the process was started
@@ -210,7 +241,7 @@ class Tunnel:
 
     @property
     def label(self) -> str:
-        return f"{self.client} {ARROW} {self.server.name}"
+        return pairing_label((self.client, self.server.name), self.mode)
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -225,17 +256,19 @@ def start_tunnel(
     probe: bytes,
     expect: bytes,
     timeout: float = STARTUP_TIMEOUT,
+    mode: str = "L",
 ) -> Tunnel:
     """Start a client and wait until a request through its -L gets ``expect`` back.
 
     ``ready - started`` is the time from process start to a usable forward
     (polled every POLL_INTERVAL). Retries with another local port if the
     client lost a race for the one chosen."""
-    log = the_lab.directory / f"{client}-{server.name}-{cipher or 'default'}.log"
+    log = the_lab.directory / f"{client}-{mode}-{server.name}-{cipher or 'default'}.log"
+    socks_to = target_port if mode == "D" else None
     failure = ""
     for _attempt in range(3):
         local_port = free_port()
-        argv = client_argv(client, the_lab, server.port, cipher, local_port, target_port)
+        argv = client_argv(client, the_lab, server.port, cipher, local_port, target_port, mode)
         with open(log, "wb") as log_file:
             started = time.perf_counter()
             process = subprocess.Popen(
@@ -244,17 +277,28 @@ def start_tunnel(
         deadline = started + timeout
         while time.perf_counter() < deadline and process.poll() is None:
             try:
-                reply = request_reply(local_port, probe, timeout=max(0.1, deadline - time.perf_counter()))
+                wait = max(0.1, deadline - time.perf_counter())
+                reply = request_reply(local_port, probe, wait, socks_to)
             except OSError:
                 reply = None
             if reply == expect:
-                return Tunnel(client, server, cipher, local_port, process, log, started, time.perf_counter())
+                ready = time.perf_counter()
+                return Tunnel(
+                    client, server, cipher, mode, local_port, socks_to, process, log, started, ready
+                )
             time.sleep(POLL_INTERVAL)
         stop_process(process)
         failure = tail(log) or f"exit status {process.returncode}"
-        if not re.search(r"[Aa]ddress already in use|cannot listen", failure):
+        if not re.search(r"[Aa]ddress already in use|cannot listen|forwarding failed", failure):
             break
-    raise RuntimeError(f"{client} {ARROW} {server.name} ({cipher}): tunnel not usable: {failure}")
+    label = pairing_label((client, server.name), mode)
+    raise RuntimeError(f"{label} ({cipher}): tunnel not usable: {failure}")
+
+
+def pairing_label(pairing: tuple[str, str], mode: str) -> str:
+    """``client → server`` for -L (as before -R and -D were measured), else ``client -R → server``."""
+    client = pairing[0] if mode == "L" else f"{pairing[0]} -{mode}"
+    return f"{client} {ARROW} {pairing[1]}"
 
 
 # --- the sink and the sender -------------------------------------------------------------
@@ -306,11 +350,14 @@ class Sink:
         self.close()
 
 
-def transfer(port: int, buffer: memoryview, nbytes: int, timeout: float) -> float:
-    """Send ``nbytes`` through ``port`` to the sink; seconds until its count came back."""
+def transfer(
+    port: int, buffer: memoryview, nbytes: int, timeout: float, socks_to: int | None = None
+) -> float:
+    """Send ``nbytes`` through ``port`` to the sink; seconds until its count
+    came back (the SOCKS handshake, for -D, included)."""
     start = time.perf_counter()
     deadline = start + timeout
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
+    with connect(port, timeout, socks_to) as s:
         sent = 0
         while sent < nbytes:
             remaining = deadline - time.perf_counter()
@@ -346,7 +393,13 @@ class Sample:
 
 
 def sample(
-    port: int, buffer: memoryview, nbytes: int, timeout: float, client_pid: int | None, server_pid: int | None
+    port: int,
+    buffer: memoryview,
+    nbytes: int,
+    timeout: float,
+    client_pid: int | None,
+    server_pid: int | None,
+    socks_to: int | None = None,
 ) -> Sample:
     def snapshot() -> tuple[float, float, float, float, float]:
         table = process_table()
@@ -355,7 +408,7 @@ def sample(
         return time.perf_counter(), c, s, own_cpu(), machine_busy()
 
     t0, c0, s0, o0, b0 = snapshot()
-    elapsed = transfer(port, buffer, nbytes, timeout)
+    elapsed = transfer(port, buffer, nbytes, timeout, socks_to)
     t1, c1, s1, o1, b1 = snapshot()
     gib = nbytes / GiB
     ours = (c1 - c0) + (s1 - s0) + (o1 - o0)
@@ -380,6 +433,7 @@ class Result:
     runs_server_cpu: list[float]
     background_cores: float | None  # median, over the runs
     error: str | None = None
+    mode: str = "L"  # the tunnel: -L, -R or -D
 
 
 def _median(values: Sequence[float | None], digits: int) -> float | None:
@@ -387,8 +441,11 @@ def _median(values: Sequence[float | None], digits: int) -> float | None:
     return round(statistics.median(present), digits) if present else None
 
 
-def _result(pairing: str, cipher: str | None, samples: Sequence[Sample], error: str | None) -> Result:
+def _result(
+    pairing: str, cipher: str | None, samples: Sequence[Sample], error: str | None, mode: str = "L"
+) -> Result:
     return Result(
+        mode=mode,
         pairing=pairing,
         cipher=cipher,
         mbps=_median([s.mbps for s in samples], 1),
@@ -404,10 +461,10 @@ def _result(pairing: str, cipher: str | None, samples: Sequence[Sample], error: 
 
 
 def _with_ratios(results: list[Result]) -> list[Result]:
-    base = {r.cipher: r.mbps for r in results if r.pairing == f"{BASELINE[0]} {ARROW} {BASELINE[1]}"}
+    base = {(r.mode, r.cipher): r.mbps for r in results if r.pairing == pairing_label(BASELINE, r.mode)}
     out = []
     for r in results:
-        b = base.get(r.cipher) if r.cipher is not None else None
+        b = base.get((r.mode, r.cipher)) if r.cipher is not None else None
         ratio = round(r.mbps / b, 2) if r.mbps is not None and b else None
         out.append(Result(**{**asdict(r), "ratio": ratio}))
     return out
@@ -421,6 +478,7 @@ def run(
     runs: int,
     timeout: float,
     progress: Callable[[str], None],
+    modes: Sequence[str] = ("L",),
 ) -> list[Result]:
     buffer = memoryview(os.urandom(CHUNK))
     results: list[Result] = []
@@ -432,51 +490,65 @@ def run(
             loop_samples.append(sample(sink.port, buffer, nbytes, timeout, None, None))
             progress(f"loopback: {loop_samples[-1].mbps:,.0f} MB/s")
         results.append(_result("loopback TCP, no tunnel", None, loop_samples, None))
-
-        for cipher in ciphers:
-            tunnels: dict[tuple[str, str], Tunnel] = {}
-            errors: dict[tuple[str, str], str] = {}
-            samples: dict[tuple[str, str], list[Sample]] = {p: [] for p in pairings}
-            try:
-                for pairing in pairings:
-                    try:
-                        server = start_server(the_lab, pairing[1])
-                        tunnel = start_tunnel(the_lab, pairing[0], server, cipher, sink.port, b"", b"0\n")
-                        tunnels[pairing] = tunnel
-                        transfer(tunnel.local_port, buffer, min(nbytes, WARMUP_BYTES), timeout)
-                    except (RuntimeError, OSError) as exc:
-                        errors[pairing] = str(exc)
-                        progress(f"{pairing[0]} {ARROW} {pairing[1]} {cipher}: {exc}")
-                for run_no in range(runs):
-                    for pairing, tunnel in tunnels.items():
-                        if pairing in errors:
-                            continue
-                        try:
-                            s = sample(
-                                tunnel.local_port,
-                                buffer,
-                                nbytes,
-                                timeout,
-                                tunnel.process.pid,
-                                tunnel.server.process.pid,
-                            )
-                        except (RuntimeError, OSError) as exc:
-                            errors[pairing] = f"run {run_no + 1}: {exc}; log: {tail(tunnel.log, 300)}"
-                            progress(f"{tunnel.label} {cipher}: {errors[pairing]}")
-                            continue
-                        samples[pairing].append(s)
-                        progress(
-                            f"{tunnel.label} {cipher} run {run_no + 1}/{runs}: {s.mbps:,.0f} MB/s, "
-                            f"CPU s/GiB {s.client_cpu:.2f} / {s.server_cpu:.2f}, "
-                            f"background {s.background_cores:.2f} cores"
-                        )
-            finally:
-                for tunnel in tunnels.values():
-                    tunnel.stop()
-            for pairing in pairings:
-                label = f"{pairing[0]} {ARROW} {pairing[1]}"
-                results.append(_result(label, cipher, samples[pairing], errors.get(pairing)))
+        for mode in modes:
+            usable = [p for p in pairings if mode == "L" or p[0] != "asyncssh"]
+            for cipher in ciphers:
+                results += _measure(
+                    the_lab, sink, usable, cipher, mode, buffer, nbytes, runs, timeout, progress
+                )
     return _with_ratios(results)
+
+
+def _measure(
+    the_lab: Lab,
+    sink: Sink,
+    pairings: Sequence[tuple[str, str]],
+    cipher: str,
+    mode: str,
+    buffer: memoryview,
+    nbytes: int,
+    runs: int,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> list[Result]:
+    """Every pairing with one cipher and one mode: all started and warmed up
+    first, then measured taking turns."""
+    tunnels: dict[tuple[str, str], Tunnel] = {}
+    errors: dict[tuple[str, str], str] = {}
+    samples: dict[tuple[str, str], list[Sample]] = {p: [] for p in pairings}
+    try:
+        for pairing in pairings:
+            try:
+                server = start_server(the_lab, pairing[1])
+                tunnel = start_tunnel(the_lab, pairing[0], server, cipher, sink.port, b"", b"0\n", mode=mode)
+                tunnels[pairing] = tunnel
+                transfer(tunnel.local_port, buffer, min(nbytes, WARMUP_BYTES), timeout, tunnel.socks_to)
+            except (RuntimeError, OSError) as exc:
+                errors[pairing] = str(exc)
+                progress(f"{pairing_label(pairing, mode)} {cipher}: {exc}")
+        for run_no in range(runs):
+            for pairing, tunnel in tunnels.items():
+                if pairing in errors:
+                    continue
+                try:
+                    s = sample(
+                        tunnel.local_port, buffer, nbytes, timeout,
+                        tunnel.process.pid, tunnel.server.process.pid, tunnel.socks_to,
+                    )  # fmt: skip
+                except (RuntimeError, OSError) as exc:
+                    errors[pairing] = f"run {run_no + 1}: {exc}; log: {tail(tunnel.log, 300)}"
+                    progress(f"{tunnel.label} {cipher}: {errors[pairing]}")
+                    continue
+                samples[pairing].append(s)
+                progress(
+                    f"{tunnel.label} {cipher} run {run_no + 1}/{runs}: {s.mbps:,.0f} MB/s, "
+                    f"CPU s/GiB {s.client_cpu:.2f} / {s.server_cpu:.2f}, "
+                    f"background {s.background_cores:.2f} cores"
+                )
+    finally:
+        for tunnel in tunnels.values():
+            tunnel.stop()
+    return [_result(pairing_label(p, mode), cipher, samples[p], errors.get(p), mode) for p in pairings]
 
 
 # --- output ------------------------------------------------------------------------------
@@ -566,6 +638,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=None, help="bound of one transfer, s (default 60 + MiB / 2)"
     )
+    p.add_argument(
+        "--modes",
+        type=lambda s: [m.strip().lstrip("-").upper() for m in s.split(",") if m.strip()],
+        default=list(MODES),
+        help="comma-separated tunnels to measure: L, R, D (default all)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -584,6 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"unknown pairing(s): {unknown}; known: {PAIRINGS}", file=sys.stderr)
         return 2
+    if not args.modes or any(m not in MODES for m in args.modes):
+        print(f"--modes takes some of {', '.join(MODES)}", file=sys.stderr)
+        return 2
 
     def progress(line: str) -> None:
         if not args.quiet:
@@ -594,12 +675,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairings = [p for p in wanted if client_available(the_lab, p[0]) and server_available(the_lab, p[1])]
         skipped = [f"{c} {ARROW} {s}" for c, s in wanted if (c, s) not in pairings]
         env = environment(the_lab)
-        results = run(the_lab, pairings, args.ciphers, mib * MiB, args.runs, timeout, progress)
+        results = run(the_lab, pairings, args.ciphers, mib * MiB, args.runs, timeout, progress, args.modes)
     env.update(
         loadavg_after=loadavg(),
         wall_seconds=round(time.monotonic() - started, 1),
         mib=mib,
         runs=args.runs,
+        modes=args.modes,
         skipped=skipped,
     )
     if args.json:

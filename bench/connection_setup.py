@@ -47,24 +47,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.tunnel_throughput import (
-    ARROW,
+from bench.lab import (
     HOST,
     STARTUP_TIMEOUT,
     Lab,
-    client_available,
-    environment,
     lab,
     loadavg,
     process_table,
     read_line,
-    server_available,
     start_server,
-    start_tunnel,
     stop_process,
     tail,
     tree_cpu,
 )
+from bench.tunnel_throughput import ARROW, client_available, environment, server_available, start_tunnel
 
 __all__ = ["BurstResult", "SetupResult", "burst", "main", "markdown", "run"]
 

@@ -1,6 +1,7 @@
-"""Bulk throughput through an ``-L`` tunnel: hashike and OpenSSH, each as client and as server.
+"""Bulk throughput through -L, -R and -D tunnels: hashike and OpenSSH, each as client and as server.
 
-Run ``python -m bench.tunnel_throughput [--mib 1024 | --quick] [--ciphers a,b] [--runs N] [--json]``.
+Run ``python -m bench.tunnel_throughput [--mib 1024 | --quick] [--ciphers a,b] [--modes L,R,D]
+[--runs N] [--json]``.
 
 Theory of operation. Everything runs on 127.0.0.1 in processes of its own,
 started the way a user would start them: the ``hashiked`` CLI
@@ -19,7 +20,10 @@ tunnel's local port, ``sendall``\\ s N MiB from a preallocated 1 MiB buffer,
 shuts down its write side and waits for the sink's count: the time from
 connect to that answer gives MB/s (10**6 bytes/s), and the count must equal
 what was sent. EOF and the answer cross the tunnel too, so half-close is
-exercised on every run.
+exercised on every run. The mode says which tunnel: ``-L`` (the client
+listens), ``-R`` (the server listens, on loopback, and the client connects
+to the sink) or ``-D`` (the client serves SOCKS; each transfer first makes
+its own SOCKS5 CONNECT to the sink). AsyncSSH runs ``-L`` only.
 
 CPU per GiB comes from ``/proc/PID/stat`` (utime + stime, every thread),
 read just before and just after a transfer, summed over the client's
@@ -40,70 +44,66 @@ numbers in tests.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import platform
-import pwd
 import re
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import cryptography
 
-from hashike.keys.keypair import generate_private_key, write_private_key
+from bench.lab import (
+    CHUNK,
+    HOST,
+    MAX_REPLY,
+    POLL_INTERVAL,
+    STARTUP_TIMEOUT,
+    WARMUP_BYTES,
+    GiB,
+    Lab,
+    MiB,
+    Server,
+    free_port,
+    lab,
+    loadavg,
+    machine_busy,
+    own_cpu,
+    process_table,
+    start_server,
+    stop_process,
+    tail,
+    tree_cpu,
+)
 
 __all__ = [
+    "ARROW",
     "BASELINE",
     "PAIRINGS",
-    "Lab",
     "Result",
-    "Server",
     "Sink",
     "Tunnel",
     "client_argv",
+    "client_available",
     "environment",
-    "free_port",
-    "lab",
     "main",
     "markdown",
-    "process_table",
-    "python_env",
-    "read_line",
     "request_reply",
     "run",
-    "start_hashiked",
-    "start_server",
-    "start_sshd",
+    "server_available",
     "start_tunnel",
-    "tail",
     "transfer",
-    "tree_cpu",
 ]
 
-HOST = "127.0.0.1"
-MiB = 1 << 20
-GiB = 1 << 30
-CHUNK = MiB  # the sender's preallocated buffer, and the sink's
-WARMUP_BYTES = 32 * MiB
-STARTUP_TIMEOUT = 20.0  # a server listening, or a tunnel answering
-STOP_TIMEOUT = 5.0
-POLL_INTERVAL = 0.002  # between attempts to connect to a tunnel not up yet
-MAX_REPLY = 64  # the sink's answer is a decimal count and a newline
-# Bytecode of the Python processes started here, outside the source tree.
-PYCACHE = Path(tempfile.gettempdir()) / "hashike-bench-pycache"
 
 DEFAULT_CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 # (client, server), in table order. "ssh → sshd" is the reference.
@@ -115,6 +115,7 @@ PAIRINGS: tuple[tuple[str, str], ...] = (
     ("asyncssh", "sshd"),
 )
 BASELINE = ("ssh", "sshd")
+MODES = ("L", "R", "D")
 ARROW = "→"
 
 # AsyncSSH as a -L client, run only when ``import asyncssh`` works. Arguments:
@@ -136,325 +137,6 @@ asyncio.run(main())
 """
 
 
-# --- /proc ---------------------------------------------------------------------------
-
-_TICK = float(os.sysconf("SC_CLK_TCK"))
-
-
-def process_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used so far, all threads), from /proc."""
-    table: dict[int, tuple[int, float]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                text = f.read()
-        except OSError:
-            continue  # gone since scandir
-        # Field 2 (the name) may hold spaces and ')'; the rest follow the last ')'.
-        # After it: [0] state, [1] ppid, ..., [11] utime, [12] stime (fields 3, 4, 14, 15).
-        fields = text[text.rfind(")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
-    return table
-
-
-def descendants(pid: int, table: dict[int, tuple[int, float]]) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for child, (parent, _) in table.items():
-        children.setdefault(parent, []).append(child)
-    found: list[int] = []
-    stack = [pid]
-    while stack and len(found) < len(table):  # bounded even if /proc raced into a cycle
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def tree_cpu(pid: int, table: dict[int, tuple[int, float]]) -> float:
-    """CPU seconds of ``pid`` and every process below it."""
-    return sum(table[p][1] for p in (pid, *descendants(pid, table)) if p in table)
-
-
-def machine_busy() -> float:
-    """Seconds of CPU the whole machine has spent busy (all cores), from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / _TICK  # user..steal; guest is already in user
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-# --- processes -------------------------------------------------------------------------
-
-
-def free_port(host: str = HOST) -> int:
-    """A port nobody listens on right now (callers retry on the race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """TERM the process and everything it forked (sshd's per-connection children
-    start sessions of their own and outlive the listener); KILL what lingers."""
-    if process.poll() is not None:
-        return
-    pids = [*descendants(process.pid, process_table()), process.pid]
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(STOP_TIMEOUT)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for pid in pids[:-1]:
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if _alive(pid):
-            _signal(pid, signal.SIGKILL)
-
-
-def tail(path: Path, limit: int = 1500) -> str:
-    try:
-        return path.read_text(errors="replace")[-limit:].strip()
-    except OSError:
-        return ""
-
-
-# --- the lab: keys, servers, known_hosts ------------------------------------------------
-
-
-@dataclass
-class Server:
-    """A running hashiked or sshd on 127.0.0.1."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-@dataclass
-class Lab:
-    """A temporary directory with one host key, one client key that may log in
-    as ``user``, and a known_hosts file naming every server started."""
-
-    directory: Path
-    user: str
-    host_key: Path
-    client_key: Path
-    authorized_keys: Path
-    known_hosts: Path
-    ssh: str | None
-    sshd: str | None
-    host_key_line: str
-    env: dict[str, str]  # for the Python processes started here
-    servers: dict[str, Server] = field(default_factory=dict)
-
-    def add_known_host(self, port: int) -> None:
-        with open(self.known_hosts, "a") as f:
-            f.write(f"[{HOST}]:{port} {self.host_key_line}\n")
-
-
-def _openssh(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
-
-
-def python_env(bytecode_cache: bool = True) -> dict[str, str]:
-    """The environment of the Python processes started here.
-
-    With ``bytecode_cache``, bytecode is written and read as for an installed
-    program (pip compiles it at install time), but under PYCACHE rather than
-    in the source tree: without it, a PYTHONDONTWRITEBYTECODE=1 environment
-    recompiles every module at every start. Otherwise: this process's own."""
-    env = dict(os.environ)
-    if bytecode_cache:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
-    return env
-
-
-@contextlib.contextmanager
-def lab(keep: bool = False, bytecode_cache: bool = True) -> Iterator[Lab]:
-    """A Lab whose servers are stopped, and whose directory is removed, on exit."""
-    env = python_env(bytecode_cache)
-    if bytecode_cache:  # fill the cache before anything is timed
-        subprocess.run(
-            [sys.executable, "-c", "import hashike.cli.client, hashike.cli.server"],
-            env=env,
-            check=True,
-            timeout=120,
-        )
-    directory = Path(tempfile.mkdtemp(prefix="hashike-bench-"))
-    try:
-        host_key = generate_private_key(comment="bench host key")
-        client_key = generate_private_key(comment="bench client key")
-        write_private_key(host_key, directory / "host_ed25519")
-        write_private_key(client_key, directory / "id_ed25519")
-        authorized_keys = directory / "authorized_keys"
-        authorized_keys.write_text(client_key.public_key.openssh_line() + "\n")
-        known_hosts = directory / "known_hosts"
-        known_hosts.write_text("")
-        the_lab = Lab(
-            directory=directory,
-            user=pwd.getpwuid(os.geteuid()).pw_name,
-            host_key=directory / "host_ed25519",
-            client_key=directory / "id_ed25519",
-            authorized_keys=authorized_keys,
-            known_hosts=known_hosts,
-            ssh=_openssh("ssh"),
-            sshd=_openssh("sshd"),
-            host_key_line=host_key.public_key.openssh_line(),
-            env=env,
-        )
-        try:
-            yield the_lab
-        finally:
-            for server in the_lab.servers.values():
-                server.stop()
-    finally:
-        if keep:
-            print(f"kept {directory}", file=sys.stderr)
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def read_line(stream: Any, timeout: float) -> str:
-    """One line from a pipe, or '' after ``timeout`` (the reader thread is a daemon)."""
-    line: list[bytes] = []
-    reader = threading.Thread(target=lambda: line.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return line[0].decode(errors="replace") if line else ""
-
-
-def start_hashiked(the_lab: Lab) -> Server:
-    """``python -m hashike.cli.server -p 0 ...``; the port comes from its first line."""
-    log = the_lab.directory / "hashiked.log"
-    argv = [
-        sys.executable, "-m", "hashike.cli.server", "-p", "0", "-h", str(the_lab.host_key),
-        "-o", f"ListenAddress={HOST}",
-        "-o", f"AuthorizedKeysFile={the_lab.authorized_keys}",
-        "-o", f"AllowUsers={the_lab.user}",
-    ]  # fmt: skip
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, env=the_lab.env
-        )
-    line = read_line(process.stdout, STARTUP_TIMEOUT)
-    found = re.search(r"listening on \S+ port (\d+)", line)
-    if found is None:
-        stop_process(process)
-        raise RuntimeError(f"hashiked did not start: {line.strip()!r}; log: {tail(log)}")
-    # stdout stays open and unread: hashiked prints nothing more there.
-    return Server("hashiked", int(found.group(1)), process, log)
-
-
-def _banner(port: int) -> bytes | None:
-    try:
-        with socket.create_connection((HOST, port), timeout=1.0) as s:
-            data = b""
-            while b"\n" not in data and len(data) < 256:
-                chunk = s.recv(256)
-                if not chunk:
-                    break
-                data += chunk
-            return data
-    except OSError:
-        return None
-
-
-def start_sshd(the_lab: Lab) -> Server:
-    """A private ``sshd -D -e -f cfg`` on a free port (retried if another program wins it)."""
-    if the_lab.sshd is None:
-        raise RuntimeError("sshd not found")
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation needs it
-    config = the_lab.directory / "sshd_config"
-    log = the_lab.directory / "sshd.log"
-    for _attempt in range(5):
-        port = free_port()
-        config.write_text(
-            "\n".join([
-                f"ListenAddress {HOST}",
-                f"Port {port}",
-                f"HostKey {the_lab.host_key}",
-                f"PidFile {the_lab.directory / 'sshd.pid'}",
-                f"AuthorizedKeysFile {the_lab.authorized_keys}",
-                f"AllowUsers {the_lab.user}",
-                "UsePAM no",
-                "StrictModes no",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password",
-                "AllowTcpForwarding yes",
-                "LogLevel INFO",
-            ]) + "\n"
-        )  # fmt: skip
-        check = subprocess.run(
-            [the_lab.sshd, "-t", "-f", str(config)], capture_output=True, text=True, timeout=30
-        )
-        if check.returncode != 0:
-            raise RuntimeError(f"sshd rejected its config: {check.stderr.strip()}")
-        with open(log, "wb") as log_file:
-            process = subprocess.Popen(
-                [the_lab.sshd, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            banner = _banner(port)
-            if banner is not None and process.poll() is None:
-                if banner.startswith(b"SSH-2.0-OpenSSH"):
-                    return Server("sshd", port, process, log)
-                break  # someone else's server won the port
-            time.sleep(0.05)
-        stop_process(process)
-    raise RuntimeError(f"sshd did not start; log: {tail(log)}")
-
-
-def start_server(the_lab: Lab, name: str) -> Server:
-    """Start ``hashiked`` or ``sshd`` once per lab, and record it in known_hosts."""
-    if name not in the_lab.servers:
-        server = start_hashiked(the_lab) if name == "hashiked" else start_sshd(the_lab)
-        the_lab.servers[name] = server
-        the_lab.add_known_host(server.port)
-    return the_lab.servers[name]
-
-
 # --- tunnels ---------------------------------------------------------------------------
 
 
@@ -471,10 +153,17 @@ def server_available(the_lab: Lab, server: str) -> bool:
 
 
 def client_argv(
-    client: str, the_lab: Lab, server_port: int, cipher: str | None, local_port: int, target_port: int
+    client: str,
+    the_lab: Lab,
+    server_port: int,
+    cipher: str | None,
+    local_port: int,
+    target_port: int,
+    mode: str = "L",
 ) -> list[str]:
-    """The command line of one ``-N -L local_port:127.0.0.1:target_port`` client."""
-    forward = f"{HOST}:{local_port}:{HOST}:{target_port}"
+    """The command line of one ``-N -L local_port:127.0.0.1:target_port``
+    client (``-R`` the same with the server listening, ``-D local_port``)."""
+    forward = f"{HOST}:{local_port}" if mode == "D" else f"{HOST}:{local_port}:{HOST}:{target_port}"
     destination = f"{the_lab.user}@{HOST}"
     common = [
         "-o", f"UserKnownHostsFile={the_lab.known_hosts}",
@@ -487,7 +176,7 @@ def client_argv(
         *(["-o", f"Ciphers={cipher}"] if cipher else []),
         "-i", str(the_lab.client_key),
         "-p", str(server_port),
-        "-N", "-L", forward,
+        "-N", f"-{mode}", forward,
         destination,
     ]  # fmt: skip
     if client == "hashike":
@@ -495,7 +184,7 @@ def client_argv(
     if client == "ssh":
         assert the_lab.ssh is not None
         return [the_lab.ssh, "-F", "/dev/null", "-o", "ConnectTimeout=10", *common]
-    if client == "asyncssh":
+    if client == "asyncssh" and mode == "L":
         return [
             sys.executable, "-c", ASYNCSSH_CLIENT, HOST, str(server_port), the_lab.user,
             str(the_lab.client_key), str(the_lab.known_hosts),
@@ -504,9 +193,26 @@ def client_argv(
     raise ValueError(f"unknown client {client!r}")
 
 
-def request_reply(port: int, payload: bytes, timeout: float) -> bytes:
+def connect(port: int, timeout: float, socks_to: int | None = None) -> socket.socket:
+    """Connect to a tunnel; through a SOCKS5 CONNECT (RFC 1928, no
+    authentication) to 127.0.0.1:``socks_to`` when it is given (``-D``)."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    if socks_to is not None:
+        s.sendall(
+            b"\x05\x01\x00" + b"\x05\x01\x00\x01" + socket.inet_aton(HOST) + socks_to.to_bytes(2, "big")
+        )
+        reply = b""
+        while len(reply) < 12 and (chunk := s.recv(12 - len(reply))):
+            reply += chunk
+        if reply[:4] != b"\x05\x00\x05\x00":
+            s.close()
+            raise ConnectionRefusedError(f"SOCKS5 CONNECT refused: {reply!r}")
+    return s
+
+
+def request_reply(port: int, payload: bytes, timeout: float, socks_to: int | None = None) -> bytes:
     """Connect, send ``payload``, half-close, and read the answer to EOF."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
+    with connect(port, timeout, socks_to) as s:
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
         reply = b""
@@ -525,7 +231,9 @@ class Tunnel:
     client: str
     server: Server
     cipher: str | None
+    mode: str
     local_port: int
+    socks_to: int | None  # -D: where each connection asks to go
     process: subprocess.Popen[bytes]
     log: Path
     started: float  # perf_counter() just before the process was started
@@ -533,7 +241,7 @@ class Tunnel:
 
     @property
     def label(self) -> str:
-        return f"{self.client} {ARROW} {self.server.name}"
+        return pairing_label((self.client, self.server.name), self.mode)
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -548,17 +256,19 @@ def start_tunnel(
     probe: bytes,
     expect: bytes,
     timeout: float = STARTUP_TIMEOUT,
+    mode: str = "L",
 ) -> Tunnel:
     """Start a client and wait until a request through its -L gets ``expect`` back.
 
     ``ready - started`` is the time from process start to a usable forward
     (polled every POLL_INTERVAL). Retries with another local port if the
     client lost a race for the one chosen."""
-    log = the_lab.directory / f"{client}-{server.name}-{cipher or 'default'}.log"
+    log = the_lab.directory / f"{client}-{mode}-{server.name}-{cipher or 'default'}.log"
+    socks_to = target_port if mode == "D" else None
     failure = ""
     for _attempt in range(3):
         local_port = free_port()
-        argv = client_argv(client, the_lab, server.port, cipher, local_port, target_port)
+        argv = client_argv(client, the_lab, server.port, cipher, local_port, target_port, mode)
         with open(log, "wb") as log_file:
             started = time.perf_counter()
             process = subprocess.Popen(
@@ -567,17 +277,28 @@ def start_tunnel(
         deadline = started + timeout
         while time.perf_counter() < deadline and process.poll() is None:
             try:
-                reply = request_reply(local_port, probe, timeout=max(0.1, deadline - time.perf_counter()))
+                wait = max(0.1, deadline - time.perf_counter())
+                reply = request_reply(local_port, probe, wait, socks_to)
             except OSError:
                 reply = None
             if reply == expect:
-                return Tunnel(client, server, cipher, local_port, process, log, started, time.perf_counter())
+                ready = time.perf_counter()
+                return Tunnel(
+                    client, server, cipher, mode, local_port, socks_to, process, log, started, ready
+                )
             time.sleep(POLL_INTERVAL)
         stop_process(process)
         failure = tail(log) or f"exit status {process.returncode}"
-        if not re.search(r"[Aa]ddress already in use|cannot listen", failure):
+        if not re.search(r"[Aa]ddress already in use|cannot listen|forwarding failed", failure):
             break
-    raise RuntimeError(f"{client} {ARROW} {server.name} ({cipher}): tunnel not usable: {failure}")
+    label = pairing_label((client, server.name), mode)
+    raise RuntimeError(f"{label} ({cipher}): tunnel not usable: {failure}")
+
+
+def pairing_label(pairing: tuple[str, str], mode: str) -> str:
+    """``client → server`` for -L (as before -R and -D were measured), else ``client -R → server``."""
+    client = pairing[0] if mode == "L" else f"{pairing[0]} -{mode}"
+    return f"{client} {ARROW} {pairing[1]}"
 
 
 # --- the sink and the sender -------------------------------------------------------------
@@ -629,11 +350,14 @@ class Sink:
         self.close()
 
 
-def transfer(port: int, buffer: memoryview, nbytes: int, timeout: float) -> float:
-    """Send ``nbytes`` through ``port`` to the sink; seconds until its count came back."""
+def transfer(
+    port: int, buffer: memoryview, nbytes: int, timeout: float, socks_to: int | None = None
+) -> float:
+    """Send ``nbytes`` through ``port`` to the sink; seconds until its count
+    came back (the SOCKS handshake, for -D, included)."""
     start = time.perf_counter()
     deadline = start + timeout
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
+    with connect(port, timeout, socks_to) as s:
         sent = 0
         while sent < nbytes:
             remaining = deadline - time.perf_counter()
@@ -669,7 +393,13 @@ class Sample:
 
 
 def sample(
-    port: int, buffer: memoryview, nbytes: int, timeout: float, client_pid: int | None, server_pid: int | None
+    port: int,
+    buffer: memoryview,
+    nbytes: int,
+    timeout: float,
+    client_pid: int | None,
+    server_pid: int | None,
+    socks_to: int | None = None,
 ) -> Sample:
     def snapshot() -> tuple[float, float, float, float, float]:
         table = process_table()
@@ -678,7 +408,7 @@ def sample(
         return time.perf_counter(), c, s, own_cpu(), machine_busy()
 
     t0, c0, s0, o0, b0 = snapshot()
-    elapsed = transfer(port, buffer, nbytes, timeout)
+    elapsed = transfer(port, buffer, nbytes, timeout, socks_to)
     t1, c1, s1, o1, b1 = snapshot()
     gib = nbytes / GiB
     ours = (c1 - c0) + (s1 - s0) + (o1 - o0)
@@ -703,6 +433,7 @@ class Result:
     runs_server_cpu: list[float]
     background_cores: float | None  # median, over the runs
     error: str | None = None
+    mode: str = "L"  # the tunnel: -L, -R or -D
 
 
 def _median(values: Sequence[float | None], digits: int) -> float | None:
@@ -710,8 +441,11 @@ def _median(values: Sequence[float | None], digits: int) -> float | None:
     return round(statistics.median(present), digits) if present else None
 
 
-def _result(pairing: str, cipher: str | None, samples: Sequence[Sample], error: str | None) -> Result:
+def _result(
+    pairing: str, cipher: str | None, samples: Sequence[Sample], error: str | None, mode: str = "L"
+) -> Result:
     return Result(
+        mode=mode,
         pairing=pairing,
         cipher=cipher,
         mbps=_median([s.mbps for s in samples], 1),
@@ -727,10 +461,10 @@ def _result(pairing: str, cipher: str | None, samples: Sequence[Sample], error: 
 
 
 def _with_ratios(results: list[Result]) -> list[Result]:
-    base = {r.cipher: r.mbps for r in results if r.pairing == f"{BASELINE[0]} {ARROW} {BASELINE[1]}"}
+    base = {(r.mode, r.cipher): r.mbps for r in results if r.pairing == pairing_label(BASELINE, r.mode)}
     out = []
     for r in results:
-        b = base.get(r.cipher) if r.cipher is not None else None
+        b = base.get((r.mode, r.cipher)) if r.cipher is not None else None
         ratio = round(r.mbps / b, 2) if r.mbps is not None and b else None
         out.append(Result(**{**asdict(r), "ratio": ratio}))
     return out
@@ -744,6 +478,7 @@ def run(
     runs: int,
     timeout: float,
     progress: Callable[[str], None],
+    modes: Sequence[str] = ("L",),
 ) -> list[Result]:
     buffer = memoryview(os.urandom(CHUNK))
     results: list[Result] = []
@@ -755,51 +490,65 @@ def run(
             loop_samples.append(sample(sink.port, buffer, nbytes, timeout, None, None))
             progress(f"loopback: {loop_samples[-1].mbps:,.0f} MB/s")
         results.append(_result("loopback TCP, no tunnel", None, loop_samples, None))
-
-        for cipher in ciphers:
-            tunnels: dict[tuple[str, str], Tunnel] = {}
-            errors: dict[tuple[str, str], str] = {}
-            samples: dict[tuple[str, str], list[Sample]] = {p: [] for p in pairings}
-            try:
-                for pairing in pairings:
-                    try:
-                        server = start_server(the_lab, pairing[1])
-                        tunnel = start_tunnel(the_lab, pairing[0], server, cipher, sink.port, b"", b"0\n")
-                        tunnels[pairing] = tunnel
-                        transfer(tunnel.local_port, buffer, min(nbytes, WARMUP_BYTES), timeout)
-                    except (RuntimeError, OSError) as exc:
-                        errors[pairing] = str(exc)
-                        progress(f"{pairing[0]} {ARROW} {pairing[1]} {cipher}: {exc}")
-                for run_no in range(runs):
-                    for pairing, tunnel in tunnels.items():
-                        if pairing in errors:
-                            continue
-                        try:
-                            s = sample(
-                                tunnel.local_port,
-                                buffer,
-                                nbytes,
-                                timeout,
-                                tunnel.process.pid,
-                                tunnel.server.process.pid,
-                            )
-                        except (RuntimeError, OSError) as exc:
-                            errors[pairing] = f"run {run_no + 1}: {exc}; log: {tail(tunnel.log, 300)}"
-                            progress(f"{tunnel.label} {cipher}: {errors[pairing]}")
-                            continue
-                        samples[pairing].append(s)
-                        progress(
-                            f"{tunnel.label} {cipher} run {run_no + 1}/{runs}: {s.mbps:,.0f} MB/s, "
-                            f"CPU s/GiB {s.client_cpu:.2f} / {s.server_cpu:.2f}, "
-                            f"background {s.background_cores:.2f} cores"
-                        )
-            finally:
-                for tunnel in tunnels.values():
-                    tunnel.stop()
-            for pairing in pairings:
-                label = f"{pairing[0]} {ARROW} {pairing[1]}"
-                results.append(_result(label, cipher, samples[pairing], errors.get(pairing)))
+        for mode in modes:
+            usable = [p for p in pairings if mode == "L" or p[0] != "asyncssh"]
+            for cipher in ciphers:
+                results += _measure(
+                    the_lab, sink, usable, cipher, mode, buffer, nbytes, runs, timeout, progress
+                )
     return _with_ratios(results)
+
+
+def _measure(
+    the_lab: Lab,
+    sink: Sink,
+    pairings: Sequence[tuple[str, str]],
+    cipher: str,
+    mode: str,
+    buffer: memoryview,
+    nbytes: int,
+    runs: int,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> list[Result]:
+    """Every pairing with one cipher and one mode: all started and warmed up
+    first, then measured taking turns."""
+    tunnels: dict[tuple[str, str], Tunnel] = {}
+    errors: dict[tuple[str, str], str] = {}
+    samples: dict[tuple[str, str], list[Sample]] = {p: [] for p in pairings}
+    try:
+        for pairing in pairings:
+            try:
+                server = start_server(the_lab, pairing[1])
+                tunnel = start_tunnel(the_lab, pairing[0], server, cipher, sink.port, b"", b"0\n", mode=mode)
+                tunnels[pairing] = tunnel
+                transfer(tunnel.local_port, buffer, min(nbytes, WARMUP_BYTES), timeout, tunnel.socks_to)
+            except (RuntimeError, OSError) as exc:
+                errors[pairing] = str(exc)
+                progress(f"{pairing_label(pairing, mode)} {cipher}: {exc}")
+        for run_no in range(runs):
+            for pairing, tunnel in tunnels.items():
+                if pairing in errors:
+                    continue
+                try:
+                    s = sample(
+                        tunnel.local_port, buffer, nbytes, timeout,
+                        tunnel.process.pid, tunnel.server.process.pid, tunnel.socks_to,
+                    )  # fmt: skip
+                except (RuntimeError, OSError) as exc:
+                    errors[pairing] = f"run {run_no + 1}: {exc}; log: {tail(tunnel.log, 300)}"
+                    progress(f"{tunnel.label} {cipher}: {errors[pairing]}")
+                    continue
+                samples[pairing].append(s)
+                progress(
+                    f"{tunnel.label} {cipher} run {run_no + 1}/{runs}: {s.mbps:,.0f} MB/s, "
+                    f"CPU s/GiB {s.client_cpu:.2f} / {s.server_cpu:.2f}, "
+                    f"background {s.background_cores:.2f} cores"
+                )
+    finally:
+        for tunnel in tunnels.values():
+            tunnel.stop()
+    return [_result(pairing_label(p, mode), cipher, samples[p], errors.get(p), mode) for p in pairings]
 
 
 # --- output ------------------------------------------------------------------------------
@@ -889,6 +638,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=float, default=None, help="bound of one transfer, s (default 60 + MiB / 2)"
     )
+    p.add_argument(
+        "--modes",
+        type=lambda s: [m.strip().lstrip("-").upper() for m in s.split(",") if m.strip()],
+        default=list(MODES),
+        help="comma-separated tunnels to measure: L, R, D (default all)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -907,6 +662,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"unknown pairing(s): {unknown}; known: {PAIRINGS}", file=sys.stderr)
         return 2
+    if not args.modes or any(m not in MODES for m in args.modes):
+        print(f"--modes takes some of {', '.join(MODES)}", file=sys.stderr)
+        return 2
 
     def progress(line: str) -> None:
         if not args.quiet:
@@ -917,12 +675,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairings = [p for p in wanted if client_available(the_lab, p[0]) and server_available(the_lab, p[1])]
         skipped = [f"{c} {ARROW} {s}" for c, s in wanted if (c, s) not in pairings]
         env = environment(the_lab)
-        results = run(the_lab, pairings, args.ciphers, mib * MiB, args.runs, timeout, progress)
+        results = run(the_lab, pairings, args.ciphers, mib * MiB, args.runs, timeout, progress, args.modes)
     env.update(
         loadavg_after=loadavg(),
         wall_seconds=round(time.monotonic() - started, 1),
         mib=mib,
         runs=args.runs,
+        modes=args.modes,
         skipped=skipped,
     )
     if args.json:

@@ -31,7 +31,11 @@ WAIT = 20.0
 
 async def pop3_dialogue(port: int, host: str = "127.0.0.1") -> list[bytes]:
     """USER/PASS/LIST/RETR/QUIT, the guide's dialogue; every line read."""
-    reader, writer = await asyncio.open_connection(host, port)
+    return await pop3_exchange(*await asyncio.open_connection(host, port))
+
+
+async def pop3_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> list[bytes]:
+    """The guide's dialogue on a connection already made."""
     lines = [await reader.readline()]
     writer.write(b"USER a70099a\r\nPASS secret\r\nLIST\r\n")
     lines += [await reader.readline() for _ in range(6)]

@@ -743,3 +743,30 @@ def test_transport_config(tmp_path: Path) -> None:
 
 def test_transport_config_defaults_match_core_defaults() -> None:
     assert transport_config(ServerSettings()) == TransportConfig()
+
+
+def test_stream_local_keywords_reach_the_policy() -> None:
+    s = parse_server_config(
+        None, ["AllowStreamLocalForwarding all", "StreamLocalBindMask 0077", "StreamLocalBindUnlink yes"]
+    )
+    policy = forwarding_policy(s)
+    assert (policy.allow_streamlocal_forwarding, policy.streamlocal_bind_mask) == ("yes", 0o077)
+    assert policy.streamlocal_bind_unlink is True
+    defaults = forwarding_policy(parse_server_config(None, []))
+    assert (defaults.streamlocal_bind_mask, defaults.streamlocal_bind_unlink) == (0o177, False)
+    remote = forwarding_policy(parse_server_config(None, ["AllowStreamLocalForwarding remote"]))
+    assert remote.allows_streamlocal(None, "remote") and not remote.allows_streamlocal(None)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("StreamLocalBindMask 0800", "Invalid mask."),
+        ("StreamLocalBindMask 9", "Invalid mask."),
+        ("StreamLocalBindMask 01000", "Invalid mask."),
+        ("AllowStreamLocalForwarding sometimes", "unsupported option"),
+    ],
+)
+def test_bad_stream_local_values(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^command-line line 0: .*{re.escape(message)}"):
+        parse_server_config(None, [line])

@@ -264,16 +264,6 @@ def test_refused_local_target_fails_only_that_channel(
         client.stop()
 
 
-def test_reverse_dynamic_is_refused_for_now(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hashike.cli.client", "-F", "none", "-R", "1080", "127.0.0.1"],
-        capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )  # fmt: skip
-    assert result.returncode == 255
-    assert "reverse dynamic forwarding (-R 1080) is not supported yet" in result.stderr
-
-
 # --- the remote-policy matrix -------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""The data of tcpip-forward, cancel-tcpip-forward and their reply (RFC 4254 §7.1)."""
+"""The data of tcpip-forward, cancel-tcpip-forward and their reply (RFC 4254
+§7.1), and of (cancel-)streamlocal-forward@openssh.com (PROTOCOL §2.4)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import pytest
 from hashike.proto.errors import DecodeError
 from hashike.proto.forwarding import (
     decode_allocated_port,
+    decode_streamlocal_forward,
     decode_tcpip_forward,
     encode_allocated_port,
+    encode_streamlocal_forward,
     encode_tcpip_forward,
 )
 from hashike.proto.wire import encode_string, encode_uint32
@@ -47,3 +50,24 @@ def test_malformed_requests_are_decode_errors(extra: bytes) -> None:
 )
 def test_a_reply_without_a_usable_port(extra: bytes) -> None:
     assert decode_allocated_port(extra) is None
+
+
+def test_streamlocal_round_trip() -> None:
+    assert decode_streamlocal_forward(encode_streamlocal_forward("/run/pop.sock")) == "/run/pop.sock"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"",
+        encode_string(""),
+        encode_string("/a\x00b"),
+        encode_string(b"\xff"),
+        encode_string("/x") + b"x",
+        encode_string("/" * 4097),
+    ],
+    ids=["empty", "empty-path", "nul", "not-utf8", "trailing", "too-long"],
+)
+def test_malformed_streamlocal_requests_are_decode_errors(extra: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_streamlocal_forward(extra)

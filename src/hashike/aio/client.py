@@ -299,14 +299,25 @@ class SSHClient:
         )
 
     async def forward_remote(
-        self, listen_host: str | None, listen_port: int, target: Target
+        self,
+        listen_host: str | None,
+        listen_port: int,
+        target: Target | None,
+        *,
+        listen_socket: str | None = None,
+        handshake_timeout: float = SOCKS_HANDSHAKE_TIMEOUT,
     ) -> RemoteListener:
         """``-R [listen_host:]listen_port:target``: the server listens (on
         loopback when ``listen_host`` is None, as far as its GatewayPorts
-        lets the client choose; port 0 lets it pick, see ``.port``) and each
-        connection is carried back to ``target``, connected from here.
+        lets the client choose; port 0 lets it pick, see ``.port``), or on
+        the Unix socket ``listen_socket``, and each connection is carried
+        back to ``target``, connected from here. ``target`` None is reverse
+        dynamic forwarding (``-R [listen_host:]listen_port`` alone): each
+        connection is served SOCKS here and connected where it asks.
         Raises RemoteForwardFailed when the server refuses."""
-        return await self._pump.remote_forwards.request(listen_host, listen_port, target)
+        return await self._pump.remote_forwards.request(
+            listen_host, listen_port, target, listen_socket=listen_socket, handshake_timeout=handshake_timeout
+        )
 
     async def open_connection(
         self, host: str, port: int

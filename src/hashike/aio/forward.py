@@ -17,16 +17,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hashike.proto.channel_types import encode_streamlocal
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.events import ChannelOpenRequested
 from hashike.proto.text import escape_text
-from hashike.proto.wire import encode_string, encode_uint32
 
 from .bridge import SocketBridge
 from .listen import LISTEN_BACKLOG, bind_all
 from .pump import CorePump
 
-__all__ = ["ForwardListener", "Target", "bind_listener", "connect_target", "forward_local", "open_channel"]
+__all__ = [
+    "ForwardListener",
+    "Target",
+    "bind_listener",
+    "connect_failure",
+    "connect_target",
+    "forward_local",
+    "open_channel",
+]
 
 log = logging.getLogger("hashike")
 
@@ -47,8 +55,7 @@ def open_channel(pump: CorePump[Any], bridge: SocketBridge, target: Target, orig
     """Open the channel for ``bridge`` towards ``target`` (RFC 4254 §7.2)."""
     channels = pump.core.channels
     if target.socket_path is not None:
-        # PROTOCOL §2.4: socket path, then two reserved fields.
-        extra = encode_string(target.socket_path) + encode_string(b"") + encode_uint32(0)
+        extra = encode_streamlocal(target.socket_path, direct=True)  # PROTOCOL §2.4
         channel_id = channels.open("direct-streamlocal@openssh.com", extra)
     else:
         assert target.host is not None and target.port is not None
@@ -140,6 +147,14 @@ async def bind_listener(
     return await bind_all(factory, [(h, port) for h in hosts], optional=("::1",) if len(hosts) > 1 else ())
 
 
+def connect_failure(exc: OSError) -> str:
+    """Why a connect failed, as the OS says it (sent as an open failure's
+    description, which SOCKS replies are chosen from)."""
+    if isinstance(exc, socket.gaierror):
+        return "Name or service not known"
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
 async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested, *, client: bool = False) -> None:
     """Connect onward for an accepted open (the server's direct-tcpip, the
     client's forwarded-tcpip), then confirm the channel, or refuse it with
@@ -157,9 +172,7 @@ async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested, *, cl
     except OSError as exc:
         if pump.core.closed:
             return
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        if isinstance(exc, socket.gaierror):
-            reason = "Name or service not known"
+        reason = connect_failure(exc)
         where = escape_text(event.host or event.socket_path or "")  # the peer's text
         if client:
             log.error("connect_to %s port %s: failed.", where, event.port)

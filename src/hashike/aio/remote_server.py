@@ -13,6 +13,13 @@ opens a ``forwarded-tcpip`` channel with the address as the client asked for
 it, the port bound and the originator's address, and is bridged to it. The
 listeners go with ``cancel-tcpip-forward`` or with the connection, and one
 connection may hold at most :data:`MAX_LISTENERS` of them.
+
+``streamlocal-forward@openssh.com`` (OpenSSH PROTOCOL §2.4) does the same for
+a Unix socket: AllowStreamLocalForwarding must allow it; the socket is
+created under StreamLocalBindMask as umask, an existing file is removed first
+only with StreamLocalBindUnlink, and each connection opens a
+``forwarded-streamlocal@openssh.com`` channel naming the path. As with sshd,
+the socket file stays when the listener goes.
 """
 
 from __future__ import annotations
@@ -20,15 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 
 from hashike.config.policy import EVERY_ADDRESS, LOOPBACK, ForwardingPolicy
+from hashike.proto.channel_types import encode_streamlocal
 from hashike.proto.connection import ServerConnection
 from hashike.proto.errors import ChannelOpenFailed, DecodeError
 from hashike.proto.events import GlobalRequestReceived
-from hashike.proto.forwarding import decode_tcpip_forward, encode_allocated_port
+from hashike.proto.forwarding import decode_streamlocal_forward, decode_tcpip_forward, encode_allocated_port
+from hashike.proto.text import escape_text
 
 from .bridge import SocketBridge
-from .listen import BindError, bind_all
+from .listen import LISTEN_BACKLOG, BindError, bind_all
 from .pump import CorePump
 from .server_auth import login_key_options
 
@@ -55,13 +65,17 @@ class _ForwardedBridge(SocketBridge):
             transport.close()
             return
         try:
-            # RFC 4254 §7.2: the address and port that were connected, then
-            # the originator's.
-            channel_id = self.channels.open_forwarded_tcpip(
-                self._address, int(bound[1]), str(peer[0]), int(peer[1])
-            )
+            if isinstance(bound, tuple):
+                # RFC 4254 §7.2: the address and port that were connected,
+                # then the originator's.
+                channel_id = self.channels.open_forwarded_tcpip(
+                    self._address, int(bound[1]), str(peer[0]), int(peer[1])
+                )
+            else:  # PROTOCOL §2.4: the path the client asked for
+                extra = encode_streamlocal(self._address, direct=False)
+                channel_id = self.channels.open("forwarded-streamlocal@openssh.com", extra)
         except ChannelOpenFailed as exc:  # too many channels: this one only
-            log.info("forwarded-tcpip from %s port %s: %s", peer[0], peer[1], exc)
+            log.info("forwarded connection to %s: %s", self._address, exc)
             transport.close()
             return
         self.bind(channel_id)
@@ -75,15 +89,23 @@ class RemoteForwards:
     def __init__(self, pump: CorePump[ServerConnection], policy: ForwardingPolicy) -> None:
         self._pump = pump
         self._policy = policy
-        self._listeners: dict[tuple[str, int], list[asyncio.Server]] = {}
+        # By (address as asked, port bound), or by socket path.
+        self._listeners: dict[tuple[str, int] | str, list[asyncio.Server]] = {}
         self._binding = 0
         pump.global_handlers["tcpip-forward"] = self._forward
         pump.global_handlers["cancel-tcpip-forward"] = self._cancel
+        pump.global_handlers["streamlocal-forward@openssh.com"] = self._forward_streamlocal
+        pump.global_handlers["cancel-streamlocal-forward@openssh.com"] = self._cancel_streamlocal
 
     @property
     def ports(self) -> list[tuple[str, int]]:
-        """(address as asked, port bound) of every listener."""
-        return list(self._listeners)
+        """(address as asked, port bound) of every TCP listener."""
+        return [key for key in self._listeners if isinstance(key, tuple)]
+
+    @property
+    def paths(self) -> list[str]:
+        """The path of every Unix socket listener."""
+        return [key for key in self._listeners if isinstance(key, str)]
 
     def close(self) -> None:
         for servers in self._listeners.values():
@@ -119,10 +141,15 @@ class RemoteForwards:
         self._binding += 1
         self._pump._spawn(self._bind(event, address, port))
 
+    def _room(self) -> bool:
+        if len(self._listeners) + self._binding >= MAX_LISTENERS:
+            log.info("remote forward: more than %d listeners on one connection", MAX_LISTENERS)
+            return False
+        return True
+
     def _allowed(self, event: GlobalRequestReceived, address: str, port: int) -> bool:
         key_options = login_key_options(self._pump.core)
-        if len(self._listeners) + self._binding >= MAX_LISTENERS:
-            log.info("tcpip-forward: more than %d listeners on one connection", MAX_LISTENERS)
+        if not self._room():
             return False
         # sshd: port 0 without a reply would leave the client not knowing the port.
         if port == 0 and not event.want_reply:
@@ -162,6 +189,75 @@ class RemoteForwards:
         except DecodeError:
             request = None
         servers = self._listeners.pop(request, []) if request is not None else []
+        for server in servers:
+            server.close()
+        self._reply(event, bool(servers))
+
+    def _forward_streamlocal(self, event: GlobalRequestReceived) -> None:
+        try:
+            path = decode_streamlocal_forward(event.extra)
+        except DecodeError:
+            self._reply(event, False)
+            return
+        log.debug("server_input_global_request: streamlocal-forward listen path %s", escape_text(path))
+        if not self._room():
+            self._reply(event, False)
+            return
+        if not self._policy.allows_streamlocal(login_key_options(self._pump.core), "remote"):
+            log.info("Server has disabled streamlocal forwarding.")  # what sshd tells the client
+            self._reply(event, False)
+            return
+        try:
+            sock = self._unix_listener(path)
+        except OSError as exc:
+            log.error("unix_listener: cannot bind to path %s: %s", escape_text(path), exc.strerror or exc)
+            self._reply(event, False)
+            return
+        self._binding += 1
+        self._pump._spawn(self._serve_socket(event, path, sock))
+
+    def _unix_listener(self, path: str) -> socket.socket:
+        """Bind ``path`` as sshd does: the old file removed first only with
+        StreamLocalBindUnlink (asyncio would remove a stale socket
+        unasked), the socket created under StreamLocalBindMask."""
+        if self._policy.streamlocal_bind_unlink:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("unlink(%s): %s", escape_text(path), exc.strerror)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_mask = os.umask(self._policy.streamlocal_bind_mask)  # synchronous: no other task runs
+        try:
+            sock.bind(path)
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(old_mask)
+        return sock
+
+    async def _serve_socket(self, event: GlobalRequestReceived, path: str, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_unix_server(lambda: _ForwardedBridge(self._pump, path), sock=sock)
+        finally:
+            self._binding -= 1
+        if self._pump.core.closed:
+            server.close()
+            return
+        self._listeners[path] = [server]
+        log.debug("Local forwarding listening on path %s.", escape_text(path))
+        self._reply(event, True)
+
+    def _cancel_streamlocal(self, event: GlobalRequestReceived) -> None:
+        try:
+            path: str | None = decode_streamlocal_forward(event.extra)
+        except DecodeError:
+            path = None
+        servers = self._listeners.pop(path, []) if path is not None else []
         for server in servers:
             server.close()
         self._reply(event, bool(servers))

@@ -52,7 +52,7 @@ from hashike.proto.text import escape_text
 from .escape import Escape, EscapeReader, help_text
 from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
 from .logs import setup_logging
-from .remote import ForwardFailure, check_remote_forwards, start_remote_forwards
+from .remote import ForwardFailure, start_remote_forwards
 from .service import announce_end, announce_ready, keepalive_options, notifier, timeout_line
 from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size
 
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-p", dest="port", metavar="port", type=int, help="port on the remote host")
     p.add_argument(
         "-R", dest="remote", metavar="address", action="append", default=[],
-        help="[bind_address:]port:host:hostport or port:local_socket: forward a remote port here",
+        help="[bind_address:]port:host:hostport, [bind_address:]port (SOCKS), socket forms: remote to here",
     )  # fmt: skip
     p.add_argument("-T", dest="tty", action="store_const", const="no", help="no pseudo-terminal")
     p.add_argument(
@@ -365,7 +365,6 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop, sig)
-    check_remote_forwards(settings)
     notifier().status(f"connecting to {settings.hostname}")
     client, settings = await _connect(settings)
     host, port = settings.hostname, settings.port

@@ -6,7 +6,9 @@ sshd_config's AllowTcpForwarding, PermitOpen and DisableForwarding combined
 with the authorized_keys options of the key that logged in (``restrict``,
 ``no-port-forwarding``, ``permitopen``), as sshd(8) and sshd_config(5)
 describe them; for ``-R`` also GatewayPorts (where a listener binds),
-PermitListen and ``permitlisten``. Every refusal is logged by the caller.
+PermitListen and ``permitlisten``; for Unix sockets AllowStreamLocalForwarding,
+StreamLocalBindMask and StreamLocalBindUnlink. Every refusal is logged by
+the caller.
 
 :class:`SessionPolicy`: sshd_config's session keywords (MaxSessions,
 PermitTTY, AcceptEnv).
@@ -83,6 +85,9 @@ class ForwardingPolicy:
     disable_forwarding: bool = False
     gateway_ports: str = "no"  # no | yes | clientspecified
     permit_listen: tuple[ForwardPermission, ...] | None = None  # None: any
+    allow_streamlocal_forwarding: str = "yes"  # yes | all | no | local | remote
+    streamlocal_bind_mask: int = 0o177  # the umask a remote-forward socket is created with
+    streamlocal_bind_unlink: bool = False  # remove an existing socket file first
 
     def allows_local(self, key_options: KeyOptions | None, host: str, port: int) -> bool:
         """May a direct-tcpip channel (the client's -L) reach ``host``:``port``?"""
@@ -94,10 +99,13 @@ class ForwardingPolicy:
             return False
         return key_options is None or key_options.permits_open(host, port)
 
-    def allows_streamlocal(self, key_options: KeyOptions | None) -> bool:
-        """May a direct-streamlocal channel reach a Unix socket? (AllowStreamLocalForwarding
-        follows AllowTcpForwarding here; permitopen does not apply to paths.)"""
-        if self.disable_forwarding or self.allow_tcp_forwarding not in ("yes", "all", "local"):
+    def allows_streamlocal(self, key_options: KeyOptions | None, direction: str = "local") -> bool:
+        """May a direct-streamlocal channel reach a Unix socket (``local``,
+        the client's -L), or a streamlocal-forward listen on one (``remote``,
+        its -R)? AllowStreamLocalForwarding decides, as in sshd, whatever
+        AllowTcpForwarding says; ``no-port-forwarding`` covers sockets too,
+        and permitopen/PermitListen do not apply to paths."""
+        if self.disable_forwarding or self.allow_streamlocal_forwarding not in ("yes", "all", direction):
             return False
         return key_options is None or key_options.allows_port_forwarding()
 

@@ -69,6 +69,15 @@ further, never widen it:
 ``PermitListen any|none|[host:]port ...``
     The addresses and ports ``-R`` may listen on (default any); the host is
     a pattern, ``*`` any port, and ``AllowTcpForwarding`` must allow remote.
+``AllowStreamLocalForwarding yes|all|no|local|remote``
+    The same for Unix sockets (default yes), whatever AllowTcpForwarding says:
+    direct-streamlocal channels need yes or local, streamlocal-forward
+    (``-R /path:...``) yes or remote.
+``StreamLocalBindMask mask``
+    The octal umask a ``-R`` socket is created with (default 0177).
+``StreamLocalBindUnlink yes|no``
+    Remove an existing socket file before binding a ``-R`` socket (default no:
+    the request fails when the file exists).
 
 Sessions. Shells and commands run as the user hashiked runs as, through that
 user's login shell (see :mod:`hashike.aio.session_server`); as
@@ -201,6 +210,9 @@ class ServerSettings(TransportSettings):
     disable_forwarding: bool = False
     gateway_ports: str = "no"  # no | yes | clientspecified
     permit_listen: tuple[ForwardPermission, ...] | None = None  # None: any; (): none
+    allow_streamlocal_forwarding: str = "yes"  # yes | no | local | remote ("all" is stored as "yes")
+    streamlocal_bind_mask: int = 0o177
+    streamlocal_bind_unlink: bool = False
     max_sessions: int = 10
     permit_tty: bool = True
     accept_env: tuple[str, ...] = ()
@@ -413,6 +425,13 @@ def _parse_alive_count(args: list[str]) -> int:
     return int(arg)
 
 
+def _parse_bind_mask(args: list[str]) -> int:
+    arg = args[0]
+    if not arg or any(c not in "01234567" for c in arg) or int(arg, 8) > 0o777:
+        raise ValueProblem("Invalid mask.")
+    return int(arg, 8)
+
+
 # --- the keyword table --------------------------------------------------------
 
 
@@ -454,6 +473,11 @@ _KEYWORDS: dict[str, Keyword] = {
     "disableforwarding": single("disable_forwarding", _parse_flag),
     "gatewayports": single("gateway_ports", _one_of("no", "yes", "clientspecified")),
     "permitlisten": single("permit_listen", _parse_permit_listen, max_args=None),
+    "allowstreamlocalforwarding": single(
+        "allow_streamlocal_forwarding", _one_of("yes", "no", "local", "remote", all="yes")
+    ),
+    "streamlocalbindmask": single("streamlocal_bind_mask", _parse_bind_mask),
+    "streamlocalbindunlink": single("streamlocal_bind_unlink", _parse_flag),
     "maxsessions": single("max_sessions", _parse_max_sessions),
     "permittty": single("permit_tty", _parse_flag),
     "acceptenv": single("accept_env", _parse_accept_env, merge="extend", max_args=None),
@@ -564,6 +588,9 @@ def forwarding_policy(settings: ServerSettings) -> ForwardingPolicy:
         disable_forwarding=settings.disable_forwarding,
         gateway_ports=settings.gateway_ports,
         permit_listen=settings.permit_listen,
+        allow_streamlocal_forwarding=settings.allow_streamlocal_forwarding,
+        streamlocal_bind_mask=settings.streamlocal_bind_mask,
+        streamlocal_bind_unlink=settings.streamlocal_bind_unlink,
     )
 
 

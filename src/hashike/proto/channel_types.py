@@ -7,7 +7,7 @@ from __future__ import annotations
 from hashike.proto.errors import DecodeError
 from hashike.proto.wire import Reader, encode_string, encode_uint32
 
-__all__ = ["OpenFields", "decode_open_extra", "encode_tcpip"]
+__all__ = ["OpenFields", "decode_open_extra", "encode_streamlocal", "encode_tcpip"]
 
 _HOST_LIMIT = 1024
 _PATH_LIMIT = 4096
@@ -22,6 +22,13 @@ def encode_tcpip(host: str, port: int, orig_host: str, orig_port: int) -> bytes:
         if not 0 <= p <= 0xFFFF:
             raise ValueError(f"port must be between 0 and 65535, not {p}")
     return encode_string(host) + encode_uint32(port) + encode_string(orig_host) + encode_uint32(orig_port)
+
+
+def encode_streamlocal(path: str, *, direct: bool) -> bytes:
+    """direct-streamlocal@openssh.com and forwarded-streamlocal@openssh.com
+    open data (PROTOCOL §2.4): the socket path, a reserved string and, for
+    direct-, a reserved uint32."""
+    return encode_string(path) + encode_string(b"") + (encode_uint32(0) if direct else b"")
 
 
 def _cstring(r: Reader, limit: int) -> str:

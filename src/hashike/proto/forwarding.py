@@ -1,16 +1,26 @@
 """The data of the remote-forwarding global requests (RFC 4254 §7.1):
 ``tcpip-forward`` and ``cancel-tcpip-forward`` carry an address to bind and a
 port; the reply to a ``tcpip-forward`` for port 0 carries the port the
-server chose. Encoded for the requests we send, decoded for the peer's."""
+server chose. ``streamlocal-forward@openssh.com`` and its cancel (OpenSSH
+PROTOCOL §2.4) carry a socket path instead. Encoded for the requests we
+send, decoded for the peer's."""
 
 from __future__ import annotations
 
 from hashike.proto.errors import DecodeError
 from hashike.proto.wire import Reader, encode_string, encode_uint32
 
-__all__ = ["decode_allocated_port", "decode_tcpip_forward", "encode_allocated_port", "encode_tcpip_forward"]
+__all__ = [
+    "decode_allocated_port",
+    "decode_streamlocal_forward",
+    "decode_tcpip_forward",
+    "encode_allocated_port",
+    "encode_streamlocal_forward",
+    "encode_tcpip_forward",
+]
 
 _ADDRESS_LIMIT = 1024  # NI_MAXHOST, as for the host names of channel opens
+_PATH_LIMIT = 4096  # PATH_MAX, as for the socket paths of channel opens
 
 
 def encode_tcpip_forward(address: str, port: int) -> bytes:
@@ -47,3 +57,19 @@ def decode_allocated_port(extra: bytes) -> int | None:
     except DecodeError:
         return None
     return port if 0 < port <= 0xFFFF else None
+
+
+def encode_streamlocal_forward(path: str) -> bytes:
+    """``string socket path`` (PROTOCOL §2.4)."""
+    return encode_string(path)
+
+
+def decode_streamlocal_forward(extra: bytes) -> str:
+    """The socket path of a peer's (cancel-)streamlocal-forward. Raises
+    DecodeError when the data is malformed or the path holds a NUL."""
+    r = Reader(extra)
+    path = r.text(_PATH_LIMIT)
+    r.check_end()
+    if "\x00" in path or not path:
+        raise DecodeError("empty socket path, or a NUL byte in it")
+    return path

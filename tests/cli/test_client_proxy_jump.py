@@ -65,7 +65,8 @@ def test_malformed_jump_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.write_text("")
     result = hashike(config, "-J", "a,,b", "127.0.0.1", "true")
-    assert (result.returncode, result.stderr) == (255, 'hashike: command-line line 0: Invalid ProxyJump "a,,b"\n')
+    refusal = 'hashike: command-line line 0: Invalid ProxyJump "a,,b"\n'
+    assert (result.returncode, result.stderr) == (255, refusal)
 
 
 def test_proxy_command_runs_with_its_tokens(tmp_path: Path) -> None:

@@ -71,9 +71,11 @@ def test_malformed_jump_is_refused(tmp_path: Path) -> None:
 
 def test_proxy_command_runs_with_its_tokens(tmp_path: Path) -> None:
     # The command says what it was given, on stderr (ours), and exits: the
-    # connection then ends before the server's version line.
+    # connection then ends before the server's version line. (Its stdout
+    # stays open until it exits: once that closes, the command is hung up on.)
     config = tmp_path / "config"
-    config.write_text("Host t\n  HostName 127.0.0.1\n  User u\n  ProxyCommand echo %h %p %r %n %% >&2\n")
+    command = "sh -c 'echo %h %p %r %n %% >&2'"
+    config.write_text(f"Host t\n  HostName 127.0.0.1\n  User u\n  ProxyCommand {command}\n")
     result = hashike(config, "t", "true")
     assert result.returncode == 255
     assert result.stderr.startswith(f"127.0.0.1 {TARGET_PORT} u t %\n")

@@ -112,6 +112,7 @@ async def stdio_forward(client: SSHClient, target: Target) -> int:
             log.debug("write to stdout failed: %s", exc)
             break
     writer.close()
+    log.debug("stdio forwarding: done")
     return 0
 
 

@@ -25,3 +25,4 @@ def test_library_example_runs() -> None:
     assert re.search(r"forwarding port \d+", result.stdout)
     assert "SSH-2.0-hashike" in result.stdout
     assert re.search(r"remote port \d+ b'SSH-2.0-hashike", result.stdout), result.stdout
+    assert "through the tunnel: b'hop\\n'" in result.stdout, result.stdout

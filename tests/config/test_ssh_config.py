@@ -742,11 +742,12 @@ def test_ignored_openssh_keywords_are_listed(home: Path) -> None:
 
 
 def test_refused_keyword_is_an_error_only_when_it_takes_effect(home: Path) -> None:
-    message = error_of(home, "Host *\n  ProxyCommand nc %h %p\n")
-    assert message.startswith("CFG line 2: Unsupported option: proxycommand")
-    assert parse(home, "ProxyCommand none\n").port == 22
-    assert parse(home, "ProxyCommand none\nProxyCommand nc %h %p\n").port == 22  # the first value wins
-    assert parse(home, "Host other\n ProxyCommand nc %h %p\n").port == 22
+    # (ProxyCommand was the example here until hashike implemented it.)
+    message = error_of(home, "Host *\n  Tunnel yes\n")
+    assert message.startswith("CFG line 2: Unsupported option: tunnel")
+    assert parse(home, "Tunnel no\n").port == 22
+    assert parse(home, "Tunnel no\nTunnel yes\n").port == 22  # the first value wins
+    assert parse(home, "Host other\n BindInterface eth0\n").port == 22
     assert parse(home, "RemoteCommand none\nTunnel no\n").port == 22
 
 
@@ -754,8 +755,8 @@ def test_ignore_unknown(home: Path) -> None:
     s = parse(home, "IgnoreUnknown UseKeychain,Foo*\nUseKeychain yes\nfoobar 1\n")
     assert s.port == 22
     # It also silences the OpenSSH keywords hashike refuses.
-    assert parse(home, "IgnoreUnknown proxy*\nProxyCommand x\n").port == 22
-    assert error_of(home, "IgnoreUnknown Foo\nProxyCommand x\n").startswith("CFG line 2: Unsupported option")
+    assert parse(home, "IgnoreUnknown bind*\nBindInterface x\n").port == 22
+    assert error_of(home, "IgnoreUnknown Foo\nBindInterface x\n").startswith("CFG line 2: Unsupported option")
     # It must come before the keyword it silences (ssh).
     assert error_of(home, "UseKeychain yes\nIgnoreUnknown UseKeychain\n").startswith(
         "CFG: line 1: Bad configuration"

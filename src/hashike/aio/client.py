@@ -53,6 +53,7 @@ from .session_client import Process, RunResult, SessionHandler, start_process
 from .session_client import run as run_command
 from .socks import HANDSHAKE_TIMEOUT as SOCKS_HANDSHAKE_TIMEOUT
 from .socks import SocksListener, forward_socks
+from .tunnel import open_tunnel, run_proxy_command
 
 __all__ = ["HostKeyCheck", "SSHClient", "connect"]
 
@@ -199,6 +200,8 @@ class _ClientPump(CorePump[ClientConnection]):
         self.process()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, ConnectionClosed) and not self.ready.done():
+            self.ready.set_exception(exc)  # a tunnel's own account of the end
         super().connection_lost(exc)
         if not self.ready.done():
             self.ready.set_exception(ConnectionClosed("Connection closed by remote host"))
@@ -427,20 +430,35 @@ async def connect(
     log: Callable[[str], None] | None = None,
     auth: AuthSettings | None = None,
     keepalive: KeepaliveOptions | None = None,
+    tunnel: SSHClient | None = None,
+    proxy_command: str | None = None,
 ) -> SSHClient:
     """Connect, run the key exchange, verify the host key with
     ``check_host_key``, request the ``ssh-userauth`` service and, given
     ``auth``, authenticate (AuthenticationFailed when every method fails).
     ``keepalive``: ServerAliveInterval, ServerAliveCountMax and TCPKeepAlive
     (default: no probes, SO_KEEPALIVE on); a server that stops answering is
-    dropped (``client.keepalive.timed_out``)."""
+    dropped (``client.keepalive.timed_out``).
+
+    ``tunnel``, a connected client, carries the connection in one of its
+    ``direct-tcpip`` channels to ``host:port`` as its server reaches it (the
+    jump host of ``-J``; ChannelOpenFailed when it refuses). Else
+    ``proxy_command`` is run by the user's shell and the connection goes over
+    its stdin and stdout, as ssh's ProxyCommand (tokens already expanded)."""
     loop = asyncio.get_running_loop()
 
     def factory() -> _ClientPump:
         return _ClientPump(config or TransportConfig(), check_host_key, log, auth, keepalive)
 
+    async def transport() -> _ClientPump:
+        if tunnel is not None:
+            return await open_tunnel(tunnel._pump, host, port, factory)
+        if proxy_command is not None:
+            return await run_proxy_command(proxy_command, factory)
+        return (await loop.create_connection(factory, host, port, family=family))[1]
+
     async def establish() -> SSHClient:
-        _transport, pump = await loop.create_connection(factory, host, port, family=family)
+        pump = await transport()
         try:
             await pump.ready
         except BaseException:

@@ -30,7 +30,7 @@ from typing import Any
 from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity, certificate_identities, file_identity
-from hashike.aio.forward import ForwardListener
+from hashike.aio.forward import ForwardListener, Target
 from hashike.aio.remote import RemoteListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
@@ -51,10 +51,11 @@ from hashike.proto.text import escape_text
 
 from .escape import Escape, EscapeReader, help_text
 from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
+from .jump import STDIO_OPTIONS, connect_through, parse_stdio_forward, stdio_forward
 from .logs import setup_logging
 from .remote import ForwardFailure, start_remote_forwards
 from .service import announce_end, announce_ready, keepalive_options, notifier, timeout_line
-from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size
+from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size, write_all
 
 __all__ = ["main"]
 
@@ -93,9 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-i", dest="identities", metavar="identity_file", action="append", default=[], help="private key"
     )
-    p.add_argument(
-        "-J", dest="jump", metavar="destination", help="jump host (ProxyJump): refused, not implemented"
-    )
+    p.add_argument("-J", dest="jump", metavar="destination", help="jump hosts: [user@]host[:port][,...]")
     p.add_argument(
         "-L", dest="local", metavar="address", action="append", default=[],
         help="[bind_address:]port:host:hostport, and the socket forms: forward a local port",
@@ -119,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("-n", dest="stdin_null", action="store_true", help="stdin from /dev/null")
     p.add_argument("-v", dest="verbose", action="count", default=0, help="debug messages (repeat for more)")
+    p.add_argument(
+        "-W", dest="stdio", metavar="host:port", help="stdin and stdout to host:port through the server"
+    )
     p.add_argument("destination", help="[user@]hostname")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run on the remote host")
     return p
@@ -237,8 +239,9 @@ def _methods(settings: ClientSettings) -> tuple[str, ...]:
     return tuple(m for m in settings.preferred_authentications if enabled.get(m, False))
 
 
-async def _connect(settings: ClientSettings) -> tuple[SSHClient, ClientSettings]:
-    """The authenticated client, and the settings as the host key check left them."""
+async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[SSHClient, ClientSettings]:
+    """The authenticated client (carried by ``tunnel``, a jump host's, if
+    given), and the settings as the host key check left them."""
     agent = await _agent(settings)
     auth = AuthSettings(
         username=settings.user,
@@ -265,6 +268,8 @@ async def _connect(settings: ClientSettings) -> tuple[SSHClient, ClientSettings]
             log=lambda line: log.debug("%s", line),
             auth=auth,
             keepalive=keepalive_options(settings),
+            tunnel=tunnel,
+            proxy_command=settings.proxy_command,
         )
     except socket.gaierror as exc:
         raise _Fatal(f"{PROG}: Could not resolve hostname {host}: {exc.strerror}") from None
@@ -274,6 +279,8 @@ async def _connect(settings: ClientSettings) -> tuple[SSHClient, ClientSettings]
         raise _Fatal("") from None  # evaluate_host_key already said why
     except (AuthenticationFailed, ConnectionClosed) as exc:
         raise _Fatal(str(exc)) from None
+    except ChannelOpenFailed:  # the jump host could not reach it; the pump said why
+        raise _Fatal("stdio forwarding failed") from None
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise _Fatal(f"{PROG}: connect to host {host} port {port}: {reason}") from None
@@ -345,6 +352,8 @@ class _Invocation:
     background: bool = False
     stdin_null: bool = False
     escape_given: bool = False  # -e: escapes even without a pty
+    stdio: Target | None = None  # -W
+    config_file: str | None = None  # -F, for the jump hosts too
 
 
 class _Stop:
@@ -366,7 +375,7 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop, sig)
     notifier().status(f"connecting to {settings.hostname}")
-    client, settings = await _connect(settings)
+    client, settings = await connect_through(settings, _connect, invocation.config_file)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
     listeners: list[ForwardListener | RemoteListener] = [*await _start_forwards(client, settings)]
@@ -375,6 +384,8 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
         announce_ready(client, settings, listeners)
         if invocation.background:
             _background()
+        if invocation.stdio is not None:
+            return await stdio_forward(client, invocation.stdio)
         if invocation.no_command or settings.session_type == "none":
             return await _forward_only(client, settings, stop)
         status = await _remote_session(client, settings, invocation, stop)
@@ -507,12 +518,6 @@ def _log_line_ends(terminator: str) -> None:
             handler.terminator = terminator
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class _InteractiveSession:
     """Wires a remote process to our stdin, stdout and stderr, with escapes
     and window-size changes, until the process ends or the user ends it.
@@ -589,7 +594,7 @@ class _InteractiveSession:
     async def _copy(self, reader: ChannelReader, fd: int) -> None:
         while data := await reader.read(self.CHUNK):
             try:
-                await asyncio.to_thread(_write_all, fd, data)
+                await asyncio.to_thread(write_all, fd, data)
             except OSError as exc:
                 # Our reader went away (EPIPE): the remote output has nowhere
                 # to go, so the session ends, as a pipeline's writer does.
@@ -637,7 +642,7 @@ class _InteractiveSession:
     def _say(self, text: str) -> None:
         newline = "\r\n" if self.raw.active else "\n"
         with contextlib.suppress(OSError):
-            _write_all(2, text.replace("\n", newline).encode("utf-8", "replace"))
+            write_all(2, text.replace("\n", newline).encode("utf-8", "replace"))
 
     def _escape(self, command: Escape) -> bool:
         """Carry out an escape command; False ends the session."""
@@ -727,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     options = [f"RequestTTY={args.tty}"] if args.tty else []
     if args.escape_char is not None:
         options.append(f"EscapeChar={args.escape_char}")
+    options += STDIO_OPTIONS if args.stdio else ()
     options += args.options
     if args.family:
         options.append(f"AddressFamily={args.family}")
@@ -747,12 +753,9 @@ def main(argv: list[str] | None = None) -> int:
             identity_files=args.identities,
             forwards=forwards,
         )
-        if settings.proxy_jump is not None:
-            # Connecting straight to the target would skip the jump host the user chose.
-            raise ConfigError(
-                f"Unsupported option: proxyjump {settings.proxy_jump} (hashike cannot honour it)"
-            )
         invocation = _Invocation(
+            stdio=parse_stdio_forward(args.stdio) if args.stdio else None,
+            config_file=args.config,
             no_command=args.no_command,
             command=tuple(args.command),
             background=args.background,

@@ -14,7 +14,7 @@ import sys
 import termios
 from typing import Any
 
-__all__ = ["RawMode", "ask", "ask_async", "have_tty", "terminal_modes", "terminal_size"]
+__all__ = ["RawMode", "ask", "ask_async", "have_tty", "terminal_modes", "terminal_size", "write_all"]
 
 
 def have_tty() -> bool:
@@ -177,3 +177,10 @@ class RawMode:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (blocking; from a worker thread)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -27,7 +27,7 @@ blocks, as ssh does. Keywords that OpenSSH knows and hashike does not
 implement fall in two groups: those whose absence can only make hashike do
 less or check more (X11, agent forwarding, GSSAPI ...) are accepted and
 listed in ``ClientSettings.ignored_options``; those that would change where or
-how hashike connects (``ProxyCommand`` ...) are refused, but only if they take
+how hashike connects (``BindInterface`` ...) are refused, but only if they take
 effect. ``IgnoreUnknown`` silences both refused and unknown keywords.
 
 Once all lines are read, ``%`` tokens, ``${VAR}`` and ``~`` are expanded in
@@ -53,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from hashike.config.forward import Forward, expand_variables
+from hashike.config.jump import expand_proxy_command
 from hashike.config.keywords import (
     COMMAND_LINE,
     KEYWORD_RE,
@@ -160,6 +161,7 @@ class ClientSettings(TransportSettings):
     session_type: SessionType = "default"
     fork_after_authentication: bool = False
     proxy_jump: str | None = None
+    proxy_command: str | None = None  # its tokens expanded
     send_env: tuple[str, ...] = ()
     set_env: tuple[tuple[str, str], ...] = ()
     control_master: ControlMaster = "no"
@@ -291,7 +293,8 @@ class _Builder:
         if not rest.strip(_BLANKS):
             raise ConfigError(f'{where}: no argument after keyword "{keyword}"')
         try:
-            args = _split(rest)
+            # ssh gives ProxyCommand's text to the shell as written.
+            args = [rest] if keyword == "proxycommand" else _split(rest)
         except ValueProblem as exc:
             raise ConfigError(f"{where}: {exc}") from None
         if keyword in ("host", "match", "include"):
@@ -495,6 +498,13 @@ class _Builder:
         if "server_alive_interval" not in fields and fields.get("batch_mode", False):
             fields["server_alive_interval"] = _BATCH_SERVER_ALIVE_INTERVAL
         fields["send_env"] = tuple(self.lists.get("send_env", ()))
+        proxy_field, proxy = fields.pop("proxy", ("proxy_jump", None))
+        if proxy is not None and proxy_field == "proxy_command":
+            try:
+                proxy = expand_proxy_command(proxy, tokens)
+            except ValueError as exc:
+                raise ConfigError(f"percent_expand: {exc}") from None
+        fields[proxy_field] = proxy
         fields["ignored_options"] = tuple(self.ignored)
         return ClientSettings(host=host, hostname=hostname, **fields)
 

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from hashike.config.forward import Forward, ForwardKind, ForwardSpecError, forward_from_config, parse_port
+from hashike.config.jump import parse_jump
 from hashike.config.keywords import (
     DEFAULT_REKEY_BYTES,
     Keyword,
@@ -57,6 +58,21 @@ def _parse_optional_string(args: list[str]) -> str | None:
     # "none" is ssh's "not set", and still counts as the first value obtained.
     value = _parse_string(args)
     return None if value.lower() == "none" else value
+
+
+def _parse_proxy_jump(args: list[str]) -> tuple[str, str | None]:
+    value = _parse_optional_string(args)
+    if value is not None:
+        try:
+            parse_jump(value)
+        except ValueError:
+            raise ValueProblem(f'Invalid ProxyJump "{value}"') from None
+    return ("proxy_jump", value)
+
+
+def _parse_proxy_command(args: list[str]) -> tuple[str, str | None]:
+    # The reader passes the rest of the line as written: the shell splits it.
+    return ("proxy_command", _parse_optional_string(args))
 
 
 def _parse_port(args: list[str]) -> int:
@@ -262,7 +278,10 @@ KEYWORDS: dict[str, Keyword] = {
         "session_type", choice({"default": "default", "none": "none", "subsystem": "subsystem"})
     ),
     "forkafterauthentication": single("fork_after_authentication", _parse_flag),
-    "proxyjump": single("proxy_jump", _parse_optional_string),
+    # One slot for both, the first value obtained winning, as ssh has it:
+    # "ProxyCommand none" also keeps a later ProxyJump from applying.
+    "proxyjump": single("proxy", _parse_proxy_jump),
+    "proxycommand": single("proxy", _parse_proxy_command),
     "sendenv": single("send_env", _parse_send_env, merge="send_env", max_args=None),
     "setenv": single("set_env", _parse_set_env, merge="set_env", max_args=None),
     "controlmaster": single(
@@ -310,7 +329,6 @@ IGNORED = frozenset(
 # first value is an error when it takes effect, unless it is one of these
 # values, which ask for nothing.
 REFUSED: dict[str, frozenset[str]] = {
-    "proxycommand": frozenset({"none"}),
     "bindinterface": frozenset(),
     "tunnel": frozenset({"no", "false"}),
     "remotecommand": frozenset({"none"}),

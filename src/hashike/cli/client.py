@@ -54,6 +54,7 @@ from .forwards import bind_host, example, remote_label, start_listener, warn_ope
 from .logs import setup_logging
 from .remote import ForwardFailure, check_remote_forwards, start_remote_forwards
 from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size
+from .usage import UsageParser
 
 __all__ = ["main"]
 
@@ -62,12 +63,14 @@ PROG = "hashike"
 log = logging.getLogger("hashike.client")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> UsageParser:
+    p = UsageParser(
+        status=EXIT_FAILURE,
         prog=PROG,
-        usage="hashike [-46gNnTtv] [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]\n"
-        "               [-L address] [-l login_name] [-o option] [-p port] [-R address]\n"
-        "               destination [command]",
+        usage="hashike [-46fgNnTtv] [-D [bind_address:]port] [-E log_file]\n"
+        "           [-e escape_char] [-F configfile] [-i identity_file] [-J destination]\n"
+        "           [-L address] [-l login_name] [-o option] [-p port] [-R address]\n"
+        "           destination [command [argument ...]]",
         description="hashike's SSH client. Options, ~/.ssh/config and messages follow ssh(1).",
         epilog="Example, the guide's POP tunnel: hashike -N -L 40000:localhost:110 user@mailhost",
     )
@@ -102,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-l", dest="login", metavar="login_name", help="user to log in as")
     p.add_argument("-N", dest="no_command", action="store_true", help="no remote command: forwarding only")
     p.add_argument("-o", dest="options", metavar="option", action="append", default=[], help="Keyword=value")
-    p.add_argument("-p", dest="port", metavar="port", type=int, help="port on the remote host")
+    p.add_argument("-p", dest="port", metavar="port", type=_port, help="port on the remote host")
     p.add_argument(
         "-R", dest="remote", metavar="address", action="append", default=[],
         help="[bind_address:]port:host:hostport or port:local_socket: forward a remote port here",
@@ -121,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("destination", help="[user@]hostname")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run on the remote host")
     return p
+
+
+def _port(word: str) -> int:
+    if not word.isdigit() or not 0 < int(word) < 65536:
+        raise argparse.ArgumentTypeError(f"Bad port '{word}'")  # ssh's words
+    return int(word)
 
 
 class _TtyAction(argparse.Action):
@@ -670,16 +679,11 @@ class _InteractiveSession:
                 self.process.change_terminal_size(*size)
 
 
-def _late_options(parser: argparse.ArgumentParser, words: list[str]) -> int:
+def _late_options(parser: UsageParser, words: list[str]) -> int:
     """How many of the words after the destination are options: ssh reads
     options there too (``ssh host -N``) until the first other word, or ``--``
     (counted, and dropped by the caller)."""
-    takes_value = {
-        flag[1]
-        for action in parser._actions
-        for flag in action.option_strings
-        if action.nargs is None and len(flag) == 2
-    }
+    _, takes_value = parser.option_letters()
     i = 0
     while i < len(words) and words[i].startswith("-") and words[i] != "-":
         word = words[i]
@@ -700,6 +704,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(words)
     late = _late_options(parser, args.command)
     if late:
+        problem = parser.getopt_problem(args.command[:late])  # ssh's second getopt pass
+        if problem is not None:
+            parser.fail(problem)
         command = args.command[late:]
         before = words[: len(words) - len(args.command) - 1]
         options = [w for w in args.command[:late] if w != "--"]

@@ -53,7 +53,7 @@ from .session_client import run as run_command
 from .socks import HANDSHAKE_TIMEOUT as SOCKS_HANDSHAKE_TIMEOUT
 from .socks import SocksListener, forward_socks
 
-__all__ = ["HostKeyCheck", "SSHClient", "connect"]
+__all__ = ["HostKeyCheck", "SSHClient", "connect", "received_disconnect"]
 
 log = logging.getLogger("hashike.client")
 
@@ -146,6 +146,10 @@ class _ClientPump(CorePump[ClientConnection]):
             return
         if event.reason == DisconnectReason.HOST_KEY_NOT_VERIFIABLE and not event.by_peer:
             self.ready.set_exception(HostKeyNotVerified(event.description))
+        elif event.by_peer and not event.eof:
+            peer = "{} port {}".format(*(self.peername or ("?", 0))[:2])
+            line = received_disconnect(peer, event)
+            self.ready.set_exception(ConnectionClosed(line, peer=peer))
         else:
             who = "by remote host" if event.by_peer else "locally"
             text = escape_text(event.description)
@@ -196,6 +200,11 @@ class _ClientPump(CorePump[ClientConnection]):
         super().connection_lost(exc)
         if not self.ready.done():
             self.ready.set_exception(ConnectionClosed("Connection closed by remote host"))
+
+
+def received_disconnect(peer: str, event: Disconnected) -> str:
+    """ssh's line for the server's DISCONNECT (packet.c), its text escaped."""
+    return f"Received disconnect from {peer}:{event.reason}: {escape_text(event.description)}"
 
 
 class SSHClient:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hashike.aio.agent import AgentClient, AgentError
-from hashike.aio.client import SSHClient, connect
+from hashike.aio.client import SSHClient, connect, received_disconnect
 from hashike.aio.client_auth import AuthSettings, Identity, file_identity
 from hashike.aio.forward import ForwardListener
 from hashike.aio.remote import RemoteListener
@@ -274,7 +274,9 @@ async def _connect(settings: ClientSettings) -> tuple[SSHClient, ClientSettings]
         raise _Fatal(f"{PROG}: connect to host {host} port {port}: Connection timed out") from None
     except HostKeyNotVerified:
         raise _Fatal("") from None  # evaluate_host_key already said why
-    except (AuthenticationFailed, ConnectionClosed) as exc:
+    except ConnectionClosed as exc:
+        raise _Fatal(f"{exc}\nDisconnected from {exc.peer}" if exc.peer else str(exc)) from None
+    except AuthenticationFailed as exc:
         raise _Fatal(str(exc)) from None
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
@@ -418,10 +420,14 @@ def _report_remote_close(client: SSHClient, settings: ClientSettings, newline: s
     """One line for an end the user did not ask for: the server's, or an
     error we detected (ssh_packet_disconnect's line), never a silent 255."""
     event = client.disconnect_event
-    if event is not None and event.by_peer:
+    host, port = client.remote_address or (settings.hostname, settings.port)
+    if event is not None and event.by_peer and not event.eof:
+        peer = f"{host} port {port}"
+        lines = f"{received_disconnect(peer, event)}{newline}Disconnected from {peer}"
+        print(lines, end=newline, file=sys.stderr)
+    elif event is not None and event.by_peer:
         print(f"Connection to {settings.hostname} closed by remote host.", end=newline, file=sys.stderr)
     elif event is not None and event.reason != DisconnectReason.BY_APPLICATION:
-        host, port = client.remote_address or (settings.hostname, settings.port)
         text = escape_text(event.description)
         print(f"Disconnecting {host} port {port}: {text}", end=newline, file=sys.stderr)
 

@@ -125,8 +125,8 @@ class _ClientPump(CorePump[ClientConnection]):
 
     def kex_completed(self, event: KexCompleted) -> None:
         self.negotiated = event.negotiated
-        if event.initial:
-            self._log(event.negotiated.describe())
+        # Every exchange, rekeys included, as ssh -v logs each one's kex lines.
+        self._log(event.negotiated.describe())
 
     def _on_service_accepted(self, event: ServiceAccepted) -> None:
         if self._auth is None:

@@ -32,10 +32,10 @@ def have_tty() -> bool:
 def ask(text: str, echo: bool = False) -> str | None:
     """Ask on the terminal, or through SSH_ASKPASS as ssh would; None when
     neither can answer (or on Ctrl-D)."""
-    tty = have_tty()
-    if use_askpass(os.environ, tty):
+    terminal = have_tty()
+    if use_askpass(os.environ, terminal):
         return run_askpass(os.environ, text)
-    if not tty:
+    if not terminal:
         return None
     try:
         if not echo:

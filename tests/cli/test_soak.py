@@ -151,7 +151,7 @@ def test_soak_10_gib_with_rekeys_intact_and_flat(tmp_path: Path) -> None:
             worker.start()
         baseline: dict[int, int] = {}
         peak: dict[int, int] = {}
-        samples: list[tuple[int, int, int]] = []  # GiB moved, server KiB, client KiB
+        samples: list[tuple[int, ...]] = []  # GiB moved, server KiB, client KiB
         pids = (server.process.pid, client.pid)
         deadline = time.monotonic() + DEADLINE
         while any(w.is_alive() for w in workers):  # bounded by DEADLINE

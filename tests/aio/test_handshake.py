@@ -60,6 +60,23 @@ async def test_rekey_over_sockets() -> None:
             assert client.core.transport.session_id == first
 
 
+async def test_verbose_log_names_every_key_exchange_rekeys_included() -> None:
+    """ssh -v logs each exchange's algorithms; we logged only the first."""
+    lines: list[str] = []
+    async with await listen("127.0.0.1", 0, host_keys=[host_key()]) as server:
+        client = await connect("127.0.0.1", server.port, check_host_key=lambda k: True, log=lines.append)
+        async with client:
+            kex_lines = [line for line in lines if line.startswith("kex: ")]
+            assert len(kex_lines) == 1
+            for _ in range(2):
+                client.rekey()
+                await eventually(lambda: not client.core.transport.send_blocked, what="the rekey completes")
+            await eventually(
+                lambda: len([line for line in lines if line.startswith("kex: ")]) == 3,
+                what="a kex line for each rekey",
+            )
+
+
 async def test_connection_refused_is_clear() -> None:
     sock_server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = sock_server.sockets[0].getsockname()[1]

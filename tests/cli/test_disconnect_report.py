@@ -35,9 +35,23 @@ def test_silent_exit_a_protocol_error_we_detected_is_said(capsys: pytest.Capture
 
 
 def test_silent_exit_every_end_says_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    by_server = Disconnected(reason=DisconnectReason.BY_APPLICATION, description="bye", by_peer=True)
+    by_server = Disconnected(
+        reason=DisconnectReason.CONNECTION_LOST, description="Connection closed", by_peer=True, eof=True
+    )
     assert report(capsys, by_server) == "Connection to example closed by remote host.\n"
     by_user = Disconnected(
         reason=DisconnectReason.BY_APPLICATION, description="disconnected by user", by_peer=False
     )
     assert report(capsys, by_user) == ""  # ~. or the session's end: nothing to explain
+
+
+def test_silent_exit_a_servers_disconnect_is_said_in_ssh_words(capsys: pytest.CaptureFixture[str]) -> None:
+    """ssh's two lines for the server's DISCONNECT (packet.c), its text escaped:
+    a forged second line cannot reach the terminal."""
+    event = Disconnected(
+        reason=DisconnectReason.BY_APPLICATION, description="bye\nAccepted \x1b[2J", by_peer=True
+    )
+    assert report(capsys, event) == (
+        "Received disconnect from 127.0.0.1 port 2222:11: bye\\nAccepted \\x1b[2J\n"
+        "Disconnected from 127.0.0.1 port 2222\n"
+    )

@@ -233,3 +233,22 @@ def test_background_after_authentication(start_sshd: StartSshd, tmp_path: Path) 
         target.close()
         # The background hashike is the only process listening on ``local``.
         subprocess.run(["fuser", "-k", "-TERM", f"{local}/tcp"], capture_output=True, timeout=10)
+
+
+def test_too_many_authentication_failures_in_ssh_words(start_sshd: StartSshd, tmp_path: Path) -> None:
+    """Past MaxAuthTries sshd sends DISCONNECT 2: our client says so as ssh does
+    (packet.c), not a bare "Connection closed by remote host"."""
+    sshd = start_sshd(MaxAuthTries=2)
+    identities = []
+    for n in range(4):  # none of them authorized
+        write_private_key(generate_private_key(), tmp_path / f"id_{n}")
+        identities += ["-i", str(tmp_path / f"id_{n}")]
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_lines())
+    result = run(hashike_argv(sshd, known, *identities, f"{sshd.user}@127.0.0.1", "true"))
+    assert result.returncode == 255
+    peer = f"127.0.0.1 port {sshd.port}"
+    assert result.stderr.splitlines()[-2:] == [
+        f"Received disconnect from {peer}:2: Too many authentication failures",
+        f"Disconnected from {peer}",
+    ], result.stderr

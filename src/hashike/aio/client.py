@@ -55,7 +55,7 @@ from .socks import HANDSHAKE_TIMEOUT as SOCKS_HANDSHAKE_TIMEOUT
 from .socks import SocksListener, forward_socks
 from .tunnel import open_tunnel, run_proxy_command
 
-__all__ = ["HostKeyCheck", "SSHClient", "connect"]
+__all__ = ["HostKeyCheck", "SSHClient", "connect", "received_disconnect"]
 
 log = logging.getLogger("hashike.client")
 
@@ -132,8 +132,8 @@ class _ClientPump(CorePump[ClientConnection]):
 
     def kex_completed(self, event: KexCompleted) -> None:
         self.negotiated = event.negotiated
-        if event.initial:
-            self._log(event.negotiated.describe())
+        # Every exchange, rekeys included, as ssh -v logs each one's kex lines.
+        self._log(event.negotiated.describe())
 
     def _on_service_accepted(self, event: ServiceAccepted) -> None:
         if self._auth is None:
@@ -153,6 +153,10 @@ class _ClientPump(CorePump[ClientConnection]):
             return
         if event.reason == DisconnectReason.HOST_KEY_NOT_VERIFIABLE and not event.by_peer:
             self.ready.set_exception(HostKeyNotVerified(event.description))
+        elif event.by_peer and not event.eof:
+            peer = "{} port {}".format(*(self.peername or ("?", 0))[:2])
+            line = received_disconnect(peer, event)
+            self.ready.set_exception(ConnectionClosed(line, peer=peer))
         else:
             who = "by remote host" if event.by_peer else "locally"
             text = escape_text(event.description)
@@ -205,6 +209,11 @@ class _ClientPump(CorePump[ClientConnection]):
         super().connection_lost(exc)
         if not self.ready.done():
             self.ready.set_exception(ConnectionClosed("Connection closed by remote host"))
+
+
+def received_disconnect(peer: str, event: Disconnected) -> str:
+    """ssh's line for the server's DISCONNECT (packet.c), its text escaped."""
+    return f"Received disconnect from {peer}:{event.reason}: {escape_text(event.description)}"
 
 
 class SSHClient:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hashike.aio.agent import AgentClient, AgentError
-from hashike.aio.client import SSHClient, connect
+from hashike.aio.client import SSHClient, connect, received_disconnect
 from hashike.aio.client_auth import AuthSettings, Identity, certificate_identities, file_identity
 from hashike.aio.forward import ForwardListener, Target
 from hashike.aio.remote import RemoteListener
@@ -56,6 +56,7 @@ from .logs import setup_logging
 from .remote import ForwardFailure, start_remote_forwards
 from .service import announce_end, announce_ready, keepalive_options, notifier, timeout_line
 from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size, write_all
+from .usage import UsageParser
 
 __all__ = ["main"]
 
@@ -64,12 +65,14 @@ PROG = "hashike"
 log = logging.getLogger("hashike.client")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> UsageParser:
+    p = UsageParser(
+        status=EXIT_FAILURE,
         prog=PROG,
-        usage="hashike [-46gNnTtv] [-E log_file] [-e escape_char] [-F configfile] [-i identity_file]\n"
-        "               [-L address] [-l login_name] [-o option] [-p port] [-R address]\n"
-        "               destination [command]",
+        usage="hashike [-46fgNnTtv] [-D [bind_address:]port] [-E log_file]\n"
+        "           [-e escape_char] [-F configfile] [-i identity_file] [-J destination]\n"
+        "           [-L address] [-l login_name] [-o option] [-p port] [-R address]\n"
+        "           destination [command [argument ...]]",
         description="hashike's SSH client. Options, ~/.ssh/config and messages follow ssh(1).",
         epilog="Example, the guide's POP tunnel: hashike -N -L 40000:localhost:110 user@mailhost",
     )
@@ -102,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-l", dest="login", metavar="login_name", help="user to log in as")
     p.add_argument("-N", dest="no_command", action="store_true", help="no remote command: forwarding only")
     p.add_argument("-o", dest="options", metavar="option", action="append", default=[], help="Keyword=value")
-    p.add_argument("-p", dest="port", metavar="port", type=int, help="port on the remote host")
+    p.add_argument("-p", dest="port", metavar="port", type=_port, help="port on the remote host")
     p.add_argument(
         "-R", dest="remote", metavar="address", action="append", default=[],
         help="[bind_address:]port:host:hostport, [bind_address:]port (SOCKS), socket forms: remote to here",
@@ -124,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("destination", help="[user@]hostname")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run on the remote host")
     return p
+
+
+def _port(word: str) -> int:
+    if not word.isdigit() or not 0 < int(word) < 65536:
+        raise argparse.ArgumentTypeError(f"Bad port '{word}'")  # ssh's words
+    return int(word)
 
 
 class _TtyAction(argparse.Action):
@@ -277,7 +286,9 @@ async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[
         raise _Fatal(f"{PROG}: connect to host {host} port {port}: Connection timed out") from None
     except HostKeyNotVerified:
         raise _Fatal("") from None  # evaluate_host_key already said why
-    except (AuthenticationFailed, ConnectionClosed) as exc:
+    except ConnectionClosed as exc:
+        raise _Fatal(f"{exc}\nDisconnected from {exc.peer}" if exc.peer else str(exc)) from None
+    except AuthenticationFailed as exc:
         raise _Fatal(str(exc)) from None
     except ChannelOpenFailed:  # the jump host could not reach it; the pump said why
         raise _Fatal("stdio forwarding failed") from None
@@ -429,12 +440,16 @@ def _report_remote_close(client: SSHClient, settings: ClientSettings, newline: s
     """One line for an end the user did not ask for: the server's, or an
     error we detected (ssh_packet_disconnect's line), never a silent 255."""
     event, timeout = client.disconnect_event, timeout_line(client, settings)
+    host, port = client.remote_address or (settings.hostname, settings.port)
     if timeout is not None:
         print(timeout, end=newline, file=sys.stderr)
+    elif event is not None and event.by_peer and not event.eof:
+        peer = f"{host} port {port}"
+        lines = f"{received_disconnect(peer, event)}{newline}Disconnected from {peer}"
+        print(lines, end=newline, file=sys.stderr)
     elif event is not None and event.by_peer:
         print(f"Connection to {settings.hostname} closed by remote host.", end=newline, file=sys.stderr)
     elif event is not None and event.reason != DisconnectReason.BY_APPLICATION:
-        host, port = client.remote_address or (settings.hostname, settings.port)
         text = escape_text(event.description)
         print(f"Disconnecting {host} port {port}: {text}", end=newline, file=sys.stderr)
 
@@ -686,16 +701,11 @@ class _InteractiveSession:
                 self.process.change_terminal_size(*size)
 
 
-def _late_options(parser: argparse.ArgumentParser, words: list[str]) -> int:
+def _late_options(parser: UsageParser, words: list[str]) -> int:
     """How many of the words after the destination are options: ssh reads
     options there too (``ssh host -N``) until the first other word, or ``--``
     (counted, and dropped by the caller)."""
-    takes_value = {
-        flag[1]
-        for action in parser._actions
-        for flag in action.option_strings
-        if action.nargs is None and len(flag) == 2
-    }
+    _, takes_value = parser.option_letters()
     i = 0
     while i < len(words) and words[i].startswith("-") and words[i] != "-":
         word = words[i]
@@ -716,6 +726,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(words)
     late = _late_options(parser, args.command)
     if late:
+        problem = parser.getopt_problem(args.command[:late])  # ssh's second getopt pass
+        if problem is not None:
+            parser.fail(problem)
         command = args.command[late:]
         before = words[: len(words) - len(args.command) - 1]
         options = [w for w in args.command[:late] if w != "--"]

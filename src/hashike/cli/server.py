@@ -7,7 +7,6 @@ Every startup failure is one line and exit status 255, as with sshd.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import logging
@@ -34,11 +33,15 @@ from hashike.config.sshd_config import (
 )
 from hashike.keys.keypair import KeyFileError, generate_private_key, load_private_key, write_private_key
 from hashike.keys.textfile import read_bounded
+from hashike.proto.config import TransportConfig
 from hashike.proto.hostkey import PrivateKey
+
+from .usage import UsageParser
 
 __all__ = ["main"]
 
 EXIT_FAILURE = 255
+EXIT_USAGE = 1  # sshd's, for a usage error
 DEFAULT_HOST_KEY = Path("~/.hashike/ssh_host_ed25519_key")
 MAX_BANNER = 64 * 1024  # the core's limit on a banner's text
 
@@ -49,8 +52,11 @@ class _Fatal(Exception):
     """A startup failure: one line for the user, exit 255."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> UsageParser:
+    # sshd's usage(): its version, then the usage text, exit 1.
+    p = UsageParser(
+        status=EXIT_USAGE,
+        preamble=TransportConfig().software_version,
         prog="hashiked",
         add_help=False,
         usage="hashiked [-d] [-f config_file] [-h host_key_file] [-o option] [-p port]",

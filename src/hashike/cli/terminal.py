@@ -1,6 +1,7 @@
 """Talking to the user the way ssh does: questions and passwords on the
 controlling terminal (/dev/tty), never on stdin/stdout, so pipes stay clean;
-nothing at all when there is no terminal."""
+through SSH_ASKPASS when ssh would use it (cli/askpass.py); nothing at all
+otherwise when there is no terminal."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import struct
 import sys
 import termios
 from typing import Any
+
+from .askpass import run_askpass, use_askpass
 
 __all__ = ["RawMode", "ask", "ask_async", "have_tty", "terminal_modes", "terminal_size", "write_all"]
 
@@ -27,8 +30,12 @@ def have_tty() -> bool:
 
 
 def ask(text: str, echo: bool = False) -> str | None:
-    """Ask on the terminal; None when there is none (or on Ctrl-D)."""
-    if not have_tty():
+    """Ask on the terminal, or through SSH_ASKPASS as ssh would; None when
+    neither can answer (or on Ctrl-D)."""
+    terminal = have_tty()
+    if use_askpass(os.environ, terminal):
+        return run_askpass(os.environ, text)
+    if not terminal:
         return None
     try:
         if not echo:

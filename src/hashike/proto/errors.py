@@ -64,9 +64,12 @@ class HostKeyNotVerified(SSHError):
 class ConnectionClosed(SSHError):
     """The connection is closed: a DISCONNECT was sent or received, or the peer hung up."""
 
-    def __init__(self, message: str, reason: DisconnectReason = DisconnectReason.CONNECTION_LOST) -> None:
+    def __init__(
+        self, message: str, reason: DisconnectReason = DisconnectReason.CONNECTION_LOST, *, peer: str = ""
+    ) -> None:
         super().__init__(message)
         self.reason = reason
+        self.peer = peer  # "ADDR port N" when the peer's DISCONNECT ended it, as ssh names it
 
 
 class AuthenticationFailed(SSHError):

@@ -632,7 +632,7 @@ async def test_max_auth_tries(keys_file: Path) -> None:
         assert isinstance(await client.publickey("alice", user_key(slot=0)), AuthFailed)
         end = await client.publickey("alice", user_key(slot=1))
         assert isinstance(end, Disconnected)
-        assert end.reason == DisconnectReason.NO_MORE_AUTH_METHODS_AVAILABLE
+        assert end.reason == DisconnectReason.PROTOCOL_ERROR
         assert end.description == "Too many authentication failures"
         await client.close()
 

@@ -425,7 +425,7 @@ def test_max_auth_tries_disconnects() -> None:
             assert c.pump() == [failure(("password", "publickey"))]
     # The third failure is answered by DISCONNECT, not USERAUTH_FAILURE.
     d = c.disconnected()
-    assert d.reason == DisconnectReason.NO_MORE_AUTH_METHODS_AVAILABLE
+    assert d.reason == DisconnectReason.PROTOCOL_ERROR
     assert d.description == "Too many authentication failures"
     assert not d.by_peer
     assert c.server.closed
@@ -448,7 +448,7 @@ def test_max_auth_tries_counts_bad_signatures_and_refused_queries_not_none_nor_a
     accept_signed(c, bad)
     assert c.server.auth_failures == 2 and not c.server.closed
     accept_signed(c, bad)
-    assert c.disconnected().reason == DisconnectReason.NO_MORE_AUTH_METHODS_AVAILABLE
+    assert c.disconnected().reason == DisconnectReason.PROTOCOL_ERROR
 
 
 # --------------------------------------------------------- user change

@@ -643,8 +643,11 @@ class ServerAuth:
         if counted:
             self.failures += 1
             if self.failures >= self.max_tries:
+                # sshd ends it with PROTOCOL_ERROR (2), and ssh users know the
+                # line "Received disconnect from ...:2: Too many authentication
+                # failures"; RFC 4253 §11.1 leaves the code to us.
                 self._transport.disconnect(
-                    DisconnectReason.NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
+                    DisconnectReason.PROTOCOL_ERROR, "Too many authentication failures"
                 )
                 return
         self._transport.send(

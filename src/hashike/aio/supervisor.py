@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,15 @@ def lost_reason(client: SSHClient) -> str:
     if event is None or event.by_peer:
         return "closed by remote host"
     return event.description or "connection closed"
+
+
+def _failure(exc: BaseException) -> str:
+    """A failed attempt, as the next "lost: ..." line gives it."""
+    if isinstance(exc, TimeoutError):
+        return "connection timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return f"connect failed: {os.strerror(exc.errno)}"
+    return str(exc) or type(exc).__name__
 
 
 def _seconds(delay: float) -> str:
@@ -207,7 +217,7 @@ class Supervisor:
             except (HostKeyNotVerified, AuthenticationFailed):
                 raise  # never retried: see the module's docstring
             except _RETRYABLE as exc:
-                reason = str(exc) or type(exc).__name__
+                reason = _failure(exc)
         raise AssertionError("unreachable")
 
     async def _restore(self, client: SSHClient) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -13,12 +14,15 @@ import pytest
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity
 from hashike.aio.server import Server, ServerOptions, listen
-from hashike.aio.supervisor import Backoff, ReconnectPolicy, Supervisor
+from hashike.aio.forward import Target
+from hashike.aio.link import Link
+from hashike.aio.supervisor import Backoff, ReconnectPolicy, RemoteSpec, Supervisor
 from hashike.keys.keypair import generate_private_key
 from hashike.proto.errors import HostKeyNotVerified
 from hashike.proto.hostkey import PrivateKey
 from tests.aio.forwarding import CLIENT_KEY
 from tests.echo import start_echo_server
+from tests.helpers import eventually
 from tests.proto.pair import host_key
 
 
@@ -76,7 +80,8 @@ async def test_listener_stays_bound_and_a_connection_made_while_down_goes_throug
     echo_host, echo_port = echo.sockets[0].getsockname()[:2]
     async with echo:
         policy = ReconnectPolicy(initial=0.05, cap=0.2)
-        supervisor = Supervisor(_connector(port, key), policy, wait_timeout=10)
+        states: list[str] = []
+        supervisor = Supervisor(_connector(port, key), policy, wait_timeout=10, on_state=states.append)
         clients = []
         async with asyncio.timeout(30):
             async for client in supervisor:
@@ -96,6 +101,8 @@ async def test_listener_stays_bound_and_a_connection_made_while_down_goes_throug
                 writer.close()
                 break
         assert clients[0] is not clients[1] and clients[1].link is clients[0].link
+        assert states[0].startswith("reconnecting in ") and states[0].endswith(" s (attempt 1)"), states
+        assert states[-1] == "connected to server; 1 forward up", states
         clients[1].close()
         server.close()
 
@@ -115,3 +122,69 @@ async def test_a_changed_host_key_is_never_retried(tmp_path: Path) -> None:
                 server = await _serve(tmp_path, port[0], generate_private_key())  # another key
     assert seen == 1
     server.close()
+
+
+class _StubCore:
+    closed = True
+
+
+class _StubPump:
+    core = _StubCore()
+
+
+async def test_link_queue_is_bounded_and_each_wait_times_out() -> None:
+    link = Link(_StubPump())  # type: ignore[arg-type]
+    link.queue_limit, link.wait_timeout = 2, 0.05
+    went: list[str] = []
+    dropped: list[str] = []
+    for name in ("a", "b", "c"):
+        link.when_up(lambda _pump, n=name: went.append(n), lambda n=name: dropped.append(n))
+    assert dropped == ["c"] and link.waiting == 2  # past the queue limit: closed at once
+    await eventually(lambda: dropped == ["c", "a", "b"], what="the waits timing out")
+    assert went == [] and link.waiting == 0
+
+
+async def test_link_switch_sends_what_waited_in_order() -> None:
+    link = Link(_StubPump())  # type: ignore[arg-type]
+    link.queue_limit = 8
+    went: list[str] = []
+    for name in ("a", "b"):
+        link.when_up(lambda _pump, n=name: went.append(n), lambda: None)
+    fresh = _StubPump()
+    link.switch(fresh)  # type: ignore[arg-type]
+    assert went == ["a", "b"] and link.pump is fresh and link.waiting == 0
+
+
+async def test_a_refused_remote_forward_is_retried_alone(tmp_path: Path) -> None:
+    key = host_key()
+    server = await _serve(tmp_path, 0, key)
+    echo = await start_echo_server()
+    echo_host, echo_port = echo.sockets[0].getsockname()[:2]
+    holder = socket.create_server(("127.0.0.1", 0))  # the port is taken: the first request fails
+    remote_port = holder.getsockname()[1]
+    policy = ReconnectPolicy(initial=0.05, cap=0.2)
+    supervisor = Supervisor(_connector([server.port], key), policy)
+    supervisor.forward_remote(RemoteSpec(None, remote_port, Target(echo_host, echo_port)))
+    async with echo, server, asyncio.timeout(30):
+        async for client in supervisor:
+            holder.close()
+
+            async def echoed() -> bool:
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", remote_port)
+                except OSError:
+                    return False
+                writer.write(b"ping")
+                data = await reader.read(4)
+                writer.close()
+                return data == b"ping"
+
+            restored = False
+            for _ in range(600):  # bounded by the timeout above
+                restored = await echoed()
+                if restored:
+                    break
+                await asyncio.sleep(0.05)
+            assert restored, "the refused -R was not retried"
+            break
+        client.close()

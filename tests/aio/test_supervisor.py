@@ -8,14 +8,16 @@ import getpass
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity
-from hashike.aio.server import Server, ServerOptions, listen
 from hashike.aio.forward import Target
 from hashike.aio.link import Link
+from hashike.aio.pump import CorePump
+from hashike.aio.server import Server, ServerOptions, listen
 from hashike.aio.supervisor import Backoff, ReconnectPolicy, RemoteSpec, Supervisor
 from hashike.keys.keypair import generate_private_key
 from hashike.proto.errors import HostKeyNotVerified
@@ -132,26 +134,34 @@ class _StubPump:
     core = _StubCore()
 
 
+def _stub_link(queue_limit: int, wait_timeout: float | None = None) -> Link:
+    link = Link(cast("CorePump[Any]", _StubPump()))  # a connection that is down
+    link.queue_limit, link.wait_timeout = queue_limit, wait_timeout
+    return link
+
+
+def _waiter(log: list[str], name: str) -> Callable[..., None]:
+    return lambda *_: log.append(name)
+
+
 async def test_link_queue_is_bounded_and_each_wait_times_out() -> None:
-    link = Link(_StubPump())  # type: ignore[arg-type]
-    link.queue_limit, link.wait_timeout = 2, 0.05
+    link = _stub_link(2, 0.05)
     went: list[str] = []
     dropped: list[str] = []
     for name in ("a", "b", "c"):
-        link.when_up(lambda _pump, n=name: went.append(n), lambda n=name: dropped.append(n))
+        link.when_up(_waiter(went, name), _waiter(dropped, name))
     assert dropped == ["c"] and link.waiting == 2  # past the queue limit: closed at once
     await eventually(lambda: dropped == ["c", "a", "b"], what="the waits timing out")
     assert went == [] and link.waiting == 0
 
 
 async def test_link_switch_sends_what_waited_in_order() -> None:
-    link = Link(_StubPump())  # type: ignore[arg-type]
-    link.queue_limit = 8
+    link = _stub_link(8)
     went: list[str] = []
     for name in ("a", "b"):
-        link.when_up(lambda _pump, n=name: went.append(n), lambda: None)
-    fresh = _StubPump()
-    link.switch(fresh)  # type: ignore[arg-type]
+        link.when_up(_waiter(went, name), _waiter(went, "dropped"))
+    fresh = cast("CorePump[Any]", _StubPump())
+    link.switch(fresh)
     assert went == ["a", "b"] and link.pump is fresh and link.waiting == 0
 
 
@@ -166,7 +176,7 @@ async def test_a_refused_remote_forward_is_retried_alone(tmp_path: Path) -> None
     supervisor = Supervisor(_connector([server.port], key), policy)
     supervisor.forward_remote(RemoteSpec(None, remote_port, Target(echo_host, echo_port)))
     async with echo, server, asyncio.timeout(30):
-        async for client in supervisor:
+        async for _client in supervisor:
             holder.close()
 
             async def echoed() -> bool:
@@ -187,4 +197,5 @@ async def test_a_refused_remote_forward_is_retried_alone(tmp_path: Path) -> None
                 await asyncio.sleep(0.05)
             assert restored, "the refused -R was not retried"
             break
-        client.close()
+        assert supervisor.client is not None
+        supervisor.client.close()

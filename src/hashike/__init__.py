@@ -17,8 +17,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hashike.aio.client import SSHClient, connect
     from hashike.aio.server import Server, ServerOptions, listen
+    from hashike.aio.supervisor import ReconnectPolicy, Supervisor
 
-__all__ = ["SSHClient", "Server", "ServerOptions", "__version__", "connect", "listen"]
+__all__ = [
+    "ReconnectPolicy",
+    "SSHClient",
+    "Server",
+    "ServerOptions",
+    "Supervisor",
+    "__version__",
+    "connect",
+    "listen",
+]
 
 __version__ = "0.1.0"
 
@@ -28,6 +38,8 @@ _LAZY = {
     "Server": "hashike.aio.server",
     "ServerOptions": "hashike.aio.server",
     "listen": "hashike.aio.server",
+    "ReconnectPolicy": "hashike.aio.supervisor",
+    "Supervisor": "hashike.aio.supervisor",
 }
 
 

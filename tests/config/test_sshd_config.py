@@ -770,3 +770,8 @@ def test_stream_local_keywords_reach_the_policy() -> None:
 def test_bad_stream_local_values(line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=rf"^command-line line 0: .*{re.escape(message)}"):
         parse_server_config(None, [line])
+
+
+def test_remote_forward_takeover_reaches_the_policy() -> None:
+    assert forwarding_policy(parse_server_config(None, ["RemoteForwardTakeover yes"])).remote_forward_takeover
+    assert not forwarding_policy(parse_server_config(None, [])).remote_forward_takeover

@@ -47,6 +47,7 @@ from .bridge import SocketBridge
 from .client_auth import AuthSettings, authenticate
 from .forward import ForwardListener, Target, forward_local, open_channel
 from .keepalive import Keepalive, KeepaliveOptions
+from .link import Link
 from .pump import CorePump, Route
 from .remote import RemoteForwards, RemoteListener
 from .session_client import Process, RunResult, SessionHandler, start_process
@@ -221,6 +222,9 @@ class SSHClient:
 
     def __init__(self, pump: _ClientPump) -> None:
         self._pump = pump
+        # What -L and -D listeners send through: a Supervisor shares one
+        # link among the clients it connects, so listeners outlive each.
+        self.link = Link(pump)
 
     @property
     def core(self) -> ClientConnection:
@@ -276,7 +280,7 @@ class SSHClient:
         """``-L [listen_host:]listen_port:dest_host:dest_port``: listen locally
         (loopback when ``listen_host`` is None; port 0 picks one, see
         ``.port``) and carry each connection to dest through the server."""
-        return await forward_local(self._pump, listen_host, listen_port, Target(dest_host, dest_port))
+        return await forward_local(self.link, listen_host, listen_port, Target(dest_host, dest_port))
 
     async def forward_local_to(
         self,
@@ -287,7 +291,7 @@ class SSHClient:
         listen_socket: str | None = None,
     ) -> ForwardListener:
         """The general form of :meth:`forward_local`: a Unix socket on either side."""
-        return await forward_local(self._pump, listen_host, listen_port, target, listen_socket=listen_socket)
+        return await forward_local(self.link, listen_host, listen_port, target, listen_socket=listen_socket)
 
     async def forward_socks(
         self,
@@ -303,7 +307,7 @@ class SSHClient:
         picks one (see ``.port``); ``listen_socket`` listens on a Unix socket
         instead; ``close()`` stops listening."""
         return await forward_socks(
-            self._pump,
+            self.link,
             listen_host,
             listen_port,
             handshake_timeout=handshake_timeout,

@@ -23,6 +23,7 @@ from hashike.proto.events import ChannelOpenRequested
 from hashike.proto.text import escape_text
 
 from .bridge import SocketBridge
+from .link import Link
 from .listen import LISTEN_BACKLOG, bind_all
 from .pump import CorePump
 
@@ -65,20 +66,26 @@ def open_channel(pump: CorePump[Any], bridge: SocketBridge, target: Target, orig
 
 
 class _ListenerBridge(SocketBridge):
-    def __init__(self, pump: CorePump[Any], target: Target, listener: ForwardListener) -> None:
-        super().__init__(pump)
+    def __init__(self, link: Link, target: Target, listener: ForwardListener) -> None:
+        super().__init__(link.pump)
+        self._link = link
         self._target = target
         self._listener = listener
+        self._origin = ("127.0.0.1", 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
-        origin = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("127.0.0.1", 0)
-        if self.pump.core.closed:
-            transport.close()
-            return
+        if isinstance(peer, tuple):
+            self._origin = (str(peer[0]), int(peer[1]))
+        self._link.when_up(self._go, transport.close)  # waits while a reconnect is under way
+
+    def _go(self, pump: CorePump[Any]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # the local peer left while it waited
+        self.pump = pump
         self._listener.connections += 1
-        open_channel(self.pump, self, self._target, origin)
+        open_channel(pump, self, self._target, self._origin)
 
 
 class ForwardListener:
@@ -106,7 +113,7 @@ class ForwardListener:
 
 
 async def forward_local(
-    pump: CorePump[Any],
+    link: Link,
     listen_host: str | None,
     listen_port: int | None,
     target: Target,
@@ -122,12 +129,13 @@ async def forward_local(
     listener = ForwardListener(target)
 
     def factory() -> _ListenerBridge:
-        return _ListenerBridge(pump, target, listener)
+        return _ListenerBridge(link, target, listener)
 
     if listen_socket is not None:
         listener.servers.append(await loop.create_unix_server(factory, listen_socket, backlog=LISTEN_BACKLOG))
-        return listener
-    listener.servers = await bind_listener(factory, listen_host, listen_port)
+    else:
+        listener.servers = await bind_listener(factory, listen_host, listen_port)
+    link.listeners += 1
     return listener
 
 

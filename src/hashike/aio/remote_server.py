@@ -14,6 +14,12 @@ it, the port bound and the originator's address, and is bridged to it. The
 listeners go with ``cancel-tcpip-forward`` or with the connection, and one
 connection may hold at most :data:`MAX_LISTENERS` of them.
 
+RemoteForwardTakeover (a hashike extension): before a TCP listener for a
+fixed port is bound, ``take_over`` (the server's) cancels the same forward
+held by an earlier connection of the same user and key, so a client that
+reconnects before ClientAlive* declared its old connection dead gets its
+port back rather than "remote port forwarding failed".
+
 ``streamlocal-forward@openssh.com`` (OpenSSH PROTOCOL §2.4) does the same for
 a Unix socket: AllowStreamLocalForwarding must allow it; the socket is
 created under StreamLocalBindMask as umask, an existing file is removed first
@@ -28,6 +34,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 from hashike.config.policy import EVERY_ADDRESS, LOOPBACK, ForwardingPolicy
 from hashike.proto.channel_types import encode_streamlocal
@@ -86,9 +93,15 @@ class RemoteForwards:
     """The tcpip-forward listeners of one connection; registers its handlers
     on ``pump``. :meth:`close` when the connection ends."""
 
-    def __init__(self, pump: CorePump[ServerConnection], policy: ForwardingPolicy) -> None:
+    def __init__(
+        self,
+        pump: CorePump[ServerConnection],
+        policy: ForwardingPolicy,
+        take_over: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._pump = pump
         self._policy = policy
+        self._take_over = take_over
         # By (address as asked, port bound), or by socket path.
         self._listeners: dict[tuple[str, int] | str, list[asyncio.Server]] = {}
         self._binding = 0
@@ -112,6 +125,14 @@ class RemoteForwards:
             for server in servers:
                 server.close()
         self._listeners.clear()
+
+    def surrender(self, key: tuple[str, int]) -> bool:
+        """Give up the forward for (address as asked, port) to a newer
+        connection (RemoteForwardTakeover); False if this one holds none."""
+        servers = self._listeners.pop(key, [])
+        for server in servers:
+            server.close()  # the listening sockets close now: the port is free
+        return bool(servers)
 
     def _reply(self, event: GlobalRequestReceived, ok: bool, extra: bytes = b"") -> None:
         if event.want_reply:
@@ -160,6 +181,8 @@ class RemoteForwards:
 
     async def _bind(self, event: GlobalRequestReceived, address: str, port: int) -> None:
         hosts = self._policy.remote_bind_hosts(address)
+        if port != 0 and self._policy.remote_forward_takeover and self._take_over is not None:
+            self._take_over(address, port)
         try:
             servers = await bind_all(
                 lambda: _ForwardedBridge(self._pump, address),

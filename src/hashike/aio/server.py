@@ -115,7 +115,7 @@ class _ServerPump(CorePump[ServerConnection]):
         self._grace: asyncio.TimerHandle | None = None
         self._penalty: str | None = None  # set when LoginGraceTime runs out, or we fail
         self._auth = ConnectionAuth(server.users, self.core, self.process)
-        self.remote_forwards = RemoteForwards(self, options.forwarding)  # -R (RFC 4254 §7.1)
+        self.remote_forwards = RemoteForwards(self, options.forwarding, self._take_over)  # -R (RFC 4254 §7.1)
         self.tcp_keepalive = options.keepalive.tcp
         # ClientAliveInterval/CountMax, once logged in (sshd's server loop).
         self.keepalive = Keepalive(self, options.keepalive, self._client_dead)
@@ -174,6 +174,20 @@ class _ServerPump(CorePump[ServerConnection]):
         user = escape_text(self.core.auth_username or "")
         log.info("Timeout, client not responding from user %s %s port %s", user, host, port)
         self.drop("Timeout, client not responding")
+
+    def _take_over(self, address: str, port: int) -> None:
+        """RemoteForwardTakeover: an earlier connection of the same user and
+        key that holds this forward gives it up (it has likely died unseen)."""
+        login = self._auth.login
+        for other in list(self._server.connections):
+            if other is self or login is None or other._auth.login != login:
+                continue
+            if other.remote_forwards.surrender((address, port)):
+                host, peer_port = other._peer()
+                log.info(
+                    "remote forward %s port %d taken over from an earlier connection of user %s %s port %s",
+                    escape_text(address), port, escape_text(login[0]), host, peer_port,
+                )  # fmt: skip
 
     def side_routes(self) -> dict[type, Route]:
         ignore = self.ignore

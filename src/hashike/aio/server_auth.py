@@ -338,6 +338,7 @@ class ConnectionAuth:
         self._process = process
         self._task: asyncio.Task[None] | None = None
         self._invalid_reported: set[str] = set()
+        self.login: tuple[str, PublicKey] | None = None  # who logged in with which key
 
     def handle(self, event: PublicKeyAuthRequested | PasswordAuthRequested, peer: tuple[str, int]) -> None:
         if isinstance(event, PublicKeyAuthRequested):
@@ -377,6 +378,7 @@ class ConnectionAuth:
         if not event.signed:
             log.debug("Key %s for %s is in authorized keys", key, user)
         elif self._core.authenticated:
+            self.login = (event.username, event.key)
             log.info("Accepted publickey for %s from %s port %s ssh2: %s", user, host, port, key)
         else:
             log.info("Failed publickey for %s from %s port %s ssh2: %s", user, host, port, key)

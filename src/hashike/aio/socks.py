@@ -22,6 +22,7 @@ from hashike.proto.socks import SocksError, SocksServer, reply_for_open_failure
 
 from .bridge import SocketBridge
 from .forward import ForwardListener, Target, bind_listener, open_channel
+from .link import Link
 from .listen import LISTEN_BACKLOG
 from .pump import CorePump
 
@@ -46,8 +47,9 @@ class SocksListener(ForwardListener):
 class _SocksBridge(SocketBridge):
     """One client of the proxy: the handshake, then a socket bridge."""
 
-    def __init__(self, pump: CorePump[Any], listener: SocksListener) -> None:
-        super().__init__(pump)
+    def __init__(self, link: Link, listener: SocksListener) -> None:
+        super().__init__(link.pump)
+        self._link = link
         self._listener = listener
         self._socks: SocksServer | None = SocksServer()  # None once answered
         self._timer: asyncio.TimerHandle | None = None
@@ -57,9 +59,6 @@ class _SocksBridge(SocketBridge):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # reading paused until the channel opens ...
         assert self.transport is not None
-        if self.pump.core.closed:
-            self.transport.close()
-            return
         self._listener.connections += 1
         peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple):
@@ -100,14 +99,19 @@ class _SocksBridge(SocketBridge):
         self._out.read(self.transport, False)  # until the channel is confirmed
         if socks.early_data:
             self._out.add(socks.early_data)  # a client that did not wait for our reply
-        if self.pump.core.closed:
-            self.transport.close()
-            return
         self._target = Target(request.host, request.port)
-        open_channel(self.pump, self, self._target, self._origin)
+        self._link.when_up(self._go, self.transport.close)  # waits while a reconnect is under way
+
+    def _go(self, pump: CorePump[Any]) -> None:
+        socks = self._socks
+        if self.transport is None or self.transport.is_closing() or socks is None:
+            return  # the local peer left while it waited
+        assert socks.request is not None and self._target is not None
+        self.pump = pump
+        open_channel(pump, self, self._target, self._origin)
         log.debug(
             "channel %s: dynamic request: %s host %s port %d command 1",
-            self.channel_id, request.label, request.host, request.port,
+            self.channel_id, socks.request.label, socks.request.host, socks.request.port,
         )  # fmt: skip
 
     def channel_open(self) -> None:
@@ -154,7 +158,7 @@ class _SocksBridge(SocketBridge):
 
 
 async def forward_socks(
-    pump: CorePump[Any],
+    link: Link,
     listen_host: str | None,
     listen_port: int | None,
     *,
@@ -167,11 +171,12 @@ async def forward_socks(
     listener = SocksListener(handshake_timeout)
 
     def factory() -> _SocksBridge:
-        return _SocksBridge(pump, listener)
+        return _SocksBridge(link, listener)
 
     if listen_socket is not None:
         loop = asyncio.get_running_loop()
         listener.servers.append(await loop.create_unix_server(factory, listen_socket, backlog=LISTEN_BACKLOG))
     else:
         listener.servers = await bind_listener(factory, listen_host, listen_port)
+    link.listeners += 1
     return listener

@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ from .escape import Escape, EscapeReader, help_text
 from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
 from .jump import STDIO_OPTIONS, connect_through, parse_stdio_forward, stdio_forward
 from .logs import setup_logging
+from .reconnect import stay_connected
 from .remote import ForwardFailure, start_remote_forwards
 from .service import announce_end, announce_ready, keepalive_options, notifier, timeout_line
 from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size, write_all
@@ -248,7 +250,7 @@ def _methods(settings: ClientSettings) -> tuple[str, ...]:
     return tuple(m for m in settings.preferred_authentications if enabled.get(m, False))
 
 
-async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[SSHClient, ClientSettings]:
+async def _login(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[SSHClient, ClientSettings]:
     """The authenticated client (carried by ``tunnel``, a jump host's, if
     given), and the settings as the host key check left them."""
     agent = await _agent(settings)
@@ -266,20 +268,27 @@ async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[
     family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}.get(settings.address_family, socket.AF_UNSPEC)
     host, port = settings.hostname, settings.port
     checker = _HostKeyChecker(settings, auth)
+    client = await connect(
+        host,
+        port,
+        check_host_key=checker,
+        config=transport_config(settings),
+        family=family,
+        timeout=settings.connect_timeout,
+        log=lambda line: log.debug("%s", line),
+        auth=auth,
+        keepalive=keepalive_options(settings),
+        tunnel=tunnel,
+        proxy_command=settings.proxy_command,
+    )
+    return client, checker.settings
+
+
+async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[SSHClient, ClientSettings]:
+    """:func:`_login`, its failures in ssh's words."""
+    host, port = settings.hostname, settings.port
     try:
-        client = await connect(
-            host,
-            port,
-            check_host_key=checker,
-            config=transport_config(settings),
-            family=family,
-            timeout=settings.connect_timeout,
-            log=lambda line: log.debug("%s", line),
-            auth=auth,
-            keepalive=keepalive_options(settings),
-            tunnel=tunnel,
-            proxy_command=settings.proxy_command,
-        )
+        return await _login(settings, tunnel)
     except socket.gaierror as exc:
         raise _Fatal(f"{PROG}: Could not resolve hostname {host}: {exc.strerror}") from None
     except TimeoutError:
@@ -295,7 +304,6 @@ async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise _Fatal(f"{PROG}: connect to host {host} port {port}: {reason}") from None
-    return client, checker.settings
 
 
 def _bind_label(host: str | None, port: int | None, path: str | None) -> str:
@@ -397,6 +405,9 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
             _background()
         if invocation.stdio is not None:
             return await stdio_forward(client, invocation.stdio)
+        if (invocation.no_command or settings.session_type == "none") and settings.reconnect != 0:
+            again = functools.partial(connect_through, settings, _login, invocation.config_file)
+            return await stay_connected(client, settings, stop.event, again)
         if invocation.no_command or settings.session_type == "none":
             return await _forward_only(client, settings, stop)
         status = await _remote_session(client, settings, invocation, stop)

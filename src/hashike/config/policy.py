@@ -88,6 +88,7 @@ class ForwardingPolicy:
     allow_streamlocal_forwarding: str = "yes"  # yes | all | no | local | remote
     streamlocal_bind_mask: int = 0o177  # the umask a remote-forward socket is created with
     streamlocal_bind_unlink: bool = False  # remove an existing socket file first
+    remote_forward_takeover: bool = False  # hashike's RemoteForwardTakeover
 
     def allows_local(self, key_options: KeyOptions | None, host: str, port: int) -> bool:
         """May a direct-tcpip channel (the client's -L) reach ``host``:``port``?"""

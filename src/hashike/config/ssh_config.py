@@ -152,6 +152,8 @@ class ClientSettings(TransportSettings):
     server_alive_interval: int = 0
     server_alive_count_max: int = 3
     tcp_keep_alive: bool = True
+    reconnect: int | None = 0  # hashike's Reconnect: attempts in a row, None for ever, 0 off
+    reconnect_max_delay: int = 60  # ReconnectMaxDelay: the backoff's cap, seconds
     address_family: AddressFamily = "any"
     bind_address: str | None = None
     compression: bool = False

@@ -114,6 +114,14 @@ def _parse_interval(args: list[str]) -> int:
     return _seconds(args[0])
 
 
+def _parse_reconnect(args: list[str]) -> int | None:
+    # hashike's Reconnect: yes (None, for ever), no (0), or how many attempts in a row.
+    word = args[0].lower()
+    if word in ("yes", "no"):
+        return None if word == "yes" else 0
+    return _parse_count(args)
+
+
 def _parse_connect_timeout(args: list[str]) -> float | None:
     # 0 and "none" both mean no timeout (ssh's connect() then blocks).
     if args[0].lower() == "none":
@@ -267,6 +275,9 @@ KEYWORDS: dict[str, Keyword] = {
     "serveraliveinterval": single("server_alive_interval", _parse_interval),
     "serveralivecountmax": single("server_alive_count_max", _parse_count),
     "tcpkeepalive": single("tcp_keep_alive", _parse_flag),
+    # hashike extensions (ssh reads them under IgnoreUnknown Reconnect*):
+    "reconnect": single("reconnect", _parse_reconnect),
+    "reconnectmaxdelay": single("reconnect_max_delay", _parse_interval),
     "addressfamily": single("address_family", choice({"any": "any", "inet": "inet", "inet6": "inet6"})),
     "bindaddress": single("bind_address", _parse_string),
     **transport_keywords("SSH2 MAC spec", rekey_limit(_rekey_size, _seconds, ignore_case=True)),

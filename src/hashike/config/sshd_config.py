@@ -78,6 +78,12 @@ further, never widen it:
 ``StreamLocalBindUnlink yes|no``
     Remove an existing socket file before binding a ``-R`` socket (default no:
     the request fails when the file exists).
+``RemoteForwardTakeover yes|no``
+    A hashike extension (default no): a ``-R`` for a TCP address and port that
+    an earlier connection of the same user, logged in with the same key,
+    still holds cancels that forward and binds the new one, logged. The TCP
+    counterpart of StreamLocalBindUnlink, for a client that reconnects before
+    ClientAlive* found its old connection dead.
 
 Sessions. Shells and commands run as the user hashiked runs as, through that
 user's login shell (see :mod:`hashike.aio.session_server`); as
@@ -213,6 +219,7 @@ class ServerSettings(TransportSettings):
     allow_streamlocal_forwarding: str = "yes"  # yes | no | local | remote ("all" is stored as "yes")
     streamlocal_bind_mask: int = 0o177
     streamlocal_bind_unlink: bool = False
+    remote_forward_takeover: bool = False
     max_sessions: int = 10
     permit_tty: bool = True
     accept_env: tuple[str, ...] = ()
@@ -478,6 +485,7 @@ _KEYWORDS: dict[str, Keyword] = {
     ),
     "streamlocalbindmask": single("streamlocal_bind_mask", _parse_bind_mask),
     "streamlocalbindunlink": single("streamlocal_bind_unlink", _parse_flag),
+    "remoteforwardtakeover": single("remote_forward_takeover", _parse_flag),
     "maxsessions": single("max_sessions", _parse_max_sessions),
     "permittty": single("permit_tty", _parse_flag),
     "acceptenv": single("accept_env", _parse_accept_env, merge="extend", max_args=None),
@@ -591,6 +599,7 @@ def forwarding_policy(settings: ServerSettings) -> ForwardingPolicy:
         allow_streamlocal_forwarding=settings.allow_streamlocal_forwarding,
         streamlocal_bind_mask=settings.streamlocal_bind_mask,
         streamlocal_bind_unlink=settings.streamlocal_bind_unlink,
+        remote_forward_takeover=settings.remote_forward_takeover,
     )
 
 

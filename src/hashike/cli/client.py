@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from hashike.aio.agent import AgentClient, AgentError
@@ -37,7 +37,6 @@ from hashike.aio.session_client import ChannelReader, Process, SessionRequestFai
 from hashike.config.forward import ForwardSpecError, parse_forward
 from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
 from hashike.keys.keypair import KeyFileError
-from hashike.keys.known_hosts import evaluate_host_key
 from hashike.keys.patterns import match_pattern
 from hashike.proto.constants import DisconnectReason
 from hashike.proto.errors import (
@@ -47,17 +46,17 @@ from hashike.proto.errors import (
     HostKeyNotVerified,
     SSHError,
 )
-from hashike.proto.hostkey import PublicKey
 from hashike.proto.text import escape_text
 
 from .escape import Escape, EscapeReader, help_text
 from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
+from .hostcheck import HostKeyChecker
 from .jump import STDIO_OPTIONS, connect_through, parse_stdio_forward, stdio_forward
 from .logs import setup_logging
 from .reconnect import stay_connected
 from .remote import ForwardFailure, start_remote_forwards
 from .service import announce_end, announce_ready, keepalive_options, notifier, timeout_line
-from .terminal import RawMode, ask, ask_async, terminal_modes, terminal_size, write_all
+from .terminal import RawMode, ask_async, terminal_modes, terminal_size, write_all
 from .usage import UsageParser
 
 __all__ = ["main"]
@@ -148,54 +147,6 @@ class _Fatal(Exception):
     """One line for the user, exit 255."""
 
 
-@dataclass(slots=True)
-class _HostKeyChecker:
-    settings: ClientSettings  # without its forwards once a changed key was let through
-    auth: AuthSettings
-
-    async def __call__(self, key: PublicKey) -> bool:
-        s = self.settings
-        prompt = None if s.batch_mode else (lambda text: ask(text, echo=True))
-        verdict = await asyncio.to_thread(
-            evaluate_host_key,
-            s.host_key_alias or s.hostname,
-            s.port,
-            key,
-            strict=s.strict_host_key_checking,
-            known_hosts_files=s.user_known_hosts_files,
-            global_known_hosts_files=s.global_known_hosts_files,
-            err=sys.stderr,
-            prompt=prompt,
-            hash_known_hosts=s.hash_known_hosts,
-        )
-        if verdict.accepted and verdict.restricted:
-            return self._restrict()
-        return verdict.accepted
-
-    def _restrict(self) -> bool:
-        """ssh with a changed key under StrictHostKeyChecking=no: go on, but send
-        no password to what may be an impostor and forward nothing to or from it."""
-        s, cancelled = self.settings, False
-        if s.password_authentication:
-            print("Password authentication is disabled to avoid man-in-the-middle attacks.", file=sys.stderr)
-            cancelled = True
-        if s.kbd_interactive_authentication:
-            print(
-                "Keyboard-interactive authentication is disabled to avoid man-in-the-middle attacks.",
-                file=sys.stderr,
-            )
-            cancelled = True
-        self.auth.methods = tuple(m for m in self.auth.methods if m == "publickey")
-        if s.forwards:
-            print("Port forwarding is disabled to avoid man-in-the-middle attacks.", file=sys.stderr)
-            self.settings = replace(s, local_forwards=(), remote_forwards=(), dynamic_forwards=())
-            cancelled = True
-        if cancelled and s.exit_on_forward_failure:
-            print("Error: forwarding disabled due to host key check failure", file=sys.stderr)
-            return False
-        return True
-
-
 def _split_destination(destination: str, login: str | None) -> tuple[str, str | None]:
     user, at, host = destination.rpartition("@")
     return (host, login or user) if at else (destination, login)
@@ -267,7 +218,7 @@ async def _login(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[SS
     )
     family = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}.get(settings.address_family, socket.AF_UNSPEC)
     host, port = settings.hostname, settings.port
-    checker = _HostKeyChecker(settings, auth)
+    checker = HostKeyChecker(settings, auth)
     client = await connect(
         host,
         port,

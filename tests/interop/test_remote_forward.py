@@ -236,7 +236,9 @@ def test_refused_forward_against_sshd(
     try:
         if exit_on_failure:
             assert client.process.wait(DEADLINE) == 255
-            assert f"Error: remote port forwarding failed for listen port {listen}\n" in client.stderr
+            assert client.wait_for(
+                re.escape(f"Error: remote port forwarding failed for listen port {listen}") + "$"
+            ), client.stderr
         else:
             assert client.wait_for(f"Warning: remote port forwarding failed for listen port {listen}$")
             assert client.process.poll() is None  # the session goes on
@@ -306,7 +308,8 @@ def _matrix_case(argv: list[str], target: int, expected: frozenset[str] | None) 
     try:
         if expected is None:
             assert client.process.wait(DEADLINE) == 255, client.stderr
-            assert "Error: remote port forwarding failed for listen port 0" in client.stderr, client.stderr
+            # ssh may exit before our reader has its last line: wait for it (bounded, to EOF).
+            assert client.wait_for("Error: remote port forwarding failed for listen port 0"), client.stderr
             return
         port = allocated_port(client, target)
         assert answers(port), client.stderr

@@ -236,7 +236,9 @@ def test_existing_file_refused_by_sshd(
     try:
         if exit_on_failure:
             assert client.process.wait(DEADLINE) == 255
-            assert f"Error: remote port forwarding failed for listen path {path}\n" in client.stderr
+            assert client.wait_for(
+                re.escape(f"Error: remote port forwarding failed for listen path {path}") + "$"
+            ), client.stderr
         else:
             assert client.wait_for(
                 f"Warning: remote port forwarding failed for listen path {re.escape(str(path))}$"

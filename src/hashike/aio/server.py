@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from hashike.config.policy import ForwardingPolicy, SessionPolicy
 from hashike.config.srclimit import PenaltyPolicy
 from hashike.proto.auth import SERVER_METHODS
+from hashike.proto.certs import Certificate
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
 from hashike.proto.constants import DisconnectReason, OpenFailureReason
@@ -88,6 +89,7 @@ class ServerOptions:
     password_file: str | None = None
     trusted_user_ca_keys: str | None = None  # TrustedUserCAKeys
     authorized_principals_file: str | None = None  # AuthorizedPrincipalsFile
+    host_certificates: tuple[Certificate, ...] = ()  # HostCertificate
     allow_users: tuple[str, ...] | None = None
     banner: str | None = None
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
@@ -108,6 +110,7 @@ class _ServerPump(CorePump[ServerConnection]):
                 auth_methods=options.auth_methods,
                 max_auth_tries=options.max_auth_tries,
                 banner=options.banner,
+                host_certificates=options.host_certificates,
             )
         )
         self._server = server

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,7 +35,8 @@ from hashike.aio.forward import ForwardListener, Target
 from hashike.aio.remote import RemoteListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
-from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
+from hashike.config.host_keys import host_transport_config
+from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config
 from hashike.keys.keypair import KeyFileError
 from hashike.keys.known_hosts import evaluate_host_key
 from hashike.keys.patterns import match_pattern
@@ -156,6 +158,7 @@ class _HostKeyChecker:
             err=sys.stderr,
             prompt=prompt,
             hash_known_hosts=s.hash_known_hosts,
+            now=time.time(),
         )
         if verdict.accepted and verdict.restricted:
             return self._restrict()
@@ -262,7 +265,7 @@ async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[
             host,
             port,
             check_host_key=checker,
-            config=transport_config(settings),
+            config=host_transport_config(settings),
             family=family,
             timeout=settings.connect_timeout,
             log=lambda line: log.debug("%s", line),

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from hashike.aio.keepalive import KeepaliveOptions
@@ -32,8 +33,15 @@ from hashike.config.sshd_config import (
     session_policy,
     transport_config,
 )
-from hashike.keys.keypair import KeyFileError, generate_private_key, load_private_key, write_private_key
+from hashike.keys.keypair import (
+    KeyFileError,
+    generate_private_key,
+    load_private_key,
+    load_public_key_file,
+    write_private_key,
+)
 from hashike.keys.textfile import read_bounded
+from hashike.proto.certs import Certificate
 from hashike.proto.hostkey import PrivateKey
 
 __all__ = ["main"]
@@ -164,8 +172,28 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
     )
 
 
+def _load_host_certificates(settings: ServerSettings, keys: list[PrivateKey]) -> tuple[Certificate, ...]:
+    """HostCertificate: each must certify one of the host keys. One that
+    cannot be used is logged and skipped, in sshd's words, as sshd does."""
+    found = []
+    for path in settings.host_certificate_files:
+        try:
+            cert = load_public_key_file(os.path.expanduser(path))
+        except KeyFileError as exc:
+            log.error('Could not load host certificate "%s": %s', path, exc)
+            continue
+        if not isinstance(cert, Certificate):
+            log.error("Certificate file is not a certificate: %s", path)
+        elif not any(key.public_key == cert.key for key in keys):
+            log.error("No matching private key for certificate: %s", path)
+        else:
+            log.debug("host certificate: %s %s", cert.key_type, path)
+            found.append(cert)
+    return tuple(found)
+
+
 async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
-    options = _server_options(settings)
+    options = replace(_server_options(settings), host_certificates=_load_host_certificates(settings, keys))
     endpoints = list(listen_endpoints(settings))
     server = Server(keys, options)
     notifier = Notifier.from_environment()

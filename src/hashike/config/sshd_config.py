@@ -189,6 +189,7 @@ class ServerSettings(TransportSettings):
     port: int = 22
     listen_addresses: tuple[tuple[str, int | None], ...] = ()
     host_key_files: tuple[str, ...] = ()
+    host_certificate_files: tuple[str, ...] = ()  # HostCertificate
     login_grace_time: float = 120.0
     max_startups: tuple[int, int, int] = (10, 30, 100)
     per_source_max_startups: int | None = None  # None: no limit
@@ -446,6 +447,7 @@ _KEYWORDS: dict[str, Keyword] = {
     "port": single("port", _parse_port),
     "listenaddress": single("listen_addresses", _parse_listen, merge="append"),
     "hostkey": single("host_key_files", _parse_host_key, merge="append"),
+    "hostcertificate": single("host_certificate_files", _parse_host_key, merge="append"),
     **transport_keywords("SSH2 mac spec", rekey_limit(_rekey_size, _rekey_seconds, ignore_case=False)),
     "logingracetime": single("login_grace_time", _parse_login_grace_time),
     "maxstartups": single("max_startups", _parse_max_startups),

@@ -36,3 +36,10 @@ def test_certificates_for_other_keys_are_skipped(tmp_path: Path, caplog: pytest.
     assert f"No matching private key for certificate: {foreign}" in caplog.text
     assert f"Certificate file is not a certificate: {plain}" in caplog.text
     assert f'Could not load host certificate "{missing}"' in caplog.text
+
+
+def test_revoked_keys_keyword() -> None:
+    assert (
+        parse_server_config(None, ["RevokedKeys /etc/ssh/revoked.krl"]).revoked_keys == "/etc/ssh/revoked.krl"
+    )
+    assert parse_server_config(None, ["RevokedKeys none"]).revoked_keys is None

@@ -90,6 +90,7 @@ class ServerOptions:
     trusted_user_ca_keys: str | None = None  # TrustedUserCAKeys
     authorized_principals_file: str | None = None  # AuthorizedPrincipalsFile
     host_certificates: tuple[Certificate, ...] = ()  # HostCertificate
+    revoked_keys: str | None = None  # RevokedKeys
     allow_users: tuple[str, ...] | None = None
     banner: str | None = None
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
@@ -312,6 +313,7 @@ class Server:
             authorized_keys_files=options.authorized_keys_files,
             password_file=options.password_file,
             trusted_user_ca_keys=options.trusted_user_ca_keys,
+            revoked_keys=options.revoked_keys,
             authorized_principals_file=options.authorized_principals_file,
         )
         self.connections: set[_ServerPump] = set()

@@ -52,6 +52,7 @@ from hashike.keys.authorized_keys import (
 )
 from hashike.keys.cert_authority import grant_from_authorized_keys, grant_from_trusted_cas
 from hashike.keys.patterns import match_pattern
+from hashike.keys.revoked_keys import RevocationCheckError, is_revoked
 from hashike.keys.textfile import read_bounded
 from hashike.proto.certs import Certificate
 from hashike.proto.connection import ServerConnection
@@ -202,6 +203,7 @@ class UserAuthenticator:
         trusted_user_ca_keys: str | None = None,
         authorized_principals_file: str | None = None,
         account: Account | None = None,
+        revoked_keys: str | None = None,
     ) -> None:
         self.account = account or Account.current()
         self.allow_users = tuple(allow_users) if allow_users is not None else (self.account.name,)
@@ -209,6 +211,7 @@ class UserAuthenticator:
         self.password_file = password_file
         self.trusted_user_ca_keys = trusted_user_ca_keys
         self.authorized_principals_file = authorized_principals_file
+        self.revoked_keys = revoked_keys  # RevokedKeys
         for pattern in self.authorized_keys_files:
             expand_authorized_keys_path(pattern, "user", "/", 0)  # ValueError for a bad token, now
 
@@ -246,6 +249,8 @@ class UserAuthenticator:
         ``address``, or None and (if a line holds the key but refuses it)
         why. The caller has checked that ``username`` is allowed."""
         moment = now or datetime.now(UTC)
+        if self._revoked(key):
+            return None, None
         if isinstance(key, Certificate):
             return self._find_certificate(username, key, address, int(moment.timestamp()))
         refusal = None
@@ -262,6 +267,22 @@ class UserAuthenticator:
                     return entry.options, None
                 refusal = refusal or f"{path} line {entry.line}: {why}"
         return None, refusal
+
+    def _revoked(self, key: PublicKey) -> bool:
+        """RevokedKeys, with sshd's log lines (auth_key_is_revoked); a file
+        that cannot be checked revokes every key."""
+        path = self.revoked_keys
+        if path is None:
+            return False
+        kind = f"{_key_kind(key)} {key.fingerprint()}"
+        try:
+            revoked = is_revoked(path, key)
+        except RevocationCheckError as exc:
+            log.error("Error checking authentication key %s in revoked keys file %s: %s", kind, path, exc)
+            return True
+        if revoked:
+            log.error("Authentication key %s revoked by file %s", kind, path)
+        return revoked
 
     def _find_certificate(
         self, username: str, cert: Certificate, address: str, now: int

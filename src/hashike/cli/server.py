@@ -158,6 +158,7 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
         authorized_keys_files=settings.authorized_keys_files,
         password_file=password_file,
         trusted_user_ca_keys=settings.trusted_user_ca_keys,
+        revoked_keys=None if settings.revoked_keys is None else os.path.expanduser(settings.revoked_keys),
         authorized_principals_file=settings.authorized_principals_file,
         allow_users=settings.allow_users or None,
         banner=None if settings.banner is None else _read_banner(settings.banner),

@@ -190,6 +190,7 @@ class ServerSettings(TransportSettings):
     listen_addresses: tuple[tuple[str, int | None], ...] = ()
     host_key_files: tuple[str, ...] = ()
     host_certificate_files: tuple[str, ...] = ()  # HostCertificate
+    revoked_keys: str | None = None  # RevokedKeys
     login_grace_time: float = 120.0
     max_startups: tuple[int, int, int] = (10, 30, 100)
     per_source_max_startups: int | None = None  # None: no limit
@@ -463,6 +464,7 @@ _KEYWORDS: dict[str, Keyword] = {
     "challengeresponseauthentication": single("kbd_interactive_authentication", _parse_flag),
     "passwordfile": single("password_file", _parse_optional_path),
     "trustedusercakeys": single("trusted_user_ca_keys", _parse_optional_path),
+    "revokedkeys": single("revoked_keys", _parse_optional_path),
     "authorizedprincipalsfile": single("authorized_principals_file", _parse_optional_path),
     "maxauthtries": single("max_auth_tries", _parse_max_auth_tries),
     "allowusers": single("allow_users", _parse_allow_users, merge="extend", max_args=None),

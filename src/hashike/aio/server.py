@@ -52,6 +52,7 @@ from hashike.proto.text import escape_text
 from .admission import Admission
 from .forward import connect_target
 from .keepalive import Keepalive, KeepaliveOptions
+from .keys_command import KeysCommand
 from .listen import LISTEN_BACKLOG, BindError, bind_all
 from .pump import CorePump, Route
 from .remote_server import RemoteForwards
@@ -91,6 +92,7 @@ class ServerOptions:
     authorized_principals_file: str | None = None  # AuthorizedPrincipalsFile
     host_certificates: tuple[Certificate, ...] = ()  # HostCertificate
     revoked_keys: str | None = None  # RevokedKeys
+    keys_command: KeysCommand | None = None  # AuthorizedKeysCommand(User)
     allow_users: tuple[str, ...] | None = None
     banner: str | None = None
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
@@ -314,6 +316,7 @@ class Server:
             password_file=options.password_file,
             trusted_user_ca_keys=options.trusted_user_ca_keys,
             revoked_keys=options.revoked_keys,
+            keys_command=options.keys_command,
             authorized_principals_file=options.authorized_principals_file,
         )
         self.connections: set[_ServerPump] = set()

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hashike.aio.keepalive import KeepaliveOptions
+from hashike.aio.keys_command import KeysCommand
 from hashike.aio.listen import BindError
 from hashike.aio.server import Server, ServerOptions
 from hashike.aio.server_auth import PasswordFileError, load_password_file
@@ -134,6 +135,12 @@ def _check_password_file(path: str) -> None:
         log.warning("%s line %d: %s: ignored", path, lineno, message)
 
 
+def _keys_command(settings: ServerSettings) -> KeysCommand | None:
+    if not settings.authorized_keys_command:
+        return None
+    return KeysCommand(argv=settings.authorized_keys_command, user=settings.authorized_keys_command_user)
+
+
 def _server_options(settings: ServerSettings) -> ServerOptions:
     """The runtime's options for these settings; files named by them
     (PasswordFile, Banner) are read now. Raises _Fatal."""
@@ -159,6 +166,7 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
         password_file=password_file,
         trusted_user_ca_keys=settings.trusted_user_ca_keys,
         revoked_keys=None if settings.revoked_keys is None else os.path.expanduser(settings.revoked_keys),
+        keys_command=_keys_command(settings),
         authorized_principals_file=settings.authorized_principals_file,
         allow_users=settings.allow_users or None,
         banner=None if settings.banner is None else _read_banner(settings.banner),

@@ -1,6 +1,6 @@
-"""hashiked's HostCertificate: the keyword, and which certificates are
-offered (those certifying one of the host keys), the rest logged in sshd's
-words and skipped."""
+"""hashiked's keywords for certificates and central key sources: HostCertificate
+(which certificates are offered; the rest logged in sshd's words and
+skipped), RevokedKeys, AuthorizedKeysCommand(User)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hashike.cli.server import _load_host_certificates
-from hashike.config.sshd_config import parse_server_config
+from hashike.config.sshd_config import ConfigError, parse_server_config
 from hashike.keys.keypair import generate_private_key
 from hashike.proto.certs import CertificateFields, CertType, sign_certificate
 
@@ -43,3 +43,16 @@ def test_revoked_keys_keyword() -> None:
         parse_server_config(None, ["RevokedKeys /etc/ssh/revoked.krl"]).revoked_keys == "/etc/ssh/revoked.krl"
     )
     assert parse_server_config(None, ["RevokedKeys none"]).revoked_keys is None
+
+
+def test_authorized_keys_command_keywords() -> None:
+    settings = parse_server_config(
+        None, ['AuthorizedKeysCommand /usr/bin/keys "%u" %f', "AuthorizedKeysCommandUser nobody"]
+    )
+    assert settings.authorized_keys_command == ("/usr/bin/keys", "%u", "%f")
+    assert settings.authorized_keys_command_user == "nobody"
+    assert parse_server_config(None, ["AuthorizedKeysCommand none"]).authorized_keys_command == ()
+    with pytest.raises(ConfigError, match="must be an absolute path"):
+        parse_server_config(None, ["AuthorizedKeysCommand keys %u"])
+    with pytest.raises(ConfigError, match="unknown token %x"):
+        parse_server_config(None, ["AuthorizedKeysCommand /usr/bin/keys %x"])

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from hashike.keys.keypair import generate_private_key
+from hashike.proto.certs import Certificate
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.events import Event, HostKeyReceived
@@ -50,10 +51,14 @@ class ConnectionPair:
         host_keys: tuple[PrivateKey, ...] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         accept_host_key: bool = True,
+        host_certificates: tuple[Certificate, ...] = (),
     ) -> None:
         self.client = ClientConnection(client_config or TransportConfig(), rng=rng)
         self.server = ServerConnection(
-            server_config or TransportConfig(), host_keys=host_keys or (host_key(),), rng=rng
+            server_config or TransportConfig(),
+            host_keys=host_keys or (host_key(),),
+            rng=rng,
+            host_certificates=host_certificates,
         )
         self.accept = accept_host_key
         self.client_events: list[Event] = []

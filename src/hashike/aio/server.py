@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from hashike.config.policy import ForwardingPolicy, SessionPolicy
 from hashike.config.srclimit import PenaltyPolicy
 from hashike.proto.auth import SERVER_METHODS
+from hashike.proto.certs import Certificate
 from hashike.proto.config import TransportConfig
 from hashike.proto.connection import ServerConnection
 from hashike.proto.constants import DisconnectReason, OpenFailureReason
@@ -51,6 +52,7 @@ from hashike.proto.text import escape_text
 from .admission import Admission
 from .forward import connect_target
 from .keepalive import Keepalive, KeepaliveOptions
+from .keys_command import KeysCommand
 from .listen import LISTEN_BACKLOG, BindError, bind_all
 from .pump import CorePump, Route
 from .remote_server import RemoteForwards
@@ -88,6 +90,9 @@ class ServerOptions:
     password_file: str | None = None
     trusted_user_ca_keys: str | None = None  # TrustedUserCAKeys
     authorized_principals_file: str | None = None  # AuthorizedPrincipalsFile
+    host_certificates: tuple[Certificate, ...] = ()  # HostCertificate
+    revoked_keys: str | None = None  # RevokedKeys
+    keys_command: KeysCommand | None = None  # AuthorizedKeysCommand(User)
     allow_users: tuple[str, ...] | None = None
     banner: str | None = None
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
@@ -108,6 +113,7 @@ class _ServerPump(CorePump[ServerConnection]):
                 auth_methods=options.auth_methods,
                 max_auth_tries=options.max_auth_tries,
                 banner=options.banner,
+                host_certificates=options.host_certificates,
             )
         )
         self._server = server
@@ -323,6 +329,8 @@ class Server:
             authorized_keys_files=options.authorized_keys_files,
             password_file=options.password_file,
             trusted_user_ca_keys=options.trusted_user_ca_keys,
+            revoked_keys=options.revoked_keys,
+            keys_command=options.keys_command,
             authorized_principals_file=options.authorized_principals_file,
         )
         self.connections: set[_ServerPump] = set()

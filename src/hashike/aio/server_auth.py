@@ -49,15 +49,19 @@ from hashike.keys.authorized_keys import (
     KeyOptions,
     expand_authorized_keys_path,
     load_authorized_keys,
+    parse_authorized_keys,
 )
 from hashike.keys.cert_authority import grant_from_authorized_keys, grant_from_trusted_cas
 from hashike.keys.patterns import match_pattern
+from hashike.keys.revoked_keys import RevocationCheckError, is_revoked
 from hashike.keys.textfile import read_bounded
 from hashike.proto.certs import Certificate
 from hashike.proto.connection import ServerConnection
 from hashike.proto.events import PasswordAuthRequested, PublicKeyAuthRequested
 from hashike.proto.hostkey import PublicKey
 from hashike.proto.text import escape_text
+
+from .keys_command import KeysCommand, run_keys_command
 
 __all__ = [
     "DEFAULT_AUTHORIZED_KEYS_FILES",
@@ -202,6 +206,8 @@ class UserAuthenticator:
         trusted_user_ca_keys: str | None = None,
         authorized_principals_file: str | None = None,
         account: Account | None = None,
+        revoked_keys: str | None = None,
+        keys_command: KeysCommand | None = None,
     ) -> None:
         self.account = account or Account.current()
         self.allow_users = tuple(allow_users) if allow_users is not None else (self.account.name,)
@@ -209,6 +215,8 @@ class UserAuthenticator:
         self.password_file = password_file
         self.trusted_user_ca_keys = trusted_user_ca_keys
         self.authorized_principals_file = authorized_principals_file
+        self.revoked_keys = revoked_keys  # RevokedKeys
+        self.keys_command = keys_command  # AuthorizedKeysCommand
         for pattern in self.authorized_keys_files:
             expand_authorized_keys_path(pattern, "user", "/", 0)  # ValueError for a bad token, now
 
@@ -246,6 +254,38 @@ class UserAuthenticator:
         ``address``, or None and (if a line holds the key but refuses it)
         why. The caller has checked that ``username`` is allowed."""
         moment = now or datetime.now(UTC)
+        if self._revoked(key):
+            return None, None
+        return self._find_key(username, key, address, moment)
+
+    async def find_key_with_command(
+        self, username: str, key: PublicKey, address: str
+    ) -> tuple[KeyOptions | None, str | None]:
+        """:meth:`find_key`, then, for a plain key no file holds, the lines
+        the AuthorizedKeysCommand prints (see :mod:`hashike.aio.keys_command`)."""
+        moment = datetime.now(UTC)
+        if self._revoked(key):
+            return None, None
+        options, refusal = self._find_key(username, key, address, moment)
+        command = self.keys_command
+        if options is not None or command is None or isinstance(key, Certificate):
+            return options, refusal
+        output = await run_keys_command(
+            command, user=username, home=self.account.home, key=key, log=lambda line: log.error("%s", line)
+        )
+        if output is None:
+            return None, refusal
+        for entry in parse_authorized_keys(output)[0]:
+            if entry.key == key:
+                why = entry.refusal(address, moment)
+                if why is None:
+                    return entry.options, None
+                refusal = refusal or f"AuthorizedKeysCommand line {entry.line}: {why}"
+        return None, refusal
+
+    def _find_key(
+        self, username: str, key: PublicKey, address: str, moment: datetime
+    ) -> tuple[KeyOptions | None, str | None]:
         if isinstance(key, Certificate):
             return self._find_certificate(username, key, address, int(moment.timestamp()))
         refusal = None
@@ -262,6 +302,22 @@ class UserAuthenticator:
                     return entry.options, None
                 refusal = refusal or f"{path} line {entry.line}: {why}"
         return None, refusal
+
+    def _revoked(self, key: PublicKey) -> bool:
+        """RevokedKeys, with sshd's log lines (auth_key_is_revoked); a file
+        that cannot be checked revokes every key."""
+        path = self.revoked_keys
+        if path is None:
+            return False
+        kind = f"{_key_kind(key)} {key.fingerprint()}"
+        try:
+            revoked = is_revoked(path, key)
+        except RevocationCheckError as exc:
+            log.error("Error checking authentication key %s in revoked keys file %s: %s", kind, path, exc)
+            return True
+        if revoked:
+            log.error("Authentication key %s revoked by file %s", kind, path)
+        return revoked
 
     def _find_certificate(
         self, username: str, cert: Certificate, address: str, now: int
@@ -329,8 +385,9 @@ class ConnectionAuth:
     """Answers one connection's authentication events, for the server pump.
 
     Public key requests are answered at once (authorized_keys files are
-    small and capped); password requests once bcrypt, in a thread, is done,
-    after which ``process`` flushes the reply."""
+    small and capped), or, with an AuthorizedKeysCommand, once it is done;
+    password requests once bcrypt, in a thread, is done. A late answer is
+    flushed by ``process``."""
 
     def __init__(self, users: UserAuthenticator, core: ServerConnection, process: Callable[[], None]) -> None:
         self._users = users
@@ -368,7 +425,35 @@ class ConnectionAuth:
         # the account's own files (its name is always safe in a path) and the
         # answer is thrown away.
         lookup = event.username if allowed else self._users.account.name
-        options, refusal = self._users.find_key(lookup, event.key, peer[0])
+        if self._users.keys_command is not None:  # a program to wait for, off the event loop's back
+            self._task = asyncio.get_running_loop().create_task(
+                self._publickey_command(event, peer, allowed, lookup)
+            )
+            return
+        self._publickey_answer(event, peer, allowed, *self._users.find_key(lookup, event.key, peer[0]))
+
+    async def _publickey_command(
+        self, event: PublicKeyAuthRequested, peer: tuple[str, int], allowed: bool, lookup: str
+    ) -> None:
+        try:
+            options, refusal = await self._users.find_key_with_command(lookup, event.key, peer[0])
+        except Exception:  # whatever went wrong, nobody gets in through it
+            log.exception("AuthorizedKeysCommand for %s failed", _user(event.username))
+            options, refusal = None, None
+        self._task = None
+        if self._core.closed:
+            return  # the client left, or LoginGraceTime ran out, while the command ran
+        self._publickey_answer(event, peer, allowed, options, refusal)
+        self._process()
+
+    def _publickey_answer(
+        self,
+        event: PublicKeyAuthRequested,
+        peer: tuple[str, int],
+        allowed: bool,
+        options: KeyOptions | None,
+        refusal: str | None,
+    ) -> None:
         if options is None or not allowed:
             self._reject_publickey(event, allowed, refusal if allowed else None, peer)
             return

@@ -35,7 +35,8 @@ from hashike.aio.forward import ForwardListener, Target
 from hashike.aio.remote import RemoteListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
-from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config, transport_config
+from hashike.config.host_keys import host_transport_config
+from hashike.config.ssh_config import ClientSettings, ConfigError, parse_client_config
 from hashike.keys.keypair import KeyFileError
 from hashike.keys.patterns import match_pattern
 from hashike.proto.constants import DisconnectReason
@@ -223,7 +224,7 @@ async def _login(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[SS
         host,
         port,
         check_host_key=checker,
-        config=transport_config(settings),
+        config=host_transport_config(settings),
         family=family,
         timeout=settings.connect_timeout,
         log=lambda line: log.debug("%s", line),

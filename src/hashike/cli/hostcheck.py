@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from dataclasses import dataclass, replace
 
 from hashike.aio.client_auth import AuthSettings
@@ -36,6 +37,7 @@ class HostKeyChecker:
             err=sys.stderr,
             prompt=prompt,
             hash_known_hosts=s.hash_known_hosts,
+            now=time.time(),
         )
         if verdict.accepted and verdict.restricted:
             return self._restrict()

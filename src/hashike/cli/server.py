@@ -13,9 +13,11 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from hashike.aio.keepalive import KeepaliveOptions
+from hashike.aio.keys_command import KeysCommand
 from hashike.aio.listen import BindError
 from hashike.aio.server import Server, ServerOptions
 from hashike.aio.server_auth import PasswordFileError, load_password_file
@@ -31,8 +33,15 @@ from hashike.config.sshd_config import (
     session_policy,
     transport_config,
 )
-from hashike.keys.keypair import KeyFileError, generate_private_key, load_private_key, write_private_key
+from hashike.keys.keypair import (
+    KeyFileError,
+    generate_private_key,
+    load_private_key,
+    load_public_key_file,
+    write_private_key,
+)
 from hashike.keys.textfile import read_bounded
+from hashike.proto.certs import Certificate
 from hashike.proto.config import TransportConfig
 from hashike.proto.hostkey import PrivateKey
 
@@ -132,6 +141,12 @@ def _check_password_file(path: str) -> None:
         log.warning("%s line %d: %s: ignored", path, lineno, message)
 
 
+def _keys_command(settings: ServerSettings) -> KeysCommand | None:
+    if not settings.authorized_keys_command:
+        return None
+    return KeysCommand(argv=settings.authorized_keys_command, user=settings.authorized_keys_command_user)
+
+
 def _server_options(settings: ServerSettings) -> ServerOptions:
     """The runtime's options for these settings; files named by them
     (PasswordFile, Banner) are read now. Raises _Fatal."""
@@ -156,6 +171,8 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
         authorized_keys_files=settings.authorized_keys_files,
         password_file=password_file,
         trusted_user_ca_keys=settings.trusted_user_ca_keys,
+        revoked_keys=None if settings.revoked_keys is None else os.path.expanduser(settings.revoked_keys),
+        keys_command=_keys_command(settings),
         authorized_principals_file=settings.authorized_principals_file,
         allow_users=settings.allow_users or None,
         banner=None if settings.banner is None else _read_banner(settings.banner),
@@ -170,8 +187,28 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
     )
 
 
+def _load_host_certificates(settings: ServerSettings, keys: list[PrivateKey]) -> tuple[Certificate, ...]:
+    """HostCertificate: each must certify one of the host keys. One that
+    cannot be used is logged and skipped, in sshd's words, as sshd does."""
+    found = []
+    for path in settings.host_certificate_files:
+        try:
+            cert = load_public_key_file(os.path.expanduser(path))
+        except KeyFileError as exc:
+            log.error('Could not load host certificate "%s": %s', path, exc)
+            continue
+        if not isinstance(cert, Certificate):
+            log.error("Certificate file is not a certificate: %s", path)
+        elif not any(key.public_key == cert.key for key in keys):
+            log.error("No matching private key for certificate: %s", path)
+        else:
+            log.debug("host certificate: %s %s", cert.key_type, path)
+            found.append(cert)
+    return tuple(found)
+
+
 async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
-    options = _server_options(settings)
+    options = replace(_server_options(settings), host_certificates=_load_host_certificates(settings, keys))
     endpoints = list(listen_endpoints(settings))
     server = Server(keys, options)
     notifier = Notifier.from_environment()

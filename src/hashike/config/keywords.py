@@ -22,6 +22,7 @@ from hashike.proto.config import (
     DEFAULT_HOST_KEY_ALGORITHMS,
     DEFAULT_KEX,
     DEFAULT_MACS,
+    HOST_CERTIFICATE_ALGORITHMS,
     SUPPORTED_CIPHERS,
     SUPPORTED_HOST_KEY_ALGORITHMS,
     SUPPORTED_KEX,
@@ -187,7 +188,11 @@ def transport_keywords(mac_spec: str, rekey: Parser) -> dict[str, Keyword]:
         ),
         "hostkeyalgorithms": single(
             "host_key_algorithms",
-            algorithms("key types", DEFAULT_HOST_KEY_ALGORITHMS, SUPPORTED_HOST_KEY_ALGORITHMS),
+            algorithms(
+                "key types",
+                DEFAULT_HOST_KEY_ALGORITHMS,
+                (*HOST_CERTIFICATE_ALGORITHMS, *SUPPORTED_HOST_KEY_ALGORITHMS),
+            ),
         ),
         "macs": single("macs", algorithms(mac_spec, DEFAULT_MACS, SUPPORTED_MACS)),
         "rekeylimit": Keyword(("rekey_bytes", "rekey_seconds"), rekey, max_args=2),

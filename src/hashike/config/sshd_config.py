@@ -141,6 +141,7 @@ from hashike.config.srclimit import (
 )
 from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
 from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
+from hashike.keys.command_tokens import check_tokens
 
 __all__ = [
     "COMMAND_LINE",
@@ -195,6 +196,10 @@ class ServerSettings(TransportSettings):
     port: int = 22
     listen_addresses: tuple[tuple[str, int | None], ...] = ()
     host_key_files: tuple[str, ...] = ()
+    host_certificate_files: tuple[str, ...] = ()  # HostCertificate
+    revoked_keys: str | None = None  # RevokedKeys
+    authorized_keys_command: tuple[str, ...] = ()  # AuthorizedKeysCommand, split; (): none
+    authorized_keys_command_user: str | None = None  # AuthorizedKeysCommandUser
     login_grace_time: float = 120.0
     max_startups: tuple[int, int, int] = (10, 30, 100)
     per_source_max_startups: int | None = None  # None: no limit
@@ -365,6 +370,18 @@ def _parse_optional_path(args: list[str]) -> str | None:
     return None if arg.lower() == "none" else arg
 
 
+def _parse_keys_command(args: list[str]) -> tuple[str, ...]:
+    if [a.lower() for a in args] == ["none"]:
+        return ()
+    if not args[0].startswith("/"):
+        raise ValueProblem("AuthorizedKeysCommand must be an absolute path")
+    try:
+        check_tokens(args)
+    except ValueError as exc:
+        raise ValueProblem(f"{exc}.") from None
+    return tuple(args)
+
+
 def _parse_max_auth_tries(args: list[str]) -> int:
     arg = args[0]
     # At least one try: with none, no one could ever log in.
@@ -453,6 +470,7 @@ _KEYWORDS: dict[str, Keyword] = {
     "port": single("port", _parse_port),
     "listenaddress": single("listen_addresses", _parse_listen, merge="append"),
     "hostkey": single("host_key_files", _parse_host_key, merge="append"),
+    "hostcertificate": single("host_certificate_files", _parse_host_key, merge="append"),
     **transport_keywords("SSH2 mac spec", rekey_limit(_rekey_size, _rekey_seconds, ignore_case=False)),
     "logingracetime": single("login_grace_time", _parse_login_grace_time),
     "maxstartups": single("max_startups", _parse_max_startups),
@@ -468,6 +486,9 @@ _KEYWORDS: dict[str, Keyword] = {
     "challengeresponseauthentication": single("kbd_interactive_authentication", _parse_flag),
     "passwordfile": single("password_file", _parse_optional_path),
     "trustedusercakeys": single("trusted_user_ca_keys", _parse_optional_path),
+    "revokedkeys": single("revoked_keys", _parse_optional_path),
+    "authorizedkeyscommand": single("authorized_keys_command", _parse_keys_command, max_args=None),
+    "authorizedkeyscommanduser": single("authorized_keys_command_user", _parse_optional_path),
     "authorizedprincipalsfile": single("authorized_principals_file", _parse_optional_path),
     "maxauthtries": single("max_auth_tries", _parse_max_auth_tries),
     "allowusers": single("allow_users", _parse_allow_users, merge="extend", max_args=None),

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from hashike.keys.textfile import read_bounded
+from hashike.proto.certs import public_key_from_openssh_line
 from hashike.proto.errors import SSHError
 from hashike.proto.hostkey import (
     MAX_KEY_LINE,
@@ -197,10 +198,12 @@ def write_private_key(key: PrivateKey, path: str | os.PathLike[str], passphrase:
 
 
 def load_public_key_file(path: str | os.PathLike[str]) -> PublicKey:
-    """Load a .pub file (``type base64 [comment]``); :class:`KeyFileError` if unreadable or malformed."""
+    """Load a .pub or -cert.pub file (``type base64 [comment]``; a
+    :class:`~hashike.proto.certs.Certificate` for the latter);
+    :class:`KeyFileError` if unreadable or malformed."""
     name = os.fspath(path)
     data = _read_file(name, MAX_KEY_LINE)
     try:
-        return parse_openssh_line(_first_line(data.decode("utf-8")))[0]
+        return public_key_from_openssh_line(_first_line(data.decode("utf-8")))[0]
     except (UnicodeDecodeError, KeyFormatError) as exc:
         raise KeyFileError(f'Load key "{name}": invalid format') from exc

@@ -34,8 +34,9 @@ from typing import TextIO
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 
-from hashike.keys.patterns import match_pattern_list
+from hashike.keys.patterns import match_pattern, match_pattern_list
 from hashike.keys.textfile import iter_lines, read_bounded
+from hashike.proto.certs import CERT_ALGORITHMS, CERT_KEY_TYPES, Certificate, CertType
 from hashike.proto.errors import DecodeError, SSHError
 from hashike.proto.hostkey import KeyFormatError, PublicKey
 from hashike.proto.wire import Reader
@@ -54,6 +55,7 @@ __all__ = [
     "hash_host_name",
     "host_port_name",
     "key_type_label",
+    "order_host_key_algorithms",
 ]
 
 MAX_LINE_LENGTH = 64 * 1024
@@ -360,9 +362,81 @@ class KnownHosts:
             return HostKeyStatus.MISMATCH, plain
         return HostKeyStatus.UNKNOWN, []
 
+    def check_certificate(
+        self, host: str, port: int, cert: Certificate, now: int
+    ) -> tuple[HostKeyStatus, list[KnownHostEntry], str | None]:
+        """Classify a host certificate as ssh does (sshconnect.c check_host_key):
+        REVOKED if a @revoked entry for the host holds the certificate, the key
+        it certifies or its CA; MATCH if a @cert-authority entry for the host
+        holds its CA and the certificate is valid for ``host`` at ``now`` (Unix
+        seconds); else UNKNOWN, with the reason in ssh's words when a CA was
+        found but the certificate is not valid (the caller then falls back to
+        the certified key, as ssh does)."""
+        entries = self.lookup(host, port)
+        revoked_blobs = {cert.blob, cert.key.blob, cert.signature_key.blob}
+        revoked = [e for e in entries if e.marker is Marker.REVOKED and e.blob in revoked_blobs]
+        if revoked:
+            return HostKeyStatus.REVOKED, revoked, None
+        cas = [e for e in entries if e.marker is Marker.CERT_AUTHORITY and e.blob == cert.signature_key.blob]
+        if not cas:
+            return HostKeyStatus.UNKNOWN, [], None
+        why = _host_certificate_problem(cert, host, now)
+        if why is not None:
+            return HostKeyStatus.UNKNOWN, [], why
+        return HostKeyStatus.MATCH, cas[:1], None
+
+    def order_algorithms(self, host: str, port: int, algorithms: Sequence[str]) -> tuple[str, ...]:
+        """ssh's order_hostkeyalgs: the algorithms of the host's known plain keys
+        first, and every certificate algorithm first when a @cert-authority
+        entry names the host; otherwise the order given."""
+        entries = self.lookup(host, port)
+        has_ca = any(e.marker is Marker.CERT_AUTHORITY for e in entries)
+        known = {e.key_type for e in entries if e.marker is Marker.NONE}
+
+        def preferred(algorithm: str) -> bool:
+            return (has_ca and algorithm in CERT_ALGORITHMS) or _algorithm_key_type(algorithm) in known
+
+        return (*(a for a in algorithms if preferred(a)), *(a for a in algorithms if not preferred(a)))
+
     def entries_for_key(self, key: PublicKey) -> list[KnownHostEntry]:
         """Plain entries holding ``key``, under whatever names."""
         return [e for e in self.entries if e.marker is Marker.NONE and e.blob == key.blob]
+
+
+def _algorithm_key_type(algorithm: str) -> str:
+    """The plain key type behind a host key algorithm (rsa-sha2-512 -> ssh-rsa)."""
+    cert = CERT_ALGORITHMS.get(algorithm)
+    if cert is not None:
+        return CERT_KEY_TYPES[cert[0]]
+    return "ssh-rsa" if algorithm.startswith("rsa-sha2-") else algorithm
+
+
+def _host_certificate_problem(cert: Certificate, host: str, now: int) -> str | None:
+    """Why a host certificate signed by a trusted CA is not valid for ``host``
+    (ssh's check_host_cert), None if it is. Host principals may be wildcard
+    patterns (OpenSSH 8.8); an empty list is valid for every host."""
+    if not cert.signature_valid():
+        return "Certificate signature is invalid"
+    why = cert.check(cert_type=CertType.HOST, now=now)
+    if why is not None:
+        return why
+    principals = cert.fields.principals
+    if principals and not any(match_pattern(host.lower(), p) for p in principals):
+        return "Certificate invalid: name is not a listed principal"
+    if cert.fields.critical_options:
+        return f"Certificate for {host} contains critical options"
+    return None
+
+
+def order_host_key_algorithms(
+    algorithms: Sequence[str], host: str, port: int, files: Sequence[str | os.PathLike[str]]
+) -> tuple[str, ...]:
+    """:meth:`KnownHosts.order_algorithms` over ``files``; the order given
+    when one cannot be read (the host key check will refuse then)."""
+    try:
+        return KnownHosts.load(files).order_algorithms(host, port, algorithms)
+    except KnownHostsError:
+        return tuple(algorithms)
 
 
 # --- appending ----------------------------------------------------------------------
@@ -541,6 +615,7 @@ def evaluate_host_key(
     hash_known_hosts: bool = False,
     address: str | None = None,
     rng: Callable[[int], bytes] = os.urandom,
+    now: float = 0,
 ) -> HostKeyVerdict:
     """Decide whether to trust ``key`` for ``host``:``port``, as ssh_config(5)
     StrictHostKeyChecking ``strict`` (yes, ask, accept-new, no/off) says.
@@ -549,7 +624,10 @@ def evaluate_host_key(
     ``global_known_hosts_files`` the GlobalKnownHostsFile list (read only). ssh's
     messages go to ``err``. In ``ask`` mode the whole question is passed to ``prompt``,
     which returns the answer, or None when there is no terminal (refused). ``address``
-    is the address connected to, shown in the question. A REVOKED key is always refused;
+    is the address connected to, shown in the question. A host certificate is
+    checked against the @cert-authority entries at ``now`` (Unix seconds, the
+    caller's clock); one that is not trusted falls back to the key it
+    certifies, as ssh does. A REVOKED key is always refused;
     a changed key (MISMATCH) is refused except under ``no``, where it is accepted with
     ``restricted`` set. Any error (an unreadable file, a failed write) refuses.
     """
@@ -563,6 +641,16 @@ def evaluate_host_key(
         add_file = user_files[0] if user_files else None
         # ssh loads the system files before the user's; the last offending entry is reported.
         known = KnownHosts.load([*global_known_hosts_files, *user_files])
+        if isinstance(key, Certificate):
+            status, entries, why = known.check_certificate(host, port, key, int(now))
+            if status is HostKeyStatus.MATCH:
+                return HostKeyVerdict(accepted=True, status=status, entries=tuple(entries))
+            if status is HostKeyStatus.REVOKED:
+                err.write(_revoked_message(name, key, strict=mode != "no"))
+                return HostKeyVerdict(accepted=False, status=status, entries=tuple(entries))
+            if why is not None:
+                err.write(why + "\n")
+            key = key.key  # ssh: "No matching CA found. Retry with plain key"
         status, entries = known.check(host, port, key)
         found = tuple(entries)
         if status is HostKeyStatus.MATCH:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hashike.proto.certs import CERT_ALGORITHMS
+
 __all__ = [
     "DEFAULT_CIPHERS",
     "DEFAULT_HOST_KEY_ALGORITHMS",
     "DEFAULT_KEX",
     "DEFAULT_MACS",
+    "HOST_CERTIFICATE_ALGORITHMS",
     "SUPPORTED_CIPHERS",
     "SUPPORTED_HOST_KEY_ALGORITHMS",
     "SUPPORTED_KEX",
@@ -29,7 +32,12 @@ DEFAULT_KEX: tuple[str, ...] = (
 )
 SUPPORTED_KEX: tuple[str, ...] = (*DEFAULT_KEX, "ecdh-sha2-nistp256")
 
-DEFAULT_HOST_KEY_ALGORITHMS: tuple[str, ...] = (
+# Certificate algorithms first, as OpenSSH orders them (PROTOCOL.certkeys): a
+# server only offers those it holds a certificate for, and a client that
+# cannot verify the certificate falls back to the plain key inside it.
+HOST_CERTIFICATE_ALGORITHMS: tuple[str, ...] = tuple(CERT_ALGORITHMS)
+# The plain signature algorithms (also what server-sig-algs lists).
+SUPPORTED_HOST_KEY_ALGORITHMS: tuple[str, ...] = (
     "ssh-ed25519",
     "ecdsa-sha2-nistp256",
     "ecdsa-sha2-nistp384",
@@ -37,7 +45,7 @@ DEFAULT_HOST_KEY_ALGORITHMS: tuple[str, ...] = (
     "rsa-sha2-512",
     "rsa-sha2-256",
 )
-SUPPORTED_HOST_KEY_ALGORITHMS = DEFAULT_HOST_KEY_ALGORITHMS
+DEFAULT_HOST_KEY_ALGORITHMS = (*HOST_CERTIFICATE_ALGORITHMS, *SUPPORTED_HOST_KEY_ALGORITHMS)
 
 # AES-GCM first: one primitive call per packet, against four for the SSH
 # flavour of ChaCha20-Poly1305, which is slow at small packets.

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from hashike.proto.auth import ClientAuth, ServerAuth
+from hashike.proto.certs import Certificate
 from hashike.proto.channels import CHANNEL_MESSAGES, Channels
 from hashike.proto.config import TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
@@ -305,7 +306,8 @@ class ServerConnection(_Connection):
 
     ``auth_methods`` are the methods offered (of "publickey", "password",
     "keyboard-interactive"); ``max_auth_tries`` is sshd's MaxAuthTries;
-    ``banner`` is sent once, before the reply to the first request."""
+    ``banner`` is sent once, before the reply to the first request;
+    ``host_certificates`` are offered for the host keys they certify."""
 
     def __init__(
         self,
@@ -316,10 +318,17 @@ class ServerConnection(_Connection):
         auth_methods: tuple[str, ...] = ("publickey",),
         max_auth_tries: int = 6,
         banner: str | None = None,
+        host_certificates: Sequence[Certificate] = (),
     ) -> None:
         super().__init__(
             lambda events: Transport(
-                config, is_client=False, rng=rng, deliver=self._deliver, events=events, host_keys=host_keys
+                config,
+                is_client=False,
+                rng=rng,
+                deliver=self._deliver,
+                events=events,
+                host_keys=host_keys,
+                host_certificates=host_certificates,
             )
         )
         self._auth = ServerAuth(

@@ -45,6 +45,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 
+from hashike.proto.certs import CERT_ALGORITHMS, Certificate, plain_algorithm, public_key_from_blob
 from hashike.proto.ciphers import CIPHERS, MACS, make_opener, make_sealer
 from hashike.proto.config import SUPPORTED_HOST_KEY_ALGORITHMS, TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
@@ -132,6 +133,26 @@ class _Phase(enum.Enum):
     ESTABLISHED = "established"  # after the first NEWKEYS
 
 
+def _host_key_table(
+    keys: Sequence[PrivateKey], certificates: Sequence[Certificate]
+) -> dict[str, tuple[PrivateKey, bytes]]:
+    """Server: host key algorithm -> (the key that signs, the K_S blob sent).
+    A certificate (sshd's HostCertificate) adds its own algorithm names for
+    the key it certifies; one that certifies none of ours is left out."""
+    table: dict[str, tuple[PrivateKey, bytes]] = {}
+    for key in keys:
+        for algorithm in key.signature_algorithms():
+            table.setdefault(algorithm, (key, key.public_key.blob))
+    for cert in certificates:
+        for key in keys:
+            if key.public_key != cert.key:
+                continue
+            for algorithm, (cert_type, plain) in CERT_ALGORITHMS.items():
+                if cert_type == cert.key_type and plain in key.signature_algorithms():
+                    table.setdefault(algorithm, (key, cert.blob))
+    return table
+
+
 class Transport:
     """One side of the transport layer. Owned by a Client/ServerConnection."""
 
@@ -144,13 +165,14 @@ class Transport:
         deliver: Deliver,
         events: list[Event],
         host_keys: Sequence[PrivateKey] = (),
+        host_certificates: Sequence[Certificate] = (),
     ) -> None:
         self.config = config
         self.is_client = is_client
         self._rng = rng
         self._deliver = deliver
         self._events = events
-        self._host_keys = tuple(host_keys)
+        self._host_keys = _host_key_table(host_keys, host_certificates)
         if not is_client and not self._host_key_algorithms():
             raise LocalProtocolError("server has no host key for any configured host key algorithm")
         self.state = State.VERSION
@@ -464,8 +486,7 @@ class Transport:
     def _host_key_algorithms(self) -> tuple[str, ...]:
         if self.is_client:
             return self.config.host_key_algorithms
-        available = {alg for key in self._host_keys for alg in key.signature_algorithms()}
-        return tuple(alg for alg in self.config.host_key_algorithms if alg in available)
+        return tuple(alg for alg in self.config.host_key_algorithms if alg in self._host_keys)
 
     def _start_kex(self) -> None:
         first = self._kex_count == 0
@@ -556,12 +577,14 @@ class Transport:
         r.check_end()
         method = KEX_METHODS[kex.negotiated.kex]
         q_s, k = method.reply(q_c, self._rng)
-        key = self._host_key_for(kex.negotiated.host_key)
-        k_s = key.public_key.blob
+        # negotiate() chose from _host_key_algorithms(): the table has it.
+        key, k_s = self._host_keys[kex.negotiated.host_key]
         v_c, v_s = self._versions()
         i_c, i_s = self._kexinits(kex)
         h = exchange_hash(method, exchange_hash_input(v_c, v_s, i_c, i_s, k_s, q_c, q_s, k))
-        signature = key.sign(h, kex.negotiated.host_key)
+        # PROTOCOL.certkeys: K_S may be a certificate; the certified key
+        # still signs, in its plain format.
+        signature = key.sign(h, plain_algorithm(kex.negotiated.host_key))
         self._writer.write(
             encode_byte(MsgType.KEX_ECDH_REPLY)
             + encode_string(k_s)
@@ -570,12 +593,6 @@ class Transport:
         )
         kex.keys = (k, h)
         self._send_newkeys()
-
-    def _host_key_for(self, algorithm: str) -> PrivateKey:
-        for key in self._host_keys:
-            if algorithm in key.signature_algorithms():
-                return key
-        raise KeyExchangeFailed(f"no host key for {algorithm}")  # negotiate() made this unreachable
 
     def _on_ecdh_reply(self, payload: memoryview) -> None:
         """Client: check the server's signature over H, then send NEWKEYS."""
@@ -586,7 +603,7 @@ class Transport:
         q_s = r.string(4096)
         signature = r.string(16 * 1024)
         r.check_end()
-        host_key = PublicKey.from_blob(k_s)
+        host_key = public_key_from_blob(k_s)  # a plain key or a certificate
         method = KEX_METHODS[kex.negotiated.kex]
         k = kex.client.finish(q_s)
         v_c, v_s = self._versions()

@@ -19,7 +19,7 @@ SEEDS = [mux.encode(m) for m in MESSAGES]
 
 def _drain(data: bytes, cuts: list[int]) -> list[mux.MuxMessage]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    decoder, found = mux.MuxDecoder(), []
+    decoder, found = mux.MuxDecoder(), list[mux.MuxMessage]()
     for a, b in itertools.pairwise(points):
         decoder.feed(data[a:b])
         while True:

@@ -31,6 +31,7 @@ from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity, certificate_identities, file_identity
 from hashike.aio.forward import ForwardListener, Target
+from hashike.aio.mux import MuxError
 from hashike.aio.remote import RemoteListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
@@ -49,6 +50,14 @@ from hashike.proto.errors import (
 from hashike.proto.hostkey import PublicKey
 from hashike.proto.text import escape_text
 
+from .control import (
+    ControlError,
+    add_arguments,
+    check_master_mode,
+    control_command,
+    control_options,
+    start_master,
+)
 from .escape import Escape, EscapeReader, help_text
 from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
 from .jump import STDIO_OPTIONS, connect_through, parse_stdio_forward, stdio_forward
@@ -121,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-W", dest="stdio", metavar="host:port", help="stdin and stdout to host:port through the server"
     )
+    add_arguments(p)  # -M, -O, -S
     p.add_argument("destination", help="[user@]hostname")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run on the remote host")
     return p
@@ -379,8 +389,10 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
     listeners: list[ForwardListener | RemoteListener] = [*await _start_forwards(client, settings)]
+    master = None
     try:
         listeners += await start_remote_forwards(client, settings)
+        master = await start_master(client, settings, stop.event)
         announce_ready(client, settings, listeners)
         if invocation.background:
             _background()
@@ -395,8 +407,8 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
             await _wait_forwarded(client, stop)
         return status
     finally:
-        for listener in listeners:
-            listener.close()
+        for closing in [*listeners, *([master] if master else [])]:
+            closing.close()
         if not client.core.closed:
             client.close()
         await client.wait_closed()
@@ -733,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.escape_char is not None:
         options.append(f"EscapeChar={args.escape_char}")
     options += STDIO_OPTIONS if args.stdio else ()
-    options += args.options
+    options += [*args.options, *control_options(args)]
     if args.family:
         options.append(f"AddressFamily={args.family}")
     if args.gateway:
@@ -762,11 +774,14 @@ def main(argv: list[str] | None = None) -> int:
             stdin_null=args.stdin_null or args.background,
             escape_given=args.escape_char is not None and args.escape_char != "none",
         )
+        if args.control_command is not None:
+            return asyncio.run(control_command(args.control_command, settings))
+        check_master_mode(settings)
         return asyncio.run(_session(settings, invocation))
     except (ConfigError, ForwardSpecError) as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(("Bad ", "/")) else str(exc), file=sys.stderr)
         return EXIT_FAILURE
-    except (_Fatal, ForwardFailure) as exc:
+    except (_Fatal, ForwardFailure, ControlError, MuxError) as exc:
         if str(exc):
             print(str(exc), file=sys.stderr)
         return EXIT_FAILURE

@@ -1,0 +1,268 @@
+"""ControlMaster, ControlPath, ``-M``, ``-S`` and ``-O`` for the ``hashike`` command.
+
+A master (``ControlMaster yes`` or ``auto``, or ``-M``) listens on its
+ControlPath for OpenSSH's mux protocol: ``ssh -S path -O check`` and
+``-O forward``/``cancel`` with ``-L``, ``-R`` (``-R 0`` answers the port the
+server chose) and ``-D``, ``-O exit`` and ``-O stop`` work against it.
+``-O`` makes ``hashike`` a client of a master, ours or ssh's, with ssh's
+lines: ``Master running (pid=N)``, ``Exit request sent.``, the allocated
+port alone on stdout for ``-O forward -R 0:...``.
+
+Not yet: multiplexed sessions (``ssh -S path host cmd`` is turned down with
+"not supported", and ssh then connects by itself), the confirmations of
+``ask``/``autoask`` (refused with one line), and ControlPersist's backgrounding
+(a master lives as long as its own session or ``-N``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+from hashike.aio.client import SSHClient
+from hashike.aio.forward import ForwardListener
+from hashike.aio.mux import MuxClient, MuxError, MuxServer, listen_mux
+from hashike.aio.remote import RemoteForwardFailed, RemoteListener
+from hashike.config.forward import Forward
+from hashike.config.ssh_config import ClientSettings
+from hashike.proto import mux
+
+from .forwards import bind_host, start_listener
+from .remote import remote_target
+
+__all__ = [
+    "ControlError",
+    "Master",
+    "add_arguments",
+    "check_master_mode",
+    "control_command",
+    "control_options",
+    "forward_request",
+    "start_master",
+]
+
+log = logging.getLogger("hashike.client")
+
+COMMANDS = ("check", "forward", "cancel", "exit", "stop")
+_KINDS = {
+    "local": mux.ForwardKind.LOCAL,
+    "remote": mux.ForwardKind.REMOTE,
+    "dynamic": mux.ForwardKind.DYNAMIC,
+}
+
+
+class ControlError(Exception):
+    """A control request that ends the command: one line, exit 255."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-M", dest="master", action="count", default=0, help="be a control master (ControlMaster yes)"
+    )
+    p.add_argument("-O", dest="control_command", metavar="ctl_cmd", help="check, forward, cancel, exit, stop")
+    p.add_argument("-S", dest="control_path", metavar="ctl_path", help="the control socket (ControlPath)")
+
+
+def control_options(args: argparse.Namespace) -> list[str]:
+    """-M and -S as the -o options they stand for (-MM is ssh's ask)."""
+    options = [f"ControlMaster={'ask' if args.master > 1 else 'yes'}"] if args.master else []
+    return options + ([f"ControlPath={args.control_path}"] if args.control_path is not None else [])
+
+
+def _path(settings: ClientSettings) -> str | None:
+    path = settings.control_path
+    return None if path is None or path == "none" else path
+
+
+# --- -O: a client of a master -------------------------------------------------------
+
+
+def forward_request(fwd: Forward, request_id: int, cancel: bool) -> mux.ForwardRequest:
+    """A forward as ssh's mux client sends it: no bind address is "", an
+    empty one "*", and a socket path goes with the port SOCKET_PORT."""
+    if fwd.listen_socket is not None:
+        listen = (fwd.listen_socket, mux.SOCKET_PORT)
+    else:
+        host = fwd.listen_host
+        listen = ("" if host is None else host or "*", fwd.listen_port or 0)
+    if fwd.connect_socket is not None:
+        connect = (fwd.connect_socket, mux.SOCKET_PORT)
+    else:
+        connect = (fwd.connect_host or "", fwd.connect_port or 0)
+    return mux.ForwardRequest(
+        request_id=request_id,
+        cancel=cancel,
+        kind=_KINDS[fwd.kind],
+        listen_host=listen[0],
+        listen_port=listen[1],
+        connect_host=connect[0],
+        connect_port=connect[1],
+    )
+
+
+async def control_command(command: str, settings: ClientSettings) -> int:
+    """``-O command``: ssh's lines and exit statuses."""
+    if command not in COMMANDS:
+        raise ControlError("Invalid multiplex command.")
+    path = _path(settings)
+    if path is None:
+        raise ControlError('No ControlPath specified for "-O" command')
+    async with MuxClient.connect(path) as client:
+        if command == "check":
+            reply = await client.request(mux.AliveCheck(request_id=client.request_id()))
+            if not isinstance(reply, mux.AliveReply):
+                raise ControlError(f"master alive check failed: {_reason(reply)}")
+            sys.stderr.write(f"Master running (pid={reply.pid})\r\n")
+        elif command in ("exit", "stop"):
+            request = mux.Terminate if command == "exit" else mux.StopListening
+            reply = await client.request(request(request_id=client.request_id()))
+            if reply is not None and not isinstance(reply, mux.Ok):  # None: gone already
+                raise ControlError(f"{command} request failed: {_reason(reply)}")
+            sys.stderr.write(
+                "Exit request sent.\r\n" if command == "exit" else "Stop listening request sent.\r\n"
+            )
+        else:
+            return await _forwards(client, settings, cancel=command == "cancel")
+    return 0
+
+
+def _reason(reply: mux.MuxMessage | None) -> str:
+    if isinstance(reply, mux.Failure | mux.PermissionDenied):
+        return mux_text(reply.reason)
+    return "the master closed the connection" if reply is None else f"unexpected {type(reply).__name__}"
+
+
+def mux_text(text: str) -> str:
+    """A master's words, with its control characters shown escaped."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
+async def _forwards(client: MuxClient, settings: ClientSettings, *, cancel: bool) -> int:
+    """Every -L, -D and -R in turn; as ssh, a failed forward is fatal, a
+    failed cancel is reported and the status stays 0."""
+    failed = False
+    for fwd in (*settings.local_forwards, *settings.dynamic_forwards, *settings.remote_forwards):
+        reply = await client.request(forward_request(fwd, client.request_id(), cancel))
+        if isinstance(reply, mux.RemotePort) and not cancel:
+            log.debug("Allocated port %d for remote forward to %s", reply.port, fwd.describe())
+            print(reply.port, flush=True)  # stdout, for scripts
+        elif not isinstance(reply, mux.Ok):
+            what = "cancel forwarding" if cancel else "forwarding"
+            print(f"{what} request failed: {_reason(reply)}", file=sys.stderr)
+            failed = True
+    if failed and not cancel:
+        raise ControlError("master forward request failed")
+    return 0
+
+
+# --- the master ---------------------------------------------------------------------
+
+
+def _as_forward(request: mux.ForwardRequest) -> Forward | None:
+    """The forward a request names, or None if ssh's master would call it invalid."""
+    kind = {v: k for k, v in _KINDS.items()}[request.kind]
+    listen_socket = request.listen_host if request.listen_port == mux.SOCKET_PORT else None
+    connect_socket = request.connect_host if request.connect_port == mux.SOCKET_PORT else None
+    has_target = connect_socket is not None or bool(request.connect_host)
+    if kind == "dynamic" and listen_socket is not None:
+        return None
+    if kind == "local" and (not has_target or request.connect_port == 0):
+        return None
+    return Forward(
+        kind=kind,  # type: ignore[arg-type]
+        listen_host=None if listen_socket is not None or not request.listen_host else request.listen_host,
+        listen_port=None if listen_socket is not None else request.listen_port,
+        listen_socket=listen_socket,
+        connect_host=request.connect_host if has_target and connect_socket is None else None,
+        connect_port=request.connect_port if has_target and connect_socket is None else None,
+        connect_socket=connect_socket,
+    )
+
+
+@dataclass(slots=True)
+class Master:
+    """What our master does for each mux request (a MuxHandler)."""
+
+    client: SSHClient
+    settings: ClientSettings
+    stop: asyncio.Event
+    server: MuxServer | None = None
+    forwards: dict[Forward, ForwardListener | RemoteListener] = field(default_factory=dict)
+
+    async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
+        rid = request.request_id
+        fwd = _as_forward(request)
+        if fwd is None:
+            return mux.Failure(request_id=rid, reason="Invalid forwarding request")
+        if request.cancel:
+            listener = self.forwards.pop(fwd, None)
+            if listener is None:
+                return mux.Failure(request_id=rid, reason="port not forwarded")
+            listener.close()
+            return mux.Ok(request_id=rid)
+        existing = self.forwards.get(fwd)
+        if existing is None:
+            try:
+                existing = await self._open(fwd)
+            except RemoteForwardFailed as exc:
+                return mux.Failure(request_id=rid, reason=str(exc))
+            except OSError as exc:
+                log.info("requested %s failed: %s", fwd.describe(), os.strerror(exc.errno or errno.EIO))
+                return mux.Failure(request_id=rid, reason="Port forwarding failed")
+            self.forwards[fwd] = existing
+        if fwd.kind == "remote" and fwd.listen_socket is None and fwd.listen_port == 0:
+            return mux.RemotePort(request_id=rid, port=existing.port)
+        return mux.Ok(request_id=rid)
+
+    async def _open(self, fwd: Forward) -> ForwardListener | RemoteListener:
+        if fwd.kind != "remote":
+            return await start_listener(
+                self.client, fwd, bind_host(fwd.listen_host, self.settings.gateway_ports)
+            )
+        return await self.client.forward_remote(
+            fwd.listen_host, fwd.listen_port or 0, remote_target(fwd), listen_socket=fwd.listen_socket
+        )
+
+    def terminate(self) -> None:
+        log.debug("mux: terminate requested")
+        self.stop.set()
+
+    def stop_listening(self) -> None:
+        log.debug("mux: stopped listening on %s", self.settings.control_path)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for listener in self.forwards.values():
+            listener.close()
+        self.forwards.clear()
+
+
+async def start_master(client: SSHClient, settings: ClientSettings, stop: asyncio.Event) -> Master | None:
+    """Listen on the ControlPath when ControlMaster asks for a master. A
+    socket already there is ssh's warning and no master, never fatal."""
+    path = _path(settings)
+    if path is None or settings.control_master not in ("yes", "auto"):
+        return None
+    master = Master(client, settings, stop)
+    try:
+        master.server = await listen_mux(path, master)
+    except MuxError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+    log.debug("setting up multiplex master socket")
+    return master
+
+
+def check_master_mode(settings: ClientSettings) -> None:
+    """ask and autoask confirm each request at a prompt; not yet: refused."""
+    if settings.control_master in ("ask", "autoask") and _path(settings) is not None:
+        raise ControlError(
+            f"ControlMaster {settings.control_master}: confirmation prompts are not supported; "
+            "use yes or auto"
+        )

@@ -1,0 +1,144 @@
+"""The control socket (ControlMaster) against OpenSSH, both ways.
+
+OpenSSH's ``ssh -S path -O ...`` drives a master started by the ``hashike``
+command (``-M -S path -N``, logged in to hashiked): ``check``, ``forward -L``
+(the new port carries the guide's POP dialogue), ``cancel`` (the port is
+gone), ``forward -R 0:...`` (the port printed answers) and ``exit``. Then the
+``hashike`` command drives an OpenSSH master (``ssh -M -S path -N -f``,
+logged in to sshd): ``check``, ``forward -R 0:...`` and ``exit``; and a
+control socket others may use is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from hashike.cli.pop3 import start_pop3
+from tests.interop.conftest import free_port
+from tests.interop.test_forward_openssh_to_hashiked import DEADLINE, BackgroundLoop, keygen, public_line
+from tests.interop.test_remote_forward import answers, check_pop3, hashike_argv, hashiked_server, start
+
+if TYPE_CHECKING:
+    from tests.interop.conftest import SshClient, StartSshd
+
+
+@pytest.fixture(scope="module")
+def pop3_port() -> Iterator[int]:
+    loop = BackgroundLoop()
+    try:
+        yield loop.run(start_pop3()).port
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def control_path() -> Iterator[str]:
+    """A short path (sun_path holds 108 bytes) in a directory of our own."""
+    directory = tempfile.mkdtemp(prefix="hc", dir="/tmp")
+    try:
+        yield os.path.join(directory, "m")
+    finally:
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+
+
+def wait_for_socket(path: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not os.path.exists(path):  # bounded by the deadline
+        assert time.monotonic() < deadline, f"no control socket at {path}"
+        time.sleep(0.05)
+
+
+def ssh_control(ssh: SshClient, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [ssh.binary, "-F", "/dev/null", "-S", path, *args, "127.0.0.1"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+
+
+def hashike_control(path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "hashike.cli.client", "-F", "none", "-S", path, *args, "127.0.0.1"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+
+
+def test_ssh_drives_a_hashike_master(
+    tmp_path: Path, ssh_client: SshClient, pop3_port: int, control_path: str
+) -> None:
+    server, daemon = hashiked_server(tmp_path)
+    master = start(hashike_argv(server, "-M", "-S", control_path))
+    try:
+        wait_for_socket(control_path)
+        assert os.stat(control_path).st_mode & 0o777 == 0o600
+
+        check = ssh_control(ssh_client, control_path, "-O", "check")
+        assert check.returncode == 0, check.stderr
+        assert f"Master running (pid={master.process.pid})" in check.stderr
+
+        port = free_port()
+        spec = f"{port}:127.0.0.1:{pop3_port}"
+        forward = ssh_control(ssh_client, control_path, "-O", "forward", "-L", spec)
+        assert forward.returncode == 0, forward.stderr
+        check_pop3(port)
+        again = ssh_control(ssh_client, control_path, "-O", "forward", "-L", spec)
+        assert again.returncode == 0, again.stderr  # already there: ok, as ssh's master
+
+        cancel = ssh_control(ssh_client, control_path, "-O", "cancel", "-L", spec)
+        assert cancel.returncode == 0 and not cancel.stderr, cancel.stderr
+        assert not answers(port, attempts=1)
+
+        remote = ssh_control(ssh_client, control_path, "-O", "forward", "-R", f"0:127.0.0.1:{pop3_port}")
+        assert remote.returncode == 0, remote.stderr
+        check_pop3(int(remote.stdout.strip()))
+
+        done = ssh_control(ssh_client, control_path, "-O", "exit")
+        assert done.returncode == 0 and "Exit request sent." in done.stderr, done.stderr
+        assert master.process.wait(DEADLINE) == 0, master.stderr
+        assert not os.path.exists(control_path)
+    finally:
+        master.process.kill()
+        master.process.wait(DEADLINE)
+        daemon.stop()  # type: ignore[attr-defined]
+
+
+def test_hashike_drives_an_openssh_master(
+    tmp_path: Path, start_sshd: StartSshd, ssh_client: SshClient, pop3_port: int, control_path: str
+) -> None:
+    key = keygen(tmp_path / "id_ed25519")
+    authorized = tmp_path / "authorized_keys"
+    authorized.write_text(public_line(key) + "\n")
+    sshd = start_sshd(AuthorizedKeysFile=str(authorized))
+    argv = ssh_client.argv(sshd.port, identity=key, args=["-M", "-S", control_path, "-N", "-f"])
+    started = subprocess.run(argv, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+    assert started.returncode == 0, started.stderr
+    try:
+        check = hashike_control(control_path, "-O", "check")
+        assert check.returncode == 0, check.stderr
+        assert re.search(r"^Master running \(pid=\d+\)$", check.stderr, re.M), check.stderr
+
+        remote = hashike_control(control_path, "-O", "forward", "-R", f"0:127.0.0.1:{pop3_port}")
+        assert remote.returncode == 0, remote.stderr
+        check_pop3(int(remote.stdout.strip()))
+
+        os.chmod(control_path, 0o666)  # others could use it: refused
+        refused = hashike_control(control_path, "-O", "check")
+        assert refused.returncode == 255
+        assert refused.stderr == f"Bad owner or permissions on control socket {control_path}\n"
+        os.chmod(control_path, 0o600)
+    finally:
+        done = hashike_control(control_path, "-O", "exit")
+    assert done.returncode == 0 and "Exit request sent." in done.stderr, done.stderr
+
+
+def test_no_master(control_path: str) -> None:
+    result = hashike_control(control_path, "-O", "check")
+    assert result.returncode == 255
+    assert result.stderr == f"Control socket connect({control_path}): No such file or directory\n"

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hashike.aio import mux as aio_mux
-from hashike.aio.mux import MuxClient, MuxError, MuxServer, listen_mux
+from hashike.aio.mux import MuxClient, MuxError, MuxServer, check_socket_path, listen_mux
 from hashike.proto import mux
 from hashike.proto.wire import encode_string, encode_uint32
 
@@ -136,7 +135,7 @@ async def test_peer_of_another_uid_refused(
     else, so the peer's uid differs: no hello, the connection closed."""
     server, _ = master
     uid = os.getuid()
-    monkeypatch.setattr(aio_mux.os, "getuid", lambda: uid + 1)
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
     assert await raw_exchange(server.path, mux.encode(mux.Hello())) == b""
     assert server.clients == 0
 
@@ -144,16 +143,16 @@ async def test_peer_of_another_uid_refused(
 async def test_socket_path_checked(directory: str) -> None:
     path = os.path.join(directory, "s")
     with pytest.raises(MuxError, match=r"^Control socket connect\(.*\): No such file or directory$"):
-        MuxClient_check(path)
+        check_socket_path(path)
     open(path, "w").close()
-    with pytest.raises(MuxError, match="^Bad owner or permissions on control socket"):
-        MuxClient_check(path)
+    with pytest.raises(MuxError, match=r"^Bad owner or permissions on control socket"):
+        check_socket_path(path)
     os.unlink(path)
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(path)
         os.chmod(path, 0o660)
-        with pytest.raises(MuxError, match="^Bad owner or permissions on control socket"):
-            MuxClient_check(path)
+        with pytest.raises(MuxError, match=r"^Bad owner or permissions on control socket"):
+            check_socket_path(path)
 
 
 def MuxClient_check(path: str) -> None:
@@ -167,7 +166,7 @@ async def test_master_refuses_shared_directory_and_taken_path(directory: str) ->
     os.chmod(directory, 0o700)
     first = await listen_mux(os.path.join(directory, "m"), Recorder())
     try:
-        with pytest.raises(MuxError, match="already exists, disabling multiplexing$"):
+        with pytest.raises(MuxError, match=r"already exists, disabling multiplexing$"):
             await listen_mux(first.path, Recorder())
         assert os.listdir(directory) == ["m"]  # no temporary name left behind
         async with MuxClient.connect(first.path) as client:  # the first still answers

@@ -155,10 +155,6 @@ async def test_socket_path_checked(directory: str) -> None:
             check_socket_path(path)
 
 
-def MuxClient_check(path: str) -> None:
-    aio_mux.check_socket_path(path)
-
-
 async def test_master_refuses_shared_directory_and_taken_path(directory: str) -> None:
     os.chmod(directory, 0o777)  # others may write, no sticky bit: they could swap the socket
     with pytest.raises(MuxError, match=f"^Bad owner or permissions on {directory}$"):

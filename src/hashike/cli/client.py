@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -59,7 +58,7 @@ from .control import (
     start_master,
 )
 from .escape import Escape, EscapeReader, help_text
-from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
+from .forwards import start_local_forwards
 from .jump import STDIO_OPTIONS, connect_through, parse_stdio_forward, stdio_forward
 from .logs import setup_logging
 from .remote import ForwardFailure, start_remote_forwards
@@ -297,45 +296,6 @@ async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[
     return client, checker.settings
 
 
-def _bind_label(host: str | None, port: int | None, path: str | None) -> str:
-    if path is not None:
-        return path
-    return f"[{'127.0.0.1' if host is None else host or '0.0.0.0'}]:{port}"
-
-
-async def _start_forwards(client: SSHClient, settings: ClientSettings) -> list[ForwardListener]:
-    """Set up every -L and -D; a failure is reported as ssh reports it and is
-    fatal only under ExitOnForwardFailure."""
-    listeners = []
-    warn_open_proxies(settings.dynamic_forwards, settings.gateway_ports)
-    for fwd in (*settings.local_forwards, *settings.dynamic_forwards):
-        host = bind_host(fwd.listen_host, settings.gateway_ports)
-        target = remote_label(fwd)
-        try:
-            listener = await start_listener(client, fwd, host)
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            label = _bind_label(host, fwd.listen_port, fwd.listen_socket)
-            port = fwd.listen_port or 0
-            if exc.errno == errno.EACCES and 0 < port < 1024:
-                print(
-                    f"bind {label}: Permission denied. Privileged ports can only be forwarded by root; "
-                    f"use a port of 1024 or more, e.g. {example(fwd, port)}.",
-                    file=sys.stderr,
-                )
-            else:
-                print(f"bind {label}: {reason}", file=sys.stderr)
-                print(f"channel_setup_fwd_listener_tcpip: cannot listen to port: {port}", file=sys.stderr)
-            if settings.exit_on_forward_failure:
-                raise _Fatal("Could not request local forwarding.") from None
-            print("Could not request local forwarding.", file=sys.stderr)
-            continue
-        bound = _bind_label(host, listener.port, fwd.listen_socket)
-        log.debug("Local connections to %s forwarded to remote address %s", bound, target)
-        listeners.append(listener)
-    return listeners
-
-
 def _background() -> None:
     """-f: ssh goes to the background once authenticated and forwarding is
     set up. The parent exits 0 at once; the child carries on the connection."""
@@ -388,7 +348,7 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     client, settings = await connect_through(settings, _connect, invocation.config_file)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
-    listeners: list[ForwardListener | RemoteListener] = [*await _start_forwards(client, settings)]
+    listeners: list[ForwardListener | RemoteListener] = [*await start_local_forwards(client, settings)]
     master = None
     try:
         listeners += await start_remote_forwards(client, settings)

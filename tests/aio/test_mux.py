@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from hashike.aio.mux import MuxClient, MuxError, MuxServer, check_socket_path, listen_mux
+from hashike.aio.session_client import Process
 from hashike.proto import mux
 from hashike.proto.wire import encode_string, encode_uint32
 
@@ -24,8 +25,13 @@ WAIT = 20.0
 @dataclass
 class Recorder:
     requests: list[mux.ForwardRequest] = field(default_factory=list)
+    sessions: list[mux.NewSession] = field(default_factory=list)
     terminated: bool = False
     stopped: bool = False
+
+    async def session(self, request: mux.NewSession, fds: list[int]) -> Process | str:
+        self.sessions.append(request)
+        return "Session open refused by peer"
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
         self.requests.append(request)
@@ -96,24 +102,74 @@ async def test_requests_answered(master: tuple[MuxServer, Recorder]) -> None:
         assert end == mux.Ok(request_id=3) and handler.terminated
 
 
-async def test_sessions_and_unknown_requests_refused(master: tuple[MuxServer, Recorder]) -> None:
-    server, _ = master
-    hello = mux.encode(mux.Hello())
-    proxy = encode_string(encode_uint32(0x1000000F) + encode_uint32(5))  # MUX_C_PROXY
-    session = mux.NewSession(
-        request_id=6, want_tty=False, want_x11=False, want_agent=False, subsystem=False,
-        escape_char=None, term="", command="echo hi",
-    )  # fmt: skip
-    said = await raw_exchange(server.path, hello + proxy + mux.encode(session))
+SESSION = mux.NewSession(
+    request_id=6, want_tty=False, want_x11=False, want_agent=False, subsystem=False,
+    escape_char=None, term="", command="echo hi",
+)  # fmt: skip
+
+
+def replies(said: bytes) -> list[mux.MuxMessage | None]:
     decoder = mux.MuxDecoder()
     decoder.feed(said)
-    replies = [decoder.next(), decoder.next(), decoder.next(), decoder.next()]
-    assert replies == [
+    found = [decoder.next()]
+    while found[-1] is not None:
+        found.append(decoder.next())
+    return found
+
+
+async def test_unknown_requests_and_stdio_forwarding_refused(master: tuple[MuxServer, Recorder]) -> None:
+    server, _ = master
+    proxy = encode_string(encode_uint32(0x1000000F) + encode_uint32(5))  # MUX_C_PROXY
+    stdio = mux.NewStdioForward(request_id=7, host="h", port=1)
+    said = await raw_exchange(server.path, mux.encode(mux.Hello()) + proxy + mux.encode(stdio))
+    assert replies(said) == [
         mux.Hello(),
         mux.Failure(request_id=5, reason="unsupported request"),
-        mux.Failure(request_id=6, reason="not supported"),
+        mux.Failure(request_id=7, reason="not supported"),
         None,  # and the connection closed
     ]
+
+
+async def test_session_descriptors(master: tuple[MuxServer, Recorder]) -> None:
+    """A session's three descriptors ride on a byte each (SCM_RIGHTS); the
+    handler gets the request once they are all there."""
+    server, handler = master
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(WAIT)
+        sock.connect(server.path)
+        sock.sendall(mux.encode(mux.Hello()) + mux.encode(SESSION))
+        read_end, write_end = os.pipe()
+        try:
+            for fd in (read_end, write_end, write_end):
+                socket.send_fds(sock, [b"\0"], [fd])
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        said = await asyncio.to_thread(read_all, sock)
+    assert replies(said) == [
+        mux.Hello(),
+        mux.Failure(request_id=6, reason="Session open refused by peer"),
+        None,
+    ]
+    assert handler.sessions == [SESSION]
+
+
+async def test_session_without_descriptors_refused(master: tuple[MuxServer, Recorder]) -> None:
+    server, handler = master
+    said = await raw_exchange(server.path, mux.encode(mux.Hello()) + mux.encode(SESSION) + b"\0\0\0")
+    assert replies(said) == [
+        mux.Hello(),
+        mux.Failure(request_id=6, reason="did not receive file descriptors"),
+        None,
+    ]
+    assert handler.sessions == []
+
+
+def read_all(sock: socket.socket) -> bytes:
+    said = b""
+    while chunk := sock.recv(1 << 16):
+        said += chunk
+    return said
 
 
 async def test_request_before_hello_closes(master: tuple[MuxServer, Recorder]) -> None:

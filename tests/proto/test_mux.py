@@ -124,3 +124,14 @@ def test_unknown_type_keeps_its_request_id() -> None:
     with pytest.raises(mux.UnknownMuxType) as caught:
         mux.decode(encode_uint32(0x7))
     assert caught.value.request_id is None
+
+
+def test_descriptor_bytes_taken_raw() -> None:
+    """After a new session, one byte per passed descriptor, then frames again."""
+    decoder = mux.MuxDecoder()
+    decoder.feed(mux.encode(MESSAGES[7]) + b"\0\0")
+    assert decoder.next() == MESSAGES[7]
+    assert decoder.take(3) is None
+    decoder.feed(b"\0" + mux.encode(MESSAGES[2]))
+    assert decoder.take(3) == b"\0\0\0"
+    assert decoder.next() == MESSAGES[2]

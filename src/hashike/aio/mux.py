@@ -10,9 +10,11 @@ does. The client refuses a socket that is not ours or that others may use,
 and a master whose uid is not ours.
 
 What a master does with each request is its owner's: a :class:`MuxHandler`.
-Multiplexed sessions (MUX_C_NEW_SESSION, whose stdio descriptors follow the
-message) are refused with MUX_S_FAILURE "not supported"; ssh then makes a
-connection of its own, as it does whenever a master turns a session down.
+A multiplexed session (MUX_C_NEW_SESSION) is read with recvmsg, since its
+stdio descriptors follow the message, each with one byte of its own in the
+stream (SCM_RIGHTS), and carried by :mod:`hashike.aio.passenger`. Stdio
+forwarding (MUX_C_NEW_STDIO_FWD, ``ssh -S path -W``) is refused with
+MUX_S_FAILURE "not supported".
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from typing import Protocol
 from hashike.proto import mux
 from hashike.proto.errors import DecodeError
 
+from .passenger import carry
+from .session_client import Process
+
 __all__ = [
     "MuxClient",
     "MuxError",
@@ -44,6 +49,7 @@ log = logging.getLogger("hashike.mux")
 
 READ_CHUNK = 64 * 1024
 REPLY_TIMEOUT = 30.0  # a master that accepted but never answers
+MAX_FDS = 3  # a new session's stdin, stdout and stderr
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -53,6 +59,11 @@ class MuxError(Exception):
 
 class MuxHandler(Protocol):
     """What a master does for each request (all but alive checks)."""
+
+    async def session(self, request: mux.NewSession, fds: list[int]) -> Process | str:
+        """Start a multiplexed session on the client's ``fds`` (stdin,
+        stdout, stderr; the server closes them): its process, or why not."""
+        ...
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
         """Open or cancel a forward: Ok, RemotePort, Failure or PermissionDenied."""
@@ -106,63 +117,134 @@ def _bind(path: str) -> socket.socket:
     return sock
 
 
+class _Peer:
+    """One mux client's connection, read with recvmsg so that the descriptors
+    of a new session arrive with the bytes they ride on."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = mux.MuxDecoder()
+        self.fds: list[int] = []
+        self._loop = asyncio.get_running_loop()
+
+    async def receive(self) -> bool:
+        """Read what there is into the decoder; False at EOF."""
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, READ_CHUNK, MAX_FDS)
+            except BlockingIOError:
+                await self._readable()
+                continue
+            self.fds += fds
+            if len(self.fds) > MAX_FDS:
+                raise DecodeError("mux: more descriptors than a session passes")
+            self.decoder.feed(data)
+            return bool(data)
+
+    async def _readable(self) -> None:
+        ready = self._loop.create_future()
+        self._loop.add_reader(self.sock.fileno(), ready.set_result, None)
+        try:
+            await ready
+        finally:
+            self._loop.remove_reader(self.sock.fileno())
+
+    async def descriptors(self, count: int) -> list[int] | None:
+        """The ``count`` descriptors that follow a new session, each with its
+        byte in the stream; None if the client sent the bytes without them or
+        went away."""
+        while self.decoder.take(count) is None:
+            if not await self.receive():
+                return None
+        if len(self.fds) < count:
+            return None
+        taken, self.fds = self.fds[:count], self.fds[count:]
+        return taken
+
+    async def send(self, message: mux.MuxMessage) -> None:
+        await self._loop.sock_sendall(self.sock, mux.encode(message))
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        self.sock.close()
+
+
 class MuxServer:
-    """A master's control socket; ``close()`` stops listening and removes it."""
+    """A master's control socket; ``close()`` stops listening and removes it
+    (the clients connected go on)."""
 
     def __init__(self, path: str, handler: MuxHandler) -> None:
         self.path = path
         self.handler = handler
-        self.clients = 0  # connected mux clients (ControlPersist waits for none)
-        self._server: asyncio.Server | None = None
+        self.clients = 0  # connected mux clients
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sessions = 0
 
     async def _start(self) -> None:
-        sock = _bind(self.path)
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+        self._sock = _bind(self.path)
+        self._sock.setblocking(False)
+        self._accepting = asyncio.ensure_future(self._accept(self._sock))
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:  # until close() cancels it
+            sock, _ = await loop.sock_accept(listener)
+            sock.setblocking(False)
+            task = asyncio.ensure_future(self._serve(_Peer(sock)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
-        if self._server is None:
+        if self._sock is None:
             return
-        self._server.close()
-        self._server = None
+        assert self._accepting is not None
+        self._accepting.cancel()
+        self._sock.close()
+        self._sock = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
+    def close_clients(self) -> None:
+        """End every client's connection too (the master is going away)."""
+        for task in self._tasks:
+            task.cancel()
+
     @property
     def listening(self) -> bool:
-        return self._server is not None
+        return self._sock is not None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        uid = peer_uid(sock)
+    async def _serve(self, peer: _Peer) -> None:
+        uid = peer_uid(peer.sock)
         if uid != os.getuid():
             # ssh's master: "control mode uid mismatch: peer euid N != uid M"
             log.error("control mode uid mismatch: peer euid %d != uid %d", uid, os.getuid())
-            writer.close()
+            peer.close()
             return
         self.clients += 1
         try:
-            writer.write(mux.encode(mux.Hello()))
-            await self._requests(reader, writer)
-        except (DecodeError, ConnectionError) as exc:
+            await peer.send(mux.Hello())
+            await self._requests(peer)
+        except (DecodeError, OSError) as exc:
             log.debug("control client: %s", exc)
         finally:
             self.clients -= 1
-            writer.close()
+            peer.close()
 
-    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder, greeted = mux.MuxDecoder(), False
-        while data := await reader.read(READ_CHUNK):
-            decoder.feed(data)
+    async def _requests(self, peer: _Peer) -> None:
+        greeted = False
+        while await peer.receive():
             while True:
                 try:
-                    message = decoder.next()
+                    message = peer.decoder.next()
                 except mux.UnknownMuxType as exc:
                     if exc.request_id is None or not greeted:
                         raise
                     log.debug("%s", exc)
-                    writer.write(
-                        mux.encode(mux.Failure(request_id=exc.request_id, reason="unsupported request"))
-                    )
+                    await peer.send(mux.Failure(request_id=exc.request_id, reason="unsupported request"))
                     continue
                 if message is None:
                     break
@@ -170,35 +252,70 @@ class MuxServer:
                     if not isinstance(message, mux.Hello) or message.version != mux.MUX_VERSION:
                         raise DecodeError("mux: expected a version 4 hello")
                     greeted = True
-                    continue
-                if not await self._answer(message, writer):
+                elif not await self._answer(message, peer):
                     return
-            await writer.drain()
 
-    async def _answer(self, message: mux.MuxMessage, writer: asyncio.StreamWriter) -> bool:
+    async def _answer(self, message: mux.MuxMessage, peer: _Peer) -> bool:
         """Reply to one request; False closes this client's connection."""
         if isinstance(message, mux.AliveCheck):
-            writer.write(mux.encode(mux.AliveReply(request_id=message.request_id, pid=os.getpid())))
+            await peer.send(mux.AliveReply(request_id=message.request_id, pid=os.getpid()))
         elif isinstance(message, mux.ForwardRequest):
-            writer.write(mux.encode(await self.handler.forward(message)))
+            await peer.send(await self.handler.forward(message))
         elif isinstance(message, mux.Terminate):
-            writer.write(mux.encode(mux.Ok(request_id=message.request_id)))
-            await writer.drain()
+            await peer.send(mux.Ok(request_id=message.request_id))
             self.handler.terminate()
             return False
         elif isinstance(message, mux.StopListening):
             self.close()
             self.handler.stop_listening()
-            writer.write(mux.encode(mux.Ok(request_id=message.request_id)))
-        elif isinstance(message, mux.NewSession | mux.NewStdioForward):
-            # Its descriptors follow out of band, each with a byte of its own
-            # in the stream: the stream cannot go on after a refusal.
-            writer.write(mux.encode(mux.Failure(request_id=message.request_id, reason="not supported")))
-            await writer.drain()
+            await peer.send(mux.Ok(request_id=message.request_id))
+        elif isinstance(message, mux.NewSession):
+            await self._session(message, peer)
+            return False
+        elif isinstance(message, mux.NewStdioForward):
+            # Its two descriptors follow, each with a byte in the stream:
+            # after a refusal the stream cannot go on.
+            await peer.send(mux.Failure(request_id=message.request_id, reason="not supported"))
             return False
         else:
             raise DecodeError(f"mux: {type(message).__name__} is not a request")
         return True
+
+    async def _session(self, request: mux.NewSession, peer: _Peer) -> None:
+        """§2: the three descriptors, the session opened, its exit status
+        sent; the connection closes after it (the client waits for that)."""
+        fds = await peer.descriptors(3)
+        if fds is None:
+            await peer.send(
+                mux.Failure(request_id=request.request_id, reason="did not receive file descriptors")
+            )
+            return
+        peer.fds = fds  # closed with the connection
+        started = await self.handler.session(request, fds)
+        if isinstance(started, str):
+            await peer.send(mux.Failure(request_id=request.request_id, reason=started))
+            return
+        self._sessions += 1
+        session_id = self._sessions
+        await peer.send(mux.SessionOpened(request_id=request.request_id, session_id=session_id))
+        if request.want_tty and not started.pty:
+            await peer.send(mux.TtyAllocFail(session_id=session_id))
+        carrying = asyncio.ensure_future(carry(started, fds))
+        hangup = asyncio.ensure_future(self._until_eof(peer))
+        try:
+            await asyncio.wait({carrying, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hangup.cancel()
+        if not carrying.done():  # the client went away (a signal): so does its session
+            started.close()
+            carrying.cancel()
+            return
+        await peer.send(mux.ExitMessage(session_id=session_id, status=carrying.result()))
+
+    @staticmethod
+    async def _until_eof(peer: _Peer) -> None:
+        while await peer.receive():
+            peer.decoder.take(peer.decoder.pending)  # nothing more is expected
 
 
 async def listen_mux(path: str, handler: MuxHandler) -> MuxServer:

@@ -23,17 +23,21 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from hashike.aio.client import SSHClient
 from hashike.aio.forward import ForwardListener
 from hashike.aio.mux import MuxClient, MuxError, MuxServer, listen_mux
 from hashike.aio.remote import RemoteForwardFailed, RemoteListener
+from hashike.aio.session_client import Process, SessionRequestFailed
 from hashike.config.forward import Forward
 from hashike.config.ssh_config import ClientSettings
 from hashike.proto import mux
+from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
 
 from .forwards import bind_host, start_listener
 from .remote import remote_target
+from .terminal import terminal_modes, terminal_size
 
 __all__ = [
     "ControlError",
@@ -228,6 +232,22 @@ class Master:
             fwd.listen_host, fwd.listen_port or 0, remote_target(fwd), listen_socket=fwd.listen_socket
         )
 
+    async def session(self, request: mux.NewSession, fds: list[int]) -> Process | str:
+        """A session for ``ssh -S path host cmd``, on the client's terminal
+        (its size and modes read from the stdin it passed) if it wants one."""
+        if request.subsystem:
+            return "subsystems are not supported"
+        kwargs: dict[str, Any] = {}
+        if request.want_tty:
+            cols, rows, xpixel, ypixel = terminal_size(fds[0]) or (80, 24, 0, 0)
+            kwargs = {"term": request.term, "size": (cols, rows), "pixels": (xpixel, ypixel)}
+            kwargs["modes"] = terminal_modes(fds[0])
+        env = dict(item.split("=", 1) for item in request.env if "=" in item)
+        try:
+            return await self.client.create_process(request.command or None, env=env, **kwargs)
+        except (ChannelOpenFailed, SessionRequestFailed, ConnectionClosed):
+            return "Session open refused by peer"  # ssh's master's words
+
     def terminate(self) -> None:
         log.debug("mux: terminate requested")
         self.stop.set()
@@ -238,6 +258,7 @@ class Master:
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
+            self.server.close_clients()
         for listener in self.forwards.values():
             listener.close()
         self.forwards.clear()

@@ -418,6 +418,16 @@ class MuxDecoder:
         del self._buffer[: 4 + length]
         return decode(payload)
 
+    def take(self, n: int) -> bytes | None:
+        """``n`` raw bytes from the stream, once there are that many: the bytes
+        each passed descriptor rides on, after MUX_C_NEW_SESSION (one per
+        descriptor, as ssh's mm_send_fd sends them)."""
+        if len(self._buffer) < n:
+            return None
+        taken = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return taken
+
     @property
     def pending(self) -> int:
         """Bytes held for a frame not yet whole."""

@@ -109,6 +109,34 @@ def test_ssh_drives_a_hashike_master(
         daemon.stop()  # type: ignore[attr-defined]
 
 
+def test_ssh_session_through_a_hashike_master(
+    tmp_path: Path, ssh_client: SshClient, control_path: str
+) -> None:
+    """``ssh -S path host cmd``: the command runs in the master's connection,
+    on the descriptors ssh passed. ssh has no key and no known host here, so
+    only the master can have carried it."""
+    server, daemon = hashiked_server(tmp_path)
+    master = start(hashike_argv(server, "-M", "-S", control_path))
+    try:
+        wait_for_socket(control_path)
+        argv = [ssh_client.binary, "-F", "/dev/null", "-o", "BatchMode=yes", "-S", control_path]
+        command = "cat; echo hi; echo oops >&2; exit 3"
+        result = subprocess.run(
+            [*argv, "127.0.0.1", command], input="piped\n", capture_output=True, text=True, timeout=DEADLINE
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (3, "piped\nhi\n", "oops\n")
+        again = subprocess.run(
+            [*argv, "127.0.0.1", "echo again"], capture_output=True, text=True, timeout=DEADLINE,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert (again.returncode, again.stdout) == (0, "again\n"), again.stderr
+        assert master.process.poll() is None, master.stderr
+    finally:
+        master.process.kill()
+        master.process.wait(DEADLINE)
+        daemon.stop()  # type: ignore[attr-defined]
+
+
 def test_hashike_drives_an_openssh_master(
     tmp_path: Path, start_sshd: StartSshd, ssh_client: SshClient, pop3_port: int, control_path: str
 ) -> None:

@@ -142,12 +142,12 @@ class _Peer:
             return bool(data)
 
     async def _readable(self) -> None:
-        ready = self._loop.create_future()
-        self._loop.add_reader(self.sock.fileno(), ready.set_result, None)
+        ready, fd = self._loop.create_future(), self.sock.fileno()
+        self._loop.add_reader(fd, ready.set_result, None)
         try:
             await ready
         finally:
-            self._loop.remove_reader(self.sock.fileno())
+            self._loop.remove_reader(fd)
 
     async def descriptors(self, count: int) -> list[int] | None:
         """The ``count`` descriptors that follow a new session, each with its
@@ -305,10 +305,12 @@ class MuxServer:
         try:
             await asyncio.wait({carrying, hangup}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            hangup.cancel()
-        if not carrying.done():  # the client went away (a signal): so does its session
+            for task in (hangup, carrying):  # done with the socket before it is closed
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError, DecodeError):
+                    await task
+        if carrying.cancelled():  # the client went away (a signal): so does its session
             started.close()
-            carrying.cancel()
             return
         await peer.send(mux.ExitMessage(session_id=session_id, status=carrying.result()))
 

@@ -156,6 +156,10 @@ def test_hashike_drives_an_openssh_master(
         assert remote.returncode == 0, remote.stderr
         check_pop3(int(remote.stdout.strip()))
 
+        shared = hashike_session(control_path, "cat; echo hi; echo oops >&2; exit 3", "piped\n")
+        assert (shared.returncode, shared.stdout) == (3, "piped\nhi\n"), shared.stderr
+        assert shared.stderr.endswith("oops\n")  # after the fixture's sshd's own debug lines
+
         os.chmod(control_path, 0o666)  # others could use it: refused
         refused = hashike_control(control_path, "-O", "check")
         assert refused.returncode == 255
@@ -164,6 +168,36 @@ def test_hashike_drives_an_openssh_master(
     finally:
         done = hashike_control(control_path, "-O", "exit")
     assert done.returncode == 0 and "Exit request sent." in done.stderr, done.stderr
+
+
+def test_hashike_session_through_a_hashike_master(tmp_path: Path, control_path: str) -> None:
+    """ControlMaster auto: a second ``hashike host cmd`` runs in the first's
+    connection. It has no key and no known host, so only the master can have
+    carried it; hashiked saw one login."""
+    server, daemon = hashiked_server(tmp_path)
+    master = start(hashike_argv(server, "-o", "ControlMaster=auto", "-S", control_path))
+    try:
+        wait_for_socket(control_path)
+        for _ in range(2):
+            shared = hashike_session(
+                control_path, "cat; echo hi; exit 4", "in\n", "-o", "ControlMaster=auto"
+            )
+            assert (shared.returncode, shared.stdout, shared.stderr) == (4, "in\nhi\n", "")
+        assert daemon.log_text().count("Accepted publickey") == 1, daemon.log_text()  # type: ignore[attr-defined]
+    finally:
+        master.process.kill()
+        master.process.wait(DEADLINE)
+        daemon.stop()  # type: ignore[attr-defined]
+
+
+def hashike_session(path: str, command: str, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [
+        sys.executable, "-m", "hashike.cli.client", "-F", "none", "-o", "BatchMode=yes",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "IdentityAgent=none",
+        "-S", path, *args, "127.0.0.1", command,
+    ]  # fmt: skip
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=DEADLINE)
 
 
 def test_no_master(control_path: str) -> None:

@@ -26,7 +26,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from hashike.proto import mux
@@ -55,6 +55,8 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 class MuxError(Exception):
     """A control socket we will not use, or a master that failed us: one line."""
+
+    errno: int | None = None
 
 
 class MuxHandler(Protocol):
@@ -340,45 +342,49 @@ def check_socket_path(path: str) -> None:
 class MuxClient:
     """One connection to a master, requests answered in turn (PROTOCOL.mux §10)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._decoder = mux.MuxDecoder()
+    def __init__(self, peer: _Peer) -> None:
+        self._peer = peer
         self._next_id = 0
 
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(cls, path: str) -> AsyncIterator[MuxClient]:
-        """Connect and exchange hellos; MuxError for a socket or master refused."""
+        """Connect and exchange hellos; MuxError for a socket or master refused
+        (``errno`` set when connecting failed)."""
         check_socket_path(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        peer = _Peer(sock)
         try:
-            reader, writer = await asyncio.open_unix_connection(path)
-        except OSError as exc:
-            raise MuxError(f"Control socket connect({path}): {os.strerror(exc.errno or 0)}") from None
-        try:
-            uid = peer_uid(writer.get_extra_info("socket"))
+            try:
+                await asyncio.get_running_loop().sock_connect(sock, path)
+            except OSError as exc:
+                error = MuxError(f"Control socket connect({path}): {os.strerror(exc.errno or 0)}")
+                error.errno = exc.errno
+                raise error from None
+            uid = peer_uid(sock)
             if uid != os.getuid():
                 raise MuxError(f"Control socket {path}: master's uid {uid} is not ours")
-            client = cls(reader, writer)
-            writer.write(mux.encode(mux.Hello()))
-            hello = await client._receive()
+            client = cls(peer)
+            await peer.send(mux.Hello())
+            hello = await client.receive()
             if not isinstance(hello, mux.Hello) or hello.version != mux.MUX_VERSION:
                 raise MuxError("master hello exchange failed")
             yield client
         finally:
-            writer.close()
+            peer.close()
 
-    async def _receive(self) -> mux.MuxMessage | None:
+    async def receive(self, timeout: float | None = REPLY_TIMEOUT) -> mux.MuxMessage | None:
         """The next message, None once the master has closed."""
         try:
-            async with asyncio.timeout(REPLY_TIMEOUT):
-                while (message := self._decoder.next()) is None:
-                    data = await self._reader.read(READ_CHUNK)
-                    if not data:
+            async with asyncio.timeout(timeout):
+                while (message := self._peer.decoder.next()) is None:
+                    if not await self._peer.receive():
                         return None
-                    self._decoder.feed(data)
         except DecodeError as exc:
             raise MuxError(f"read from master failed: {exc}") from None
+        except OSError as exc:
+            raise MuxError(f"read from master failed: {os.strerror(exc.errno or 0)}") from None
         except TimeoutError:
             raise MuxError("read from master failed: timed out") from None
         return message
@@ -387,11 +393,13 @@ class MuxClient:
         self._next_id += 1
         return self._next_id - 1
 
-    async def request(self, message: mux.MuxMessage) -> mux.MuxMessage | None:
-        """Send one request; its reply (None if the master closed first)."""
-        self._writer.write(mux.encode(message))
-        await self._writer.drain()
-        reply = await self._receive()
+    async def request(self, message: mux.MuxMessage, fds: Sequence[int] = ()) -> mux.MuxMessage | None:
+        """Send one request (then ``fds``, each on a byte of its own, as
+        ssh's mm_send_fd); its reply (None if the master closed first)."""
+        await self._peer.send(message)
+        for fd in fds:
+            socket.send_fds(self._peer.sock, [b"\0"], [fd])
+        reply = await self.receive()
         expected = getattr(message, "request_id", None)
         got = getattr(reply, "request_id", expected)
         if got != expected:

@@ -55,6 +55,7 @@ from .control import (
     check_master_mode,
     control_command,
     control_options,
+    multiplexed_session,
     start_master,
 )
 from .escape import Escape, EscapeReader, help_text
@@ -339,6 +340,11 @@ class _Stop:
 
 
 async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
+    if not (invocation.no_command or invocation.stdio or invocation.background):
+        command, env = " ".join(invocation.command) or None, _environment(settings)
+        shared = await multiplexed_session(settings, command, env, stdin_null=invocation.stdin_null)
+        if shared is not None:
+            return shared
     # Handlers first: a TERM during login must still end us cleanly.
     stop = _Stop()
     loop = asyncio.get_running_loop()

@@ -8,10 +8,14 @@ server chose) and ``-D``, ``-O exit`` and ``-O stop`` work against it.
 lines: ``Master running (pid=N)``, ``Exit request sent.``, the allocated
 port alone on stdout for ``-O forward -R 0:...``.
 
-Not yet: multiplexed sessions (``ssh -S path host cmd`` is turned down with
-"not supported", and ssh then connects by itself), the confirmations of
-``ask``/``autoask`` (refused with one line), and ControlPersist's backgrounding
-(a master lives as long as its own session or ``-N``).
+Sessions are multiplexed both ways: ``ssh -S path host cmd`` runs in our
+master's connection, and with ControlMaster no or auto and a master on the
+path (ours or ssh's) ``hashike host cmd`` runs in its connection, its stdin,
+stdout and stderr passed to the master; without a master it connects
+itself. Not yet: stdio forwarding through a master (``-W``), the
+confirmations of ``ask``/``autoask`` (refused with one line), escapes and
+window-size changes in multiplexed sessions, and ControlPersist's
+backgrounding (a master lives as long as its own session or ``-N``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
 
 from .forwards import bind_host, start_listener
 from .remote import remote_target
-from .terminal import terminal_modes, terminal_size
+from .terminal import RawMode, terminal_modes, terminal_size
 
 __all__ = [
     "ControlError",
@@ -47,11 +51,13 @@ __all__ = [
     "control_command",
     "control_options",
     "forward_request",
+    "multiplexed_session",
     "start_master",
 ]
 
 log = logging.getLogger("hashike.client")
 
+EXIT_FAILURE = 255
 COMMANDS = ("check", "forward", "cancel", "exit", "stop")
 _KINDS = {
     "local": mux.ForwardKind.LOCAL,
@@ -162,6 +168,80 @@ async def _forwards(client: MuxClient, settings: ClientSettings, *, cancel: bool
     if failed and not cancel:
         raise ControlError("master forward request failed")
     return 0
+
+
+# --- a session in a master's connection ---------------------------------------------
+
+
+async def multiplexed_session(
+    settings: ClientSettings, command: str | None, env: dict[str, str], *, stdin_null: bool
+) -> int | None:
+    """With ControlMaster no or auto and a master on the ControlPath, the
+    session runs in the master's connection, on our own stdin, stdout and
+    stderr (passed to it): no new connection, no key exchange. None when
+    there is no master to use: the caller connects itself, as ssh does."""
+    path = _path(settings)
+    if path is None or settings.control_master not in ("no", "auto") or not os.path.lexists(path):
+        return None
+    try:
+        async with MuxClient.connect(path) as client:
+            return await _passenger(client, settings, command, env, stdin_null)
+    except MuxError as exc:
+        if exc.errno == errno.ECONNREFUSED and settings.control_master == "auto":
+            log.debug("Stale control socket %s, unlinking", path)
+            os.unlink(path)
+        else:
+            print(str(exc), file=sys.stderr)
+        return None
+
+
+async def _passenger(
+    client: MuxClient, settings: ClientSettings, command: str | None, env: dict[str, str], stdin_null: bool
+) -> int | None:
+    if not isinstance(await client.request(mux.AliveCheck(request_id=client.request_id())), mux.AliveReply):
+        raise MuxError("master alive request failed")
+    # ssh's rule: yes or force ask for one, auto for a shell; only force without a terminal.
+    asked = settings.request_tty in ("yes", "force") or (settings.request_tty == "auto" and command is None)
+    tty = asked and (settings.request_tty == "force" or (not stdin_null and os.isatty(0)))
+    escape = settings.escape_char
+    request = mux.NewSession(
+        request_id=client.request_id(), want_tty=tty, want_x11=False, want_agent=False, subsystem=False,
+        escape_char=ord(escape) if escape is not None and len(escape) == 1 else None,
+        term=os.environ.get("TERM", ""), command=command or "",
+        env=tuple(f"{name}={value}" for name, value in env.items()),
+    )  # fmt: skip
+    stdin = os.open(os.devnull, os.O_RDONLY) if stdin_null else 0
+    try:
+        reply = await client.request(request, fds=(stdin, 1, 2))
+    finally:
+        if stdin_null:
+            os.close(stdin)
+    if not isinstance(reply, mux.SessionOpened):
+        print(f"session request failed: {_reason(reply)}", file=sys.stderr)
+        return None  # ssh then connects by itself
+    raw = RawMode(0)
+    try:
+        if tty:
+            raw.enter()
+        return await _exit_status(client, raw, reply.session_id)
+    finally:
+        raw.restore()
+        if tty:
+            sys.stderr.write(f"Shared connection to {settings.hostname} closed.\r\n")
+
+
+async def _exit_status(client: MuxClient, raw: RawMode, session_id: int) -> int:
+    """Wait for the master to end the session: its exit status, or 255 if
+    the master went away without one."""
+    status = EXIT_FAILURE
+    while (message := await client.receive(timeout=None)) is not None:
+        if isinstance(message, mux.TtyAllocFail) and message.session_id == session_id:
+            raw.restore()
+        elif isinstance(message, mux.ExitMessage) and message.session_id == session_id:
+            status = message.status & 0xFF
+        else:
+            raise MuxError(f"master returned error: {_reason(message)}")
+    return status
 
 
 # --- the master ---------------------------------------------------------------------

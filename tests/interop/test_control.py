@@ -179,9 +179,7 @@ def test_hashike_session_through_a_hashike_master(tmp_path: Path, control_path: 
     try:
         wait_for_socket(control_path)
         for _ in range(2):
-            shared = hashike_session(
-                control_path, "cat; echo hi; exit 4", "in\n", "-o", "ControlMaster=auto"
-            )
+            shared = hashike_session(control_path, "cat; echo hi; exit 4", "in\n", "-o", "ControlMaster=auto")
             assert (shared.returncode, shared.stdout, shared.stderr) == (4, "in\nhi\n", "")
         assert daemon.log_text().count("Accepted publickey") == 1, daemon.log_text()  # type: ignore[attr-defined]
     finally:

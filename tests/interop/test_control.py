@@ -188,6 +188,44 @@ def test_hashike_session_through_a_hashike_master(tmp_path: Path, control_path: 
         daemon.stop()  # type: ignore[attr-defined]
 
 
+def test_control_persist(tmp_path: Path, control_path: str) -> None:
+    """ControlPersist yes: the master outlives its own session, in the
+    background, until -O exit; a time: with -N it goes to the background at
+    once and ends after that long with nothing to carry."""
+    server, daemon = hashiked_server(tmp_path)
+    login = hashike_argv(server, "-o", "ControlMaster=yes", "-S", control_path)
+    login.remove("-N")
+    try:
+        first = subprocess.run(
+            [*login[:-1], "-o", "ControlPersist=yes", "127.0.0.1", "echo first; exit 2"],
+            capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert (first.returncode, first.stdout) == (2, "first\n"), first.stderr
+        second = hashike_session(control_path, "echo second", "")
+        assert (second.returncode, second.stdout) == (0, "second\n"), second.stderr
+        assert hashike_control(control_path, "-O", "exit").returncode == 0
+        wait_gone(control_path)
+
+        quick = subprocess.run(
+            [*login[:-1], "-N", "-o", "ControlPersist=1", "127.0.0.1"],
+            capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert quick.returncode == 0, quick.stderr
+        assert os.path.exists(control_path)  # the parent returned once the master was up
+        wait_gone(control_path)  # idle: the master ended by itself
+    finally:
+        if os.path.exists(control_path):
+            hashike_control(control_path, "-O", "exit")
+        daemon.stop()  # type: ignore[attr-defined]
+
+
+def wait_gone(path: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while os.path.exists(path):  # bounded by the deadline
+        assert time.monotonic() < deadline, f"{path} is still there"
+        time.sleep(0.05)
+
+
 def hashike_session(path: str, command: str, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [
         sys.executable, "-m", "hashike.cli.client", "-F", "none", "-o", "BatchMode=yes",

@@ -56,6 +56,7 @@ from .control import (
     control_command,
     control_options,
     multiplexed_session,
+    persist_master,
     start_master,
 )
 from .escape import Escape, EscapeReader, help_text
@@ -297,12 +298,13 @@ async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[
     return client, checker.settings
 
 
-def _background() -> None:
+def _background(status: int = 0, fds: tuple[int, ...] = (0,)) -> None:
     """-f: ssh goes to the background once authenticated and forwarding is
-    set up. The parent exits 0 at once; the child carries on the connection."""
+    set up. The parent exits 0 at once (ControlPersist: with the session's
+    status); the child carries on the connection, ``fds`` on /dev/null."""
     loop = asyncio.get_running_loop()
     if os.fork():
-        os._exit(0)
+        os._exit(status)
     os.setsid()
     # asyncio refuses a loop inherited across fork (it records the pid that
     # runs it) and the worker threads of its executor did not come along: the
@@ -310,7 +312,8 @@ def _background() -> None:
     asyncio.events._set_running_loop(loop)
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
     devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
+    for fd in fds:
+        os.dup2(devnull, fd)
     os.close(devnull)
 
 
@@ -360,13 +363,19 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
         listeners += await start_remote_forwards(client, settings)
         master = await start_master(client, settings, stop.event)
         announce_ready(client, settings, listeners)
-        if invocation.background:
-            _background()
+        persist = master is not None and settings.control_persist is not None
+        if invocation.background or (persist and invocation.no_command):
+            _background(fds=(0, 1, 2) if persist else (0,))  # ControlPersist detaches fully, as ssh
         if invocation.stdio is not None:
             return await stdio_forward(client, invocation.stdio)
+        if master is not None and persist and (invocation.no_command or settings.session_type == "none"):
+            return await persist_master(master, stop.event)
         if invocation.no_command or settings.session_type == "none":
             return await _forward_only(client, settings, stop)
         status = await _remote_session(client, settings, invocation, stop)
+        if master is not None and persist and not client.core.closed and stop.signum is None:
+            _background(status, fds=(0, 1, 2))  # ControlPersist: the master outlives its session
+            await persist_master(master, stop.event)
         for listener in listeners:
             listener.close()  # logged out: the tunnel takes no new connections
         if not client.core.closed and stop.signum is None and not stop.event.is_set():

@@ -14,8 +14,9 @@ path (ours or ssh's) ``hashike host cmd`` runs in its connection, its stdin,
 stdout and stderr passed to the master; without a master it connects
 itself. Not yet: stdio forwarding through a master (``-W``), the
 confirmations of ``ask``/``autoask`` (refused with one line), escapes and
-window-size changes in multiplexed sessions, and ControlPersist's
-backgrounding (a master lives as long as its own session or ``-N``).
+window-size changes in multiplexed sessions. ControlPersist keeps a master
+after its own session, in the background (at once with ``-N``), until
+``-O exit`` or that long idle.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ __all__ = [
     "control_options",
     "forward_request",
     "multiplexed_session",
+    "persist_master",
     "start_master",
 ]
 
 log = logging.getLogger("hashike.client")
 
 EXIT_FAILURE = 255
+PERSIST_POLL = 1.0  # seconds between ControlPersist's idle checks
 COMMANDS = ("check", "forward", "cancel", "exit", "stop")
 _KINDS = {
     "local": mux.ForwardKind.LOCAL,
@@ -358,6 +361,28 @@ async def start_master(client: SSHClient, settings: ClientSettings, stop: asynci
         return None
     log.debug("setting up multiplex master socket")
     return master
+
+
+async def persist_master(master: Master, stop: asyncio.Event) -> int:
+    """ControlPersist: the master stays until ``-O exit``, a signal, the
+    server's end, or (given a time) that long with no mux client and no
+    forwarded connection open; ``yes`` is no limit."""
+    limit = master.settings.control_persist or None
+    loop = asyncio.get_running_loop()
+    idle_since = loop.time()
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while not stopped.done() and not master.client.core.closed:  # bounded by the conditions above
+            server = master.server
+            if (server is not None and server.clients) or master.client.forwarded_channels():
+                idle_since = loop.time()
+            elif limit is not None and loop.time() - idle_since >= limit:
+                log.debug("ControlPersist timeout expired")
+                break
+            await asyncio.wait({stopped}, timeout=PERSIST_POLL)
+    finally:
+        stopped.cancel()
+    return 0
 
 
 def check_master_mode(settings: ClientSettings) -> None:

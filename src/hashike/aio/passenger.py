@@ -23,7 +23,7 @@ from hashike.proto.errors import ConnectionClosed
 
 from .session_client import ChannelReader, Process
 
-__all__ = ["carry"]
+__all__ = ["carry", "write_all"]
 
 log = logging.getLogger("hashike.mux")
 
@@ -31,7 +31,8 @@ CHUNK = 64 * 1024
 NO_STATUS = 255  # ssh's status when the process ended without one
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (blocking; from a worker thread)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -40,7 +41,7 @@ def _write_all(fd: int, data: bytes) -> None:
 async def _copy_out(reader: ChannelReader, fd: int) -> None:
     while data := await reader.read(CHUNK):
         try:
-            await asyncio.to_thread(_write_all, fd, data)
+            await asyncio.to_thread(write_all, fd, data)
         except OSError as exc:  # the client went away: drop the rest
             log.debug("passenger fd %d: %s", fd, exc)
             return

@@ -39,6 +39,7 @@ from hashike.config.forward import Forward
 from hashike.config.ssh_config import ClientSettings
 from hashike.proto import mux
 from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
+from hashike.proto.text import escape_text
 
 from .forwards import bind_host, start_listener
 from .remote import remote_target
@@ -146,13 +147,8 @@ async def control_command(command: str, settings: ClientSettings) -> int:
 
 def _reason(reply: mux.MuxMessage | None) -> str:
     if isinstance(reply, mux.Failure | mux.PermissionDenied):
-        return mux_text(reply.reason)
+        return escape_text(reply.reason)  # the master's words, its controls shown escaped
     return "the master closed the connection" if reply is None else f"unexpected {type(reply).__name__}"
-
-
-def mux_text(text: str) -> str:
-    """A master's words, with its control characters shown escaped."""
-    return text.encode("unicode_escape").decode("ascii")
 
 
 async def _forwards(client: MuxClient, settings: ClientSettings, *, cancel: bool) -> int:

@@ -12,7 +12,10 @@ control socket others may use is refused.
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -135,6 +138,52 @@ def test_ssh_session_through_a_hashike_master(
         master.process.kill()
         master.process.wait(DEADLINE)
         daemon.stop()  # type: ignore[attr-defined]
+
+
+def test_pty_sessions_through_our_master(tmp_path: Path, ssh_client: SshClient, control_path: str) -> None:
+    """``-t`` in a terminal: the master asks for a pty with the client's
+    terminal (passed as its stdin); ssh's client and ours say "Shared
+    connection to ... closed." and exit with the command's status."""
+    server, daemon = hashiked_server(tmp_path)
+    master = start(hashike_argv(server, "-M", "-S", control_path))
+    clients = [
+        [ssh_client.binary, "-F", "/dev/null"],
+        [sys.executable, "-m", "hashike.cli.client", "-F", "none", "-o", "UserKnownHostsFile=/dev/null"],
+    ]
+    try:
+        wait_for_socket(control_path)
+        for client in clients:
+            status, said = in_a_terminal([*client, "-t", "-S", control_path, "127.0.0.1", "tty; exit 5"])
+            assert status == 5, said
+            assert re.match(rb"/dev/pts/\d+\r\nShared connection to 127\.0\.0\.1 closed\.\r", said), said
+    finally:
+        master.process.kill()
+        master.process.wait(DEADLINE)
+        daemon.stop()  # type: ignore[attr-defined]
+
+
+def in_a_terminal(argv: list[str]) -> tuple[int, bytes]:
+    """Run ``argv`` on a new pty; its exit status and all it wrote there."""
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(argv[0], argv)
+    said, ended = b"", False
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while not ended and time.monotonic() < deadline:  # bounded; ends at the pty's EOF (EIO)
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    chunk = b""
+                ended = not chunk
+                said += chunk
+    finally:
+        if not ended:  # still running at the deadline
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), said
 
 
 def test_hashike_drives_an_openssh_master(

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import functools
 import logging
 import os
@@ -32,6 +31,7 @@ from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect, received_disconnect
 from hashike.aio.client_auth import AuthSettings, Identity, certificate_identities, file_identity
 from hashike.aio.forward import ForwardListener, Target
+from hashike.aio.mux import MuxError
 from hashike.aio.remote import RemoteListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
@@ -49,8 +49,18 @@ from hashike.proto.errors import (
 )
 from hashike.proto.text import escape_text
 
+from .control import (
+    ControlError,
+    add_arguments,
+    check_master_mode,
+    control_command,
+    control_options,
+    multiplexed_session,
+    persist_master,
+    start_master,
+)
 from .escape import Escape, EscapeReader, help_text
-from .forwards import bind_host, example, remote_label, start_listener, warn_open_proxies
+from .forwards import start_local_forwards
 from .hostcheck import HostKeyChecker
 from .jump import STDIO_OPTIONS, connect_through, parse_stdio_forward, stdio_forward
 from .logs import setup_logging
@@ -126,6 +136,7 @@ def _parser() -> UsageParser:
     p.add_argument(
         "-W", dest="stdio", metavar="host:port", help="stdin and stdout to host:port through the server"
     )
+    add_arguments(p)  # -M, -O, -S
     p.add_argument("destination", help="[user@]hostname")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command to run on the remote host")
     return p
@@ -258,51 +269,13 @@ async def _connect(settings: ClientSettings, tunnel: SSHClient | None) -> tuple[
         raise _Fatal(f"{PROG}: connect to host {host} port {port}: {reason}") from None
 
 
-def _bind_label(host: str | None, port: int | None, path: str | None) -> str:
-    if path is not None:
-        return path
-    return f"[{'127.0.0.1' if host is None else host or '0.0.0.0'}]:{port}"
-
-
-async def _start_forwards(client: SSHClient, settings: ClientSettings) -> list[ForwardListener]:
-    """Set up every -L and -D; a failure is reported as ssh reports it and is
-    fatal only under ExitOnForwardFailure."""
-    listeners = []
-    warn_open_proxies(settings.dynamic_forwards, settings.gateway_ports)
-    for fwd in (*settings.local_forwards, *settings.dynamic_forwards):
-        host = bind_host(fwd.listen_host, settings.gateway_ports)
-        target = remote_label(fwd)
-        try:
-            listener = await start_listener(client, fwd, host)
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            label = _bind_label(host, fwd.listen_port, fwd.listen_socket)
-            port = fwd.listen_port or 0
-            if exc.errno == errno.EACCES and 0 < port < 1024:
-                print(
-                    f"bind {label}: Permission denied. Privileged ports can only be forwarded by root; "
-                    f"use a port of 1024 or more, e.g. {example(fwd, port)}.",
-                    file=sys.stderr,
-                )
-            else:
-                print(f"bind {label}: {reason}", file=sys.stderr)
-                print(f"channel_setup_fwd_listener_tcpip: cannot listen to port: {port}", file=sys.stderr)
-            if settings.exit_on_forward_failure:
-                raise _Fatal("Could not request local forwarding.") from None
-            print("Could not request local forwarding.", file=sys.stderr)
-            continue
-        bound = _bind_label(host, listener.port, fwd.listen_socket)
-        log.debug("Local connections to %s forwarded to remote address %s", bound, target)
-        listeners.append(listener)
-    return listeners
-
-
-def _background() -> None:
+def _background(status: int = 0, fds: tuple[int, ...] = (0,)) -> None:
     """-f: ssh goes to the background once authenticated and forwarding is
-    set up. The parent exits 0 at once; the child carries on the connection."""
+    set up. The parent exits 0 at once (ControlPersist: with the session's
+    status); the child carries on the connection, ``fds`` on /dev/null."""
     loop = asyncio.get_running_loop()
     if os.fork():
-        os._exit(0)
+        os._exit(status)
     os.setsid()
     # asyncio refuses a loop inherited across fork (it records the pid that
     # runs it) and the worker threads of its executor did not come along: the
@@ -310,7 +283,8 @@ def _background() -> None:
     asyncio.events._set_running_loop(loop)
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
     devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
+    for fd in fds:
+        os.dup2(devnull, fd)
     os.close(devnull)
 
 
@@ -340,6 +314,11 @@ class _Stop:
 
 
 async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
+    if not (invocation.no_command or invocation.stdio or invocation.background):
+        command, env = " ".join(invocation.command) or None, _environment(settings)
+        shared = await multiplexed_session(settings, command, env, stdin_null=invocation.stdin_null)
+        if shared is not None:
+            return shared
     # Handlers first: a TERM during login must still end us cleanly.
     stop = _Stop()
     loop = asyncio.get_running_loop()
@@ -349,28 +328,36 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     client, settings = await connect_through(settings, _connect, invocation.config_file)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
-    listeners: list[ForwardListener | RemoteListener] = [*await _start_forwards(client, settings)]
+    listeners: list[ForwardListener | RemoteListener] = [*await start_local_forwards(client, settings)]
+    master = None
     try:
         listeners += await start_remote_forwards(client, settings)
+        master = await start_master(client, settings, stop.event)
         announce_ready(client, settings, listeners)
-        if invocation.background:
-            _background()
+        persist = master is not None and settings.control_persist is not None
+        if invocation.background or (persist and invocation.no_command):
+            _background(fds=(0, 1, 2) if persist else (0,))  # ControlPersist detaches fully, as ssh
         if invocation.stdio is not None:
             return await stdio_forward(client, invocation.stdio)
+        if master is not None and persist and (invocation.no_command or settings.session_type == "none"):
+            return await persist_master(master, stop.event)
         if (invocation.no_command or settings.session_type == "none") and settings.reconnect != 0:
             again = functools.partial(connect_through, settings, _login, invocation.config_file)
             return await stay_connected(client, settings, stop.event, again)
         if invocation.no_command or settings.session_type == "none":
             return await _forward_only(client, settings, stop)
         status = await _remote_session(client, settings, invocation, stop)
+        if master is not None and persist and not client.core.closed and stop.signum is None:
+            _background(status, fds=(0, 1, 2))  # ControlPersist: the master outlives its session
+            await persist_master(master, stop.event)
         for listener in listeners:
             listener.close()  # logged out: the tunnel takes no new connections
         if not client.core.closed and stop.signum is None and not stop.event.is_set():
             await _wait_forwarded(client, stop)
         return status
     finally:
-        for listener in listeners:
-            listener.close()
+        for closing in [*listeners, *([master] if master else [])]:
+            closing.close()
         if not client.core.closed:
             client.close()
         await client.wait_closed()
@@ -709,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.escape_char is not None:
         options.append(f"EscapeChar={args.escape_char}")
     options += STDIO_OPTIONS if args.stdio else ()
-    options += args.options
+    options += [*args.options, *control_options(args)]
     if args.family:
         options.append(f"AddressFamily={args.family}")
     if args.gateway:
@@ -738,11 +725,14 @@ def main(argv: list[str] | None = None) -> int:
             stdin_null=args.stdin_null or args.background,
             escape_given=args.escape_char is not None and args.escape_char != "none",
         )
+        if args.control_command is not None:
+            return asyncio.run(control_command(args.control_command, settings))
+        check_master_mode(settings)
         return asyncio.run(_session(settings, invocation))
     except (ConfigError, ForwardSpecError) as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(("Bad ", "/")) else str(exc), file=sys.stderr)
         return EXIT_FAILURE
-    except (_Fatal, ForwardFailure) as exc:
+    except (_Fatal, ForwardFailure, ControlError, MuxError) as exc:
         if str(exc):
             print(str(exc), file=sys.stderr)
         return EXIT_FAILURE

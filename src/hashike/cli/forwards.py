@@ -1,10 +1,14 @@
-"""What ``-L`` and ``-D`` (``LocalForward``, ``DynamicForward``) share on the
-command line: where a listener binds, how it is started, how it is named in
-ssh's messages, and the warning for a proxy open to other hosts."""
+"""``-L`` and ``-D`` (``LocalForward``, ``DynamicForward``) on the
+command line: where a listener binds, how it is started (each of them at
+login, with ssh's messages for a failure), how it is named in ssh's
+messages, and the warning for a proxy open to other hosts."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -12,8 +16,20 @@ from dataclasses import replace
 from hashike.aio.client import SSHClient
 from hashike.aio.forward import ForwardListener, Target
 from hashike.config.forward import Forward
+from hashike.config.ssh_config import ClientSettings
 
-__all__ = ["bind_host", "example", "remote_label", "start_listener", "warn_open_proxies"]
+from .remote import ForwardFailure
+
+__all__ = [
+    "bind_host",
+    "example",
+    "remote_label",
+    "start_listener",
+    "start_local_forwards",
+    "warn_open_proxies",
+]
+
+log = logging.getLogger("hashike.client")
 
 
 def bind_host(listen_host: str | None, gateway_ports: bool) -> str | None:
@@ -73,3 +89,42 @@ def warn_open_proxies(forwards: Sequence[Forward], gateway_ports: bool) -> None:
                 file=sys.stderr,
             )
             return
+
+
+def bind_label(host: str | None, port: int | None, path: str | None) -> str:
+    if path is not None:
+        return path
+    return f"[{'127.0.0.1' if host is None else host or '0.0.0.0'}]:{port}"
+
+
+async def start_local_forwards(client: SSHClient, settings: ClientSettings) -> list[ForwardListener]:
+    """Set up every -L and -D; a failure is reported as ssh reports it and is
+    fatal only under ExitOnForwardFailure."""
+    listeners = []
+    warn_open_proxies(settings.dynamic_forwards, settings.gateway_ports)
+    for fwd in (*settings.local_forwards, *settings.dynamic_forwards):
+        host = bind_host(fwd.listen_host, settings.gateway_ports)
+        target = remote_label(fwd)
+        try:
+            listener = await start_listener(client, fwd, host)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            label = bind_label(host, fwd.listen_port, fwd.listen_socket)
+            port = fwd.listen_port or 0
+            if exc.errno == errno.EACCES and 0 < port < 1024:
+                print(
+                    f"bind {label}: Permission denied. Privileged ports can only be forwarded by root; "
+                    f"use a port of 1024 or more, e.g. {example(fwd, port)}.",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"bind {label}: {reason}", file=sys.stderr)
+                print(f"channel_setup_fwd_listener_tcpip: cannot listen to port: {port}", file=sys.stderr)
+            if settings.exit_on_forward_failure:
+                raise ForwardFailure("Could not request local forwarding.") from None
+            print("Could not request local forwarding.", file=sys.stderr)
+            continue
+        bound = bind_label(host, listener.port, fwd.listen_socket)
+        log.debug("Local connections to %s forwarded to remote address %s", bound, target)
+        listeners.append(listener)
+    return listeners

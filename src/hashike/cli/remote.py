@@ -21,7 +21,7 @@ from hashike.aio.remote import RemoteForwardFailed, RemoteListener
 from hashike.config.forward import Forward
 from hashike.config.ssh_config import ClientSettings
 
-__all__ = ["ForwardFailure", "start_remote_forwards"]
+__all__ = ["ForwardFailure", "remote_target", "start_remote_forwards"]
 
 log = logging.getLogger("hashike.client")
 
@@ -30,10 +30,16 @@ class ForwardFailure(Exception):
     """A forward that must end the command: one line for the user, exit 255."""
 
 
+def remote_target(fwd: Forward) -> Target | None:
+    """Where a -R's connections go from here; None serves SOCKS (reverse dynamic)."""
+    return None if fwd.is_dynamic else Target(fwd.connect_host, fwd.connect_port, fwd.connect_socket)
+
+
 def _request(client: SSHClient, fwd: Forward) -> asyncio.Future[RemoteListener]:
-    target = None if fwd.is_dynamic else Target(fwd.connect_host, fwd.connect_port, fwd.connect_socket)
     return asyncio.ensure_future(
-        client.forward_remote(fwd.listen_host, fwd.listen_port or 0, target, listen_socket=fwd.listen_socket)
+        client.forward_remote(
+            fwd.listen_host, fwd.listen_port or 0, remote_target(fwd), listen_socket=fwd.listen_socket
+        )
     )
 
 

@@ -15,6 +15,8 @@ import sys
 import termios
 from typing import Any
 
+from hashike.aio.passenger import write_all  # re-exported: one copy, shared with the mux sessions
+
 from .askpass import run_askpass, use_askpass
 
 __all__ = ["RawMode", "ask", "ask_async", "have_tty", "terminal_modes", "terminal_size", "write_all"]
@@ -184,10 +186,3 @@ class RawMode:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (blocking; from a worker thread)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

@@ -1,0 +1,390 @@
+"""ControlMaster, ControlPath, ``-M``, ``-S`` and ``-O`` for the ``hashike`` command.
+
+A master (``ControlMaster yes`` or ``auto``, or ``-M``) listens on its
+ControlPath for OpenSSH's mux protocol: ``ssh -S path -O check`` and
+``-O forward``/``cancel`` with ``-L``, ``-R`` (``-R 0`` answers the port the
+server chose) and ``-D``, ``-O exit`` and ``-O stop`` work against it.
+``-O`` makes ``hashike`` a client of a master, ours or ssh's, with ssh's
+lines: ``Master running (pid=N)``, ``Exit request sent.``, the allocated
+port alone on stdout for ``-O forward -R 0:...``.
+
+Sessions are multiplexed both ways: ``ssh -S path host cmd`` runs in our
+master's connection, and with ControlMaster no or auto and a master on the
+path (ours or ssh's) ``hashike host cmd`` runs in its connection, its stdin,
+stdout and stderr passed to the master; without a master it connects
+itself. Not yet: stdio forwarding through a master (``-W``), the
+confirmations of ``ask``/``autoask`` (refused with one line), escapes and
+window-size changes in multiplexed sessions. ControlPersist keeps a master
+after its own session, in the background (at once with ``-N``), until
+``-O exit`` or that long idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from hashike.aio.client import SSHClient
+from hashike.aio.forward import ForwardListener
+from hashike.aio.mux import MuxClient, MuxError, MuxServer, listen_mux
+from hashike.aio.remote import RemoteForwardFailed, RemoteListener
+from hashike.aio.session_client import Process, SessionRequestFailed
+from hashike.config.forward import Forward
+from hashike.config.ssh_config import ClientSettings
+from hashike.proto import mux
+from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
+from hashike.proto.text import escape_text
+
+from .forwards import bind_host, start_listener
+from .remote import remote_target
+from .terminal import RawMode, terminal_modes, terminal_size
+
+__all__ = [
+    "ControlError",
+    "Master",
+    "add_arguments",
+    "check_master_mode",
+    "control_command",
+    "control_options",
+    "forward_request",
+    "multiplexed_session",
+    "persist_master",
+    "start_master",
+]
+
+log = logging.getLogger("hashike.client")
+
+EXIT_FAILURE = 255
+PERSIST_POLL = 1.0  # seconds between ControlPersist's idle checks
+COMMANDS = ("check", "forward", "cancel", "exit", "stop")
+_KINDS = {
+    "local": mux.ForwardKind.LOCAL,
+    "remote": mux.ForwardKind.REMOTE,
+    "dynamic": mux.ForwardKind.DYNAMIC,
+}
+
+
+class ControlError(Exception):
+    """A control request that ends the command: one line, exit 255."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-M", dest="master", action="count", default=0, help="be a control master (ControlMaster yes)"
+    )
+    p.add_argument("-O", dest="control_command", metavar="ctl_cmd", help="check, forward, cancel, exit, stop")
+    p.add_argument("-S", dest="control_path", metavar="ctl_path", help="the control socket (ControlPath)")
+
+
+def control_options(args: argparse.Namespace) -> list[str]:
+    """-M and -S as the -o options they stand for (-MM is ssh's ask)."""
+    options = [f"ControlMaster={'ask' if args.master > 1 else 'yes'}"] if args.master else []
+    return options + ([f"ControlPath={args.control_path}"] if args.control_path is not None else [])
+
+
+def _path(settings: ClientSettings) -> str | None:
+    path = settings.control_path
+    return None if path is None or path == "none" else path
+
+
+# --- -O: a client of a master -------------------------------------------------------
+
+
+def forward_request(fwd: Forward, request_id: int, cancel: bool) -> mux.ForwardRequest:
+    """A forward as ssh's mux client sends it: no bind address is "", an
+    empty one "*", and a socket path goes with the port SOCKET_PORT."""
+    if fwd.listen_socket is not None:
+        listen = (fwd.listen_socket, mux.SOCKET_PORT)
+    else:
+        host = fwd.listen_host
+        listen = ("" if host is None else host or "*", fwd.listen_port or 0)
+    if fwd.connect_socket is not None:
+        connect = (fwd.connect_socket, mux.SOCKET_PORT)
+    else:
+        connect = (fwd.connect_host or "", fwd.connect_port or 0)
+    return mux.ForwardRequest(
+        request_id=request_id,
+        cancel=cancel,
+        kind=_KINDS[fwd.kind],
+        listen_host=listen[0],
+        listen_port=listen[1],
+        connect_host=connect[0],
+        connect_port=connect[1],
+    )
+
+
+async def control_command(command: str, settings: ClientSettings) -> int:
+    """``-O command``: ssh's lines and exit statuses."""
+    if command not in COMMANDS:
+        raise ControlError("Invalid multiplex command.")
+    path = _path(settings)
+    if path is None:
+        raise ControlError('No ControlPath specified for "-O" command')
+    async with MuxClient.connect(path) as client:
+        if command == "check":
+            reply = await client.request(mux.AliveCheck(request_id=client.request_id()))
+            if not isinstance(reply, mux.AliveReply):
+                raise ControlError(f"master alive check failed: {_reason(reply)}")
+            sys.stderr.write(f"Master running (pid={reply.pid})\r\n")
+        elif command in ("exit", "stop"):
+            request = mux.Terminate if command == "exit" else mux.StopListening
+            reply = await client.request(request(request_id=client.request_id()))
+            if reply is not None and not isinstance(reply, mux.Ok):  # None: gone already
+                raise ControlError(f"{command} request failed: {_reason(reply)}")
+            sys.stderr.write(
+                "Exit request sent.\r\n" if command == "exit" else "Stop listening request sent.\r\n"
+            )
+        else:
+            return await _forwards(client, settings, cancel=command == "cancel")
+    return 0
+
+
+def _reason(reply: mux.MuxMessage | None) -> str:
+    if isinstance(reply, mux.Failure | mux.PermissionDenied):
+        return escape_text(reply.reason)  # the master's words, its controls shown escaped
+    return "the master closed the connection" if reply is None else f"unexpected {type(reply).__name__}"
+
+
+async def _forwards(client: MuxClient, settings: ClientSettings, *, cancel: bool) -> int:
+    """Every -L, -D and -R in turn; as ssh, a failed forward is fatal, a
+    failed cancel is reported and the status stays 0."""
+    failed = False
+    for fwd in (*settings.local_forwards, *settings.dynamic_forwards, *settings.remote_forwards):
+        reply = await client.request(forward_request(fwd, client.request_id(), cancel))
+        if isinstance(reply, mux.RemotePort) and not cancel:
+            log.debug("Allocated port %d for remote forward to %s", reply.port, fwd.describe())
+            print(reply.port, flush=True)  # stdout, for scripts
+        elif not isinstance(reply, mux.Ok):
+            what = "cancel forwarding" if cancel else "forwarding"
+            print(f"{what} request failed: {_reason(reply)}", file=sys.stderr)
+            failed = True
+    if failed and not cancel:
+        raise ControlError("master forward request failed")
+    return 0
+
+
+# --- a session in a master's connection ---------------------------------------------
+
+
+async def multiplexed_session(
+    settings: ClientSettings, command: str | None, env: dict[str, str], *, stdin_null: bool
+) -> int | None:
+    """With ControlMaster no or auto and a master on the ControlPath, the
+    session runs in the master's connection, on our own stdin, stdout and
+    stderr (passed to it): no new connection, no key exchange. None when
+    there is no master to use: the caller connects itself, as ssh does."""
+    path = _path(settings)
+    if path is None or settings.control_master not in ("no", "auto") or not os.path.lexists(path):
+        return None
+    try:
+        async with MuxClient.connect(path) as client:
+            return await _passenger(client, settings, command, env, stdin_null)
+    except MuxError as exc:
+        if exc.errno == errno.ECONNREFUSED and settings.control_master == "auto":
+            log.debug("Stale control socket %s, unlinking", path)
+            os.unlink(path)
+        else:
+            print(str(exc), file=sys.stderr)
+        return None
+
+
+async def _passenger(
+    client: MuxClient, settings: ClientSettings, command: str | None, env: dict[str, str], stdin_null: bool
+) -> int | None:
+    if not isinstance(await client.request(mux.AliveCheck(request_id=client.request_id())), mux.AliveReply):
+        raise MuxError("master alive request failed")
+    # ssh's rule: yes or force ask for one, auto for a shell; only force without a terminal.
+    asked = settings.request_tty in ("yes", "force") or (settings.request_tty == "auto" and command is None)
+    tty = asked and (settings.request_tty == "force" or (not stdin_null and os.isatty(0)))
+    escape = settings.escape_char
+    request = mux.NewSession(
+        request_id=client.request_id(), want_tty=tty, want_x11=False, want_agent=False, subsystem=False,
+        escape_char=ord(escape) if escape is not None and len(escape) == 1 else None,
+        term=os.environ.get("TERM", ""), command=command or "",
+        env=tuple(f"{name}={value}" for name, value in env.items()),
+    )  # fmt: skip
+    stdin = os.open(os.devnull, os.O_RDONLY) if stdin_null else 0
+    try:
+        reply = await client.request(request, fds=(stdin, 1, 2))
+    finally:
+        if stdin_null:
+            os.close(stdin)
+    if not isinstance(reply, mux.SessionOpened):
+        print(f"session request failed: {_reason(reply)}", file=sys.stderr)
+        return None  # ssh then connects by itself
+    raw = RawMode(0)
+    try:
+        if tty:
+            raw.enter()
+        return await _exit_status(client, raw, reply.session_id)
+    finally:
+        raw.restore()
+        if tty:
+            sys.stderr.write(f"Shared connection to {settings.hostname} closed.\r\n")
+
+
+async def _exit_status(client: MuxClient, raw: RawMode, session_id: int) -> int:
+    """Wait for the master to end the session: its exit status, or 255 if
+    the master went away without one."""
+    status = EXIT_FAILURE
+    while (message := await client.receive(timeout=None)) is not None:
+        if isinstance(message, mux.TtyAllocFail) and message.session_id == session_id:
+            raw.restore()
+        elif isinstance(message, mux.ExitMessage) and message.session_id == session_id:
+            status = message.status & 0xFF
+        else:
+            raise MuxError(f"master returned error: {_reason(message)}")
+    return status
+
+
+# --- the master ---------------------------------------------------------------------
+
+
+def _as_forward(request: mux.ForwardRequest) -> Forward | None:
+    """The forward a request names, or None if ssh's master would call it invalid."""
+    kind = {v: k for k, v in _KINDS.items()}[request.kind]
+    listen_socket = request.listen_host if request.listen_port == mux.SOCKET_PORT else None
+    connect_socket = request.connect_host if request.connect_port == mux.SOCKET_PORT else None
+    has_target = connect_socket is not None or bool(request.connect_host)
+    if kind == "dynamic" and listen_socket is not None:
+        return None
+    if kind == "local" and (not has_target or request.connect_port == 0):
+        return None
+    return Forward(
+        kind=kind,  # type: ignore[arg-type]
+        listen_host=None if listen_socket is not None or not request.listen_host else request.listen_host,
+        listen_port=None if listen_socket is not None else request.listen_port,
+        listen_socket=listen_socket,
+        connect_host=request.connect_host if has_target and connect_socket is None else None,
+        connect_port=request.connect_port if has_target and connect_socket is None else None,
+        connect_socket=connect_socket,
+    )
+
+
+@dataclass(slots=True)
+class Master:
+    """What our master does for each mux request (a MuxHandler)."""
+
+    client: SSHClient
+    settings: ClientSettings
+    stop: asyncio.Event
+    server: MuxServer | None = None
+    forwards: dict[Forward, ForwardListener | RemoteListener] = field(default_factory=dict)
+
+    async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
+        rid = request.request_id
+        fwd = _as_forward(request)
+        if fwd is None:
+            return mux.Failure(request_id=rid, reason="Invalid forwarding request")
+        if request.cancel:
+            listener = self.forwards.pop(fwd, None)
+            if listener is None:
+                return mux.Failure(request_id=rid, reason="port not forwarded")
+            listener.close()
+            return mux.Ok(request_id=rid)
+        existing = self.forwards.get(fwd)
+        if existing is None:
+            try:
+                existing = await self._open(fwd)
+            except RemoteForwardFailed as exc:
+                return mux.Failure(request_id=rid, reason=str(exc))
+            except OSError as exc:
+                log.info("requested %s failed: %s", fwd.describe(), os.strerror(exc.errno or errno.EIO))
+                return mux.Failure(request_id=rid, reason="Port forwarding failed")
+            self.forwards[fwd] = existing
+        if fwd.kind == "remote" and fwd.listen_socket is None and fwd.listen_port == 0:
+            return mux.RemotePort(request_id=rid, port=existing.port)
+        return mux.Ok(request_id=rid)
+
+    async def _open(self, fwd: Forward) -> ForwardListener | RemoteListener:
+        if fwd.kind != "remote":
+            return await start_listener(
+                self.client, fwd, bind_host(fwd.listen_host, self.settings.gateway_ports)
+            )
+        return await self.client.forward_remote(
+            fwd.listen_host, fwd.listen_port or 0, remote_target(fwd), listen_socket=fwd.listen_socket
+        )
+
+    async def session(self, request: mux.NewSession, fds: list[int]) -> Process | str:
+        """A session for ``ssh -S path host cmd``, on the client's terminal
+        (its size and modes read from the stdin it passed) if it wants one."""
+        if request.subsystem:
+            return "subsystems are not supported"
+        kwargs: dict[str, Any] = {}
+        if request.want_tty:
+            cols, rows, xpixel, ypixel = terminal_size(fds[0]) or (80, 24, 0, 0)
+            kwargs = {"term": request.term, "size": (cols, rows), "pixels": (xpixel, ypixel)}
+            kwargs["modes"] = terminal_modes(fds[0])
+        env = dict(item.split("=", 1) for item in request.env if "=" in item)
+        try:
+            return await self.client.create_process(request.command or None, env=env, **kwargs)
+        except (ChannelOpenFailed, SessionRequestFailed, ConnectionClosed):
+            return "Session open refused by peer"  # ssh's master's words
+
+    def terminate(self) -> None:
+        log.debug("mux: terminate requested")
+        self.stop.set()
+
+    def stop_listening(self) -> None:
+        log.debug("mux: stopped listening on %s", self.settings.control_path)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server.close_clients()
+        for listener in self.forwards.values():
+            listener.close()
+        self.forwards.clear()
+
+
+async def start_master(client: SSHClient, settings: ClientSettings, stop: asyncio.Event) -> Master | None:
+    """Listen on the ControlPath when ControlMaster asks for a master. A
+    socket already there is ssh's warning and no master, never fatal."""
+    path = _path(settings)
+    if path is None or settings.control_master not in ("yes", "auto"):
+        return None
+    master = Master(client, settings, stop)
+    try:
+        master.server = await listen_mux(path, master)
+    except MuxError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+    log.debug("setting up multiplex master socket")
+    return master
+
+
+async def persist_master(master: Master, stop: asyncio.Event) -> int:
+    """ControlPersist: the master stays until ``-O exit``, a signal, the
+    server's end, or (given a time) that long with no mux client and no
+    forwarded connection open; ``yes`` is no limit."""
+    limit = master.settings.control_persist or None
+    loop = asyncio.get_running_loop()
+    idle_since = loop.time()
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while not stopped.done() and not master.client.core.closed:  # bounded by the conditions above
+            server = master.server
+            if (server is not None and server.clients) or master.client.forwarded_channels():
+                idle_since = loop.time()
+            elif limit is not None and loop.time() - idle_since >= limit:
+                log.debug("ControlPersist timeout expired")
+                break
+            await asyncio.wait({stopped}, timeout=PERSIST_POLL)
+    finally:
+        stopped.cancel()
+    return 0
+
+
+def check_master_mode(settings: ClientSettings) -> None:
+    """ask and autoask confirm each request at a prompt; not yet: refused."""
+    if settings.control_master in ("ask", "autoask") and _path(settings) is not None:
+        raise ControlError(
+            f"ControlMaster {settings.control_master}: confirmation prompts are not supported; "
+            "use yes or auto"
+        )

@@ -156,6 +156,9 @@ def test_no_port_forwarding_without_the_extension(
         ssh_client, server, user, "true", args=("-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9")
     )
     assert "remote port forwarding failed" in refused
+    # -L's channels (here -W's direct-tcpip) are refused by the same option.
+    local = run(ssh_client, server, user, args=("-W", "127.0.0.1:9"))
+    assert "administratively prohibited" in local, local
 
 
 def test_unknown_critical_option_is_refused(

@@ -6,7 +6,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-__all__ = ["socks4_request", "socks5_connect", "socks5_greeting", "socks5_request"]
+__all__ = [
+    "HOSTILE_HANDSHAKES",
+    "HOSTILE_IDS",
+    "socks4_request",
+    "socks5_connect",
+    "socks5_greeting",
+    "socks5_request",
+]
 
 
 def socks5_greeting(*methods: int) -> bytes:
@@ -45,3 +52,19 @@ async def socks5_connect(
     reply = await asyncio.wait_for(reader.readexactly(10), 30)
     assert reply[0] == 5 and reply[2:] == b"\0\1\0\0\0\0\0\0"
     return reply[1], reader, writer
+
+
+# Handshakes a SOCKS server must refuse, each with the answer it owes (empty
+# where there is nothing to answer in): for -D and for reverse dynamic -R.
+HOSTILE_HANDSHAKES = [
+    (b"\x06\x01\x00", b""),  # no such version: nothing to answer in
+    (socks5_greeting(2), b"\x05\xff"),  # no method we accept
+    (
+        socks5_greeting() + socks5_request("127.0.0.1", 80, command=2),
+        b"\x05\x00\x05\x07\x00\x01" + bytes(6),
+    ),
+    (socks4_request("127.0.0.1", 80, command=2), b"\x00\x5b" + bytes(6)),
+    (b"\x04\x01\x00\x50\x7f\x00\x00\x01" + b"u" * 300, b"\x00\x5b" + bytes(6)),  # endless user id
+    (b"\x05\x02\x00", b""),  # EOF in the middle of the greeting
+]
+HOSTILE_IDS = ["version", "methods", "socks5-bind", "socks4-bind", "huge-userid", "truncated"]

@@ -18,7 +18,14 @@ from hashike.proto.socks import Reply
 from tests.aio.forwarding import hashike_pair
 from tests.echo import INTEGRITY_SIZE, round_trip, start_echo_server
 from tests.helpers import eventually
-from tests.socks_client import socks4_request, socks5_connect, socks5_greeting, socks5_request
+from tests.socks_client import (
+    HOSTILE_HANDSHAKES,
+    HOSTILE_IDS,
+    socks4_request,
+    socks5_connect,
+    socks5_greeting,
+    socks5_request,
+)
 
 
 async def _echo_port() -> tuple[asyncio.Server, int]:
@@ -129,21 +136,7 @@ async def test_prohibited_target_is_not_allowed(tmp_path: Path) -> None:
         writer.close()
 
 
-@pytest.mark.parametrize(
-    ("handshake", "answer"),
-    [
-        (b"\x06\x01\x00", b""),  # no such version: nothing to answer in
-        (socks5_greeting(2), b"\x05\xff"),  # no method we accept
-        (
-            socks5_greeting() + socks5_request("127.0.0.1", 80, command=2),
-            b"\x05\x00\x05\x07\x00\x01" + bytes(6),
-        ),
-        (socks4_request("127.0.0.1", 80, command=2), b"\x00\x5b" + bytes(6)),
-        (b"\x04\x01\x00\x50\x7f\x00\x00\x01" + b"u" * 300, b"\x00\x5b" + bytes(6)),  # endless user id
-        (b"\x05\x02\x00", b""),  # EOF in the middle of the greeting
-    ],
-    ids=["version", "methods", "socks5-bind", "socks4-bind", "huge-userid", "truncated"],
-)
+@pytest.mark.parametrize(("handshake", "answer"), HOSTILE_HANDSHAKES, ids=HOSTILE_IDS)
 async def test_hostile_handshakes_close_only_that_client(
     tmp_path: Path, handshake: bytes, answer: bytes
 ) -> None:

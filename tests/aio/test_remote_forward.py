@@ -6,6 +6,7 @@ refused local target, cancelling, and listeners that go with the connection."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -365,3 +366,23 @@ async def test_remote_forward_to_a_local_socket(tmp_path: Path) -> None:
         assert await asyncio.wait_for(reader.read(), WAIT) == GREETING + b"\r\n"
         writer.close()
     target.close()
+
+
+async def test_a_cancel_left_unanswered_at_logout_logs_nothing(tmp_path: Path) -> None:
+    """Logging out right after closing a -R sends cancel-tcpip-forward and
+    our DISCONNECT together; the cancel's reply never comes, and that must
+    not surface as asyncio's "Future exception was never retrieved"."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async with hashike_pair(tmp_path) as (_server, client):
+            listener = await client.forward_remote(None, 0, Target("127.0.0.1", 9))
+            listener.close()
+            client.close()
+            await client.wait_closed()
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []

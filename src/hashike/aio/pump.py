@@ -177,12 +177,18 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
 
     # global requests (RFC 4254 §4) ---------------------------------------
 
-    def global_request(self, name: str, extra: bytes = b"") -> asyncio.Future[GlobalRequestReplied]:
+    def global_request(
+        self, name: str, extra: bytes = b"", *, awaited: bool = True
+    ) -> asyncio.Future[GlobalRequestReplied]:
         """Send a global request that wants a reply; the future resolves to
         the reply, or fails with ConnectionClosed if the connection ends
-        first. Raises LocalProtocolError if the connection is closed."""
+        first. Raises LocalProtocolError if the connection is closed. With
+        ``awaited=False`` nobody will look at the reply (a cancel at logout):
+        its failure then counts as seen, so asyncio reports nothing."""
         self.core.channels.global_request(name, True, extra)
         reply: asyncio.Future[GlobalRequestReplied] = asyncio.get_running_loop().create_future()
+        if not awaited:
+            reply.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._replies.append(reply)
         self.flush()
         return reply

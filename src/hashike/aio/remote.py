@@ -158,7 +158,7 @@ class RemoteForwards:
             name, extra = "cancel-streamlocal-forward@openssh.com", encode_streamlocal_forward(key)
         else:
             name, extra = "cancel-tcpip-forward", encode_tcpip_forward(*key)
-        self._pump.global_request(name, extra)
+        self._pump.global_request(name, extra, awaited=False)
 
     def _open(self, event: ChannelOpenRequested) -> None:
         if self._waiting:

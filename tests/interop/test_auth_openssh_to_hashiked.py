@@ -195,7 +195,7 @@ def attempt(
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(10)
     reader.join(10)
-    if process.stderr is not None:
+    if process.stderr is not None and not reader.is_alive():  # see SshProcess.stop
         process.stderr.close()
     assert authenticated.is_set() or returncode is not None, "ssh neither authenticated nor exited"
     return Attempt("".join(lines), returncode)

@@ -192,7 +192,10 @@ class SshProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self._reader.join(10)
-        if self.process.stderr is not None:
+        # Closing a pipe while the reader is blocked reading it waits on
+        # the file's lock, in C, where no timeout can interrupt it; a reader
+        # still running (a child kept the pipe open) keeps the pipe.
+        if self.process.stderr is not None and not self._reader.is_alive():
             self.process.stderr.close()
 
 

@@ -737,6 +737,12 @@ def test_non_utf8_file(home: Path, tmp_path: Path) -> None:
         parse_client_config("h", config_file=str(path), options=[], home=str(home))
 
 
+def test_endless_file_is_refused_not_read_whole(home: Path) -> None:
+    # /dev/zero never ends: reading it whole would take all memory.
+    with pytest.raises(ConfigError, match=r"^/dev/zero: larger than 4 MiB$"):
+        parse_client_config("h", config_file="/dev/zero", options=[], home=str(home))
+
+
 # --- unimplemented OpenSSH keywords ----------------------------------------------------------------
 
 

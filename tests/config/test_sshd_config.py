@@ -775,3 +775,8 @@ def test_bad_stream_local_values(line: str, message: str) -> None:
 def test_remote_forward_takeover_reaches_the_policy() -> None:
     assert forwarding_policy(parse_server_config(None, ["RemoteForwardTakeover yes"])).remote_forward_takeover
     assert not forwarding_policy(parse_server_config(None, [])).remote_forward_takeover
+
+
+def test_endless_file_is_refused_not_read_whole() -> None:
+    with pytest.raises(ConfigError, match=r"^/dev/zero: larger than 4 MiB$"):
+        parse_server_config("/dev/zero")

@@ -65,7 +65,7 @@ from hashike.config.keywords import (
     transport_config,
 )
 from hashike.config.ssh_keywords import IGNORED, KEYWORDS, MIN_RSA_SIZE, REFUSED, is_env_reference
-from hashike.config.syntax import UnterminatedQuote, split_arguments
+from hashike.config.syntax import FileTooLarge, UnterminatedQuote, read_config_lines, split_arguments
 from hashike.keys.patterns import match_any, match_pattern, match_pattern_list
 from hashike.proto.text import escape_text
 
@@ -206,8 +206,9 @@ def _tilde(path: str, home: str) -> str:
 
 def _read_lines(path: str, *, missing_ok: bool) -> list[str] | None:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
+        return read_config_lines(path)
+    except FileTooLarge as exc:
+        raise ConfigError(str(exc)) from None
     except FileNotFoundError:
         if missing_ok:
             return None

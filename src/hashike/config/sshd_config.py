@@ -139,7 +139,14 @@ from hashike.config.srclimit import (
     parse_penalties,
     parse_per_source_max_startups,
 )
-from hashike.config.syntax import UnterminatedQuote, parse_size, parse_time, split_arguments
+from hashike.config.syntax import (
+    FileTooLarge,
+    UnterminatedQuote,
+    parse_size,
+    parse_time,
+    read_config_lines,
+    split_arguments,
+)
 from hashike.keys.authorized_keys import ForwardPermission, expand_authorized_keys_path
 from hashike.keys.command_tokens import check_tokens
 
@@ -560,8 +567,9 @@ class _Builder:
 
 def _read_lines(path: str) -> list[str]:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
+        return read_config_lines(path)
+    except FileTooLarge as exc:
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

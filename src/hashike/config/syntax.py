@@ -1,11 +1,26 @@
-"""What ssh_config(5) and sshd_config(5) share: how a line splits into
-arguments (OpenSSH's argv_split serves both), and the size and time formats."""
+"""What ssh_config(5) and sshd_config(5) share: reading the file, how a line
+splits into arguments (OpenSSH's argv_split serves both), and the size and
+time formats."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["UnterminatedQuote", "parse_size", "parse_time", "split_arguments"]
+from hashike.keys.textfile import read_bounded
+
+__all__ = [
+    "CONFIG_FILE_LIMIT",
+    "FileTooLarge",
+    "UnterminatedQuote",
+    "parse_size",
+    "parse_time",
+    "read_config_lines",
+    "split_arguments",
+]
+
+# Far beyond any real configuration; a FIFO or /dev/zero named as one costs
+# this much memory at most instead of all of it.
+CONFIG_FILE_LIMIT = 4 << 20
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _SIZE_RE = re.compile(r"(\d+)([kmg]?)", re.IGNORECASE | re.ASCII)
@@ -16,6 +31,19 @@ _TIME_PART_RE = re.compile(r"(\d+)([smhdw]?)", re.IGNORECASE | re.ASCII)
 
 class UnterminatedQuote(ValueError):
     """A quote opened on a line was never closed."""
+
+
+class FileTooLarge(ValueError):
+    """A configuration file holds more than CONFIG_FILE_LIMIT bytes."""
+
+
+def read_config_lines(path: str) -> list[str]:
+    """The lines of a configuration file. Raises OSError as open() does,
+    UnicodeDecodeError, or FileTooLarge."""
+    data, more = read_bounded(path, CONFIG_FILE_LIMIT)
+    if more:
+        raise FileTooLarge(f"{path}: larger than {CONFIG_FILE_LIMIT >> 20} MiB")
+    return data.decode("utf-8").splitlines()
 
 
 def split_arguments(text: str) -> list[str]:

@@ -48,9 +48,10 @@ def test_hashike_without_destination_prints_only_the_usage(capsys: pytest.Captur
 def test_hashike_option_values_are_not_options(capsys: pytest.CaptureFixture[str]) -> None:
     """A value that looks like an option is the option's value, as with getopt."""
     parser = client._parser()
-    assert parser.getopt_problem(["-l", "-Z", "host"]) is None
-    assert parser.getopt_problem(["-lZ", "host"]) is None
-    assert parser.getopt_problem(["--", "-Z"]) is None
+    assert parser.scan_options(["-l", "-Z", "host"]) == (2, None)
+    assert parser.scan_options(["-lZ", "host"]) == (1, None)
+    assert parser.scan_options(["--", "-Z"]) == (1, None)  # "--" ends the options and counts
+    assert parser.scan_options(["-N", "-Z", "x"]) == (2, "unknown option -- Z")
 
 
 @pytest.mark.parametrize(

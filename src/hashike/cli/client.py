@@ -651,32 +651,14 @@ class _InteractiveSession:
                 self.process.change_terminal_size(*size)
 
 
-def _late_options(parser: UsageParser, words: list[str]) -> int:
-    """How many of the words after the destination are options: ssh reads
-    options there too (``ssh host -N``) until the first other word, or ``--``
-    (counted, and dropped by the caller)."""
-    _, takes_value = parser.option_letters()
-    i = 0
-    while i < len(words) and words[i].startswith("-") and words[i] != "-":
-        word = words[i]
-        i += 1
-        if word == "--":
-            break
-        for j, char in enumerate(word[1:], 1):
-            if char in takes_value:
-                if j == len(word) - 1:
-                    i += 1  # the value is the next word
-                break
-    return min(i, len(words))
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _parser()
     words = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(words)
-    late = _late_options(parser, args.command)
+    # ssh reads options after the destination too (``ssh host -N``), up to
+    # the first other word or ``--`` (dropped): its second getopt pass.
+    late, problem = parser.scan_options(args.command)
     if late:
-        problem = parser.getopt_problem(args.command[:late])  # ssh's second getopt pass
         if problem is not None:
             parser.fail(problem)
         command = args.command[late:]

@@ -31,14 +31,16 @@ class UsageParser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> argparse.Namespace:
         words = sys.argv[1:] if args is None else list(args)
-        problem = self.getopt_problem(words)
+        _, problem = self.scan_options(words)
         if problem is not None:
             self.fail(problem)
         return super().parse_args(words, namespace)
 
-    def getopt_problem(self, words: list[str]) -> str | None:
-        """What getopt(3) would say about the options before the first other
-        word (or ``--``), or None. Long options (``--help``) are argparse's."""
+    def scan_options(self, words: list[str]) -> tuple[int, str | None]:
+        """Read ``words`` as getopt(3) does: how many of them are options (up
+        to the first other word; a ``--`` that ends them counts), and the
+        first problem getopt would report, or None. Long options
+        (``--help``) are argparse's."""
         flags, valued = self.option_letters()
         i = 0
         while i < len(words) and words[i].startswith("-") and words[i] != "-":
@@ -49,17 +51,17 @@ class UsageParser(argparse.ArgumentParser):
             if word.startswith("--"):
                 if word.partition("=")[0] in self._option_string_actions:
                     continue
-                return "unknown option -- -"
+                return i, "unknown option -- -"
             for j, char in enumerate(word[1:], 1):
                 if char in valued:
                     if j == len(word) - 1:
                         if i == len(words):
-                            return f"option requires an argument -- {char}"
+                            return i, f"option requires an argument -- {char}"
                         i += 1  # the value is the next word
                     break
                 if char not in flags:
-                    return f"unknown option -- {char}"
-        return None
+                    return i, f"unknown option -- {char}"
+        return i, None
 
     def option_letters(self) -> tuple[set[str], set[str]]:
         """The single-letter options: those without a value, those with one."""

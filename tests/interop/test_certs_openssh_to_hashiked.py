@@ -72,6 +72,25 @@ def test_authorized_principals_file(
     assert "rc=0\nok" in run(ssh_client, server, user, "echo", "ok")
 
 
+def test_principals_file_line_options(
+    start_hashiked: StartHashiked, ssh_client: SshClient, tmp_path: Path, ca: Path
+) -> None:
+    """A principals line's options apply: ``from=`` refuses ssh from 127.0.0.1
+    for one principal, ``command=`` forces the command for another."""
+    user = keygen(tmp_path / "id")
+    certify(ca, Path(f"{user}.pub"), "ops")
+    principals = tmp_path / f"principals-{USER}"
+    principals.write_text('from="127.0.0.2" ops\n')
+    server = start_hashiked(
+        f"TrustedUserCAKeys={ca}.pub", f"AuthorizedPrincipalsFile={tmp_path}/principals-%u"
+    )
+    assert "Permission denied (publickey)" in run(ssh_client, server, user, "true")
+    refused = f"{principals}:1: Authentication tried for {USER} with correct key but not from a permitted"
+    logged(server, refused)
+    principals.write_text('command="echo forced" ops\n')
+    assert "rc=0\nforced" in run(ssh_client, server, user, "echo", "mine")
+
+
 def test_cert_authority_line_with_principals(
     start_hashiked: StartHashiked, ssh_client: SshClient, tmp_path: Path, ca: Path
 ) -> None:

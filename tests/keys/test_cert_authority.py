@@ -96,7 +96,7 @@ def test_trusted_ca(tmp_path: Path) -> None:
 
 def test_principals_file(tmp_path: Path) -> None:
     (tmp_path / "p").write_text("# comment\n\nops\n")
-    assert load_principals(tmp_path / "p") == ["ops"]
+    assert [line.name for line in load_principals(tmp_path / "p")] == ["ops"]
     grant, errors = trusted(tmp_path, cert(principals=("ops",)), principals_file="p")
     assert grant is not None and errors == []
     missing = trusted(tmp_path, cert(principals=("ops",)), principals_file="missing")
@@ -124,3 +124,45 @@ def test_cert_authority_lines(tmp_path: Path) -> None:
     keys.write_text(f"restrict,cert-authority {ca_line}\n")
     grant = grant_from_authorized_keys(cert(), "alice", [str(keys)], "127.0.0.1", NOW, [])
     assert grant is not None and grant.via == f"{keys}:1" and not grant.options.pty  # restrict wins
+
+
+def test_principals_file_lines_take_key_options(tmp_path: Path) -> None:
+    """sshd_config(5): a principal may be prefixed with authorized_keys
+    options, applied when a certificate is accepted through that line."""
+    (tmp_path / "p").write_text(
+        'bogus="x ops\nno-pty,from="127.0.0.1" ops\nexpiry-time="19700101000010Z" old\nrestrict dev\n'
+    )
+    errors: list[str] = []
+    lines = load_principals(tmp_path / "p", errors)
+    assert [(line.name, line.line) for line in lines] == [("ops", 2), ("old", 3), ("dev", 4)]
+    assert errors == [f"{tmp_path / 'p'}:1: bad principal options: missing end quote"]
+    grant, errors = trusted(tmp_path, cert(principals=("ops",)), principals_file="p")
+    assert grant is not None and not grant.options.pty, errors  # the line's no-pty holds
+    far = trusted(tmp_path, cert(principals=("ops",)), principals_file="p", address="127.0.0.9")
+    assert far[0] is None and far[1][-1] == (
+        f"{tmp_path / 'p'}:2: Authentication tried for alice with correct key"
+        " but not from a permitted host (ip=127.0.0.9)."
+    )
+    old = trusted(tmp_path, cert(principals=("old",)), principals_file="p")
+    assert old[0] is None and old[1][-1] == f"{tmp_path / 'p'}:3: entry expired"
+    dev, _ = trusted(tmp_path, cert(principals=("dev",), extensions=(("permit-port-forwarding", ""),)), "p")
+    assert dev is not None and not dev.options.port_forwarding  # restrict beats the extension
+
+
+def test_cert_authority_line_restrictions_hold(tmp_path: Path) -> None:
+    """A cert-authority line's from= and expiry-time bind certificate logins
+    too (they were once ignored for them)."""
+    ca_line = key("ssh-ed25519", 1).public_key.openssh_line()
+    keys = tmp_path / "ak"
+    keys.write_text(f'cert-authority,from="127.0.0.1" {ca_line}\n')
+    errors: list[str] = []
+    assert grant_from_authorized_keys(cert(), "alice", [str(keys)], "127.0.0.2", NOW, errors) is None
+    assert errors == [
+        f"{keys}:1: Authentication tried for alice with correct key"
+        " but not from a permitted host (ip=127.0.0.2)."
+    ]
+    assert grant_from_authorized_keys(cert(), "alice", [str(keys)], "127.0.0.1", NOW, []) is not None
+    keys.write_text(f'cert-authority,expiry-time="19700101000010Z" {ca_line}\n')
+    errors = []
+    assert grant_from_authorized_keys(cert(), "alice", [str(keys)], "127.0.0.1", NOW, errors) is None
+    assert errors == [f"{keys}:1: entry expired"]

@@ -52,6 +52,7 @@ __all__ = [
     "parse_authorized_key_line",
     "parse_authorized_keys",
     "parse_key_options",
+    "split_options",
 ]
 
 MAX_LINE_LENGTH = 64 * 1024
@@ -214,7 +215,7 @@ class AuthorizedKey:
 # --- options -------------------------------------------------------------------------
 
 
-def _split_options(line: str) -> tuple[str, str]:
+def split_options(line: str) -> tuple[str, str]:
     """Split off the options field: everything up to the first space or tab not inside quotes."""
     quoted = False
     i = 0
@@ -469,7 +470,7 @@ def parse_authorized_key_line(line: str, lineno: int = 1) -> AuthorizedKey | Non
     first = re.split(r"[ \t]", line, maxsplit=1)[0]
     options = KeyOptions()
     if first not in _KEY_TYPE_NAMES and not first.endswith("-cert-v01@openssh.com"):
-        text, line = _split_options(line)
+        text, line = split_options(line)
         options = parse_key_options(text)
     key, comment = _parse_key(line)
     return AuthorizedKey(key, options, lineno, comment)

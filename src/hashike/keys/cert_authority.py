@@ -25,14 +25,23 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
-from hashike.keys.authorized_keys import KeyOptions, expand_authorized_keys_path, load_authorized_keys
+from hashike.keys.authorized_keys import (
+    KeyOptions,
+    OptionsError,
+    expand_authorized_keys_path,
+    load_authorized_keys,
+    parse_key_options,
+    split_options,
+)
 from hashike.keys.textfile import iter_lines, read_bounded
 from hashike.proto.certs import Certificate, CertType
 
 __all__ = [
     "MAX_PRINCIPALS_FILE",
     "CertificateGrant",
+    "PrincipalLine",
     "certificate_options",
     "grant_from_authorized_keys",
     "grant_from_trusted_cas",
@@ -102,16 +111,51 @@ def merge_options(line: KeyOptions, cert: KeyOptions) -> KeyOptions | str:
     )
 
 
-def load_principals(path: str | os.PathLike[str]) -> list[str]:
-    """An AuthorizedPrincipalsFile: one principal a line, blank and ``#``
-    lines ignored. OSError if it cannot be read."""
+@dataclass(frozen=True, slots=True)
+class PrincipalLine:
+    """One line of an AuthorizedPrincipalsFile: a principal, the key options
+    that prefix it (sshd_config(5): "as in authorized_keys"), its line number."""
+
+    name: str
+    options: KeyOptions
+    line: int
+
+
+def load_principals(path: str | os.PathLike[str], errors: list[str] | None = None) -> list[PrincipalLine]:
+    """An AuthorizedPrincipalsFile: one principal a line, optionally after
+    an options field (a line with a blank outside quotes has one); blank and
+    ``#`` lines ignored, a line with bad options skipped with its reason in
+    ``errors``. OSError if it cannot be read."""
     data, _more = read_bounded(path, MAX_PRINCIPALS_FILE, whole_lines=True)
-    names = []
-    for raw in iter_lines(data):
-        line = raw.decode("utf-8", "replace").strip()
-        if line and not line.startswith("#"):
-            names.append(line)
-    return names
+    lines = []
+    for number, raw in enumerate(iter_lines(data), start=1):
+        line = raw.decode("utf-8", "replace").strip(" \t\r")
+        if not line or line.startswith("#"):
+            continue
+        options = KeyOptions()
+        try:
+            text, rest = split_options(line)
+            if rest:
+                options, line = parse_key_options(text), rest
+        except OptionsError as exc:
+            if errors is not None:
+                errors.append(f"{path}:{number}: bad principal options: {exc}")
+            continue
+        lines.append(PrincipalLine(line, options, number))
+    return lines
+
+
+def _line_refusal(options: KeyOptions, *, user: str, address: str, now: int, location: str) -> str | None:
+    """The line's own restrictions, which hold for a certificate as for a
+    plain key (sshd checks both in auth_authorise_keyopts): expiry-time, from=."""
+    if options.expired(datetime.fromtimestamp(now, UTC)):
+        return f"{location}: entry expired"
+    if not options.allows_from(address):
+        return (
+            f"{location}: Authentication tried for {user} with correct key"
+            f" but not from a permitted host (ip={address})."
+        )
+    return None
 
 
 def _validate(
@@ -157,6 +201,11 @@ def grant_from_authorized_keys(
             if options.principals is not None and not set(options.principals) & set(cert.fields.principals):
                 errors.append("Certificate does not contain an authorized principal")
                 continue
+            location = f"{path}:{entry.line}"
+            refusal = _line_refusal(options, user=username, address=address, now=now, location=location)
+            if refusal is not None:
+                errors.append(refusal)
+                continue
             name = username if options.principals is None else None
             result = _validate(
                 cert, options, user=username, name=name, require=False, address=address, now=now
@@ -164,7 +213,7 @@ def grant_from_authorized_keys(
             if isinstance(result, str):
                 errors.append(result)
                 continue
-            return CertificateGrant(result, f"{path}:{entry.line}")
+            return CertificateGrant(result, location)
     return None
 
 
@@ -185,17 +234,24 @@ def grant_from_trusted_cas(
     if not any(entry.key == cert.signature_key for entry in load_authorized_keys(ca_file)):
         return None  # sshd: "CA ... is not listed in ..." (debug only)
     name: str | None = username
+    base = KeyOptions()
     if principals_file is not None:
         path = expand_authorized_keys_path(principals_file, username, home, uid)
         try:
-            listed = load_principals(path)
+            listed = load_principals(path, errors)
         except OSError:
             listed = []
-        if not set(listed) & set(cert.fields.principals):
+        line = next((entry for entry in listed if entry.name in cert.fields.principals), None)
+        if line is None:
             errors.append("Certificate does not contain an authorized principal")
             return None
-        name = None
-    result = _validate(cert, KeyOptions(), user=username, name=name, require=True, address=address, now=now)
+        location = f"{path}:{line.line}"
+        refusal = _line_refusal(line.options, user=username, address=address, now=now, location=location)
+        if refusal is not None:
+            errors.append(refusal)
+            return None
+        name, base = None, line.options
+    result = _validate(cert, base, user=username, name=name, require=True, address=address, now=now)
     if isinstance(result, str):
         errors.append(result)
         return None

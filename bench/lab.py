@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hashike.keys.keypair import generate_private_key, write_private_key
 
@@ -45,9 +45,17 @@ PYCACHE = Path(tempfile.gettempdir()) / "hashike-bench-pycache"
 _TICK = float(os.sysconf("SC_CLK_TCK"))
 
 
-def process_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used so far, all threads), from /proc."""
-    table: dict[int, tuple[int, float]] = {}
+class Proc(NamedTuple):
+    """One process's line of /proc/PID/stat, the fields measured here."""
+
+    ppid: int
+    cpu: float  # utime + stime, seconds, all threads
+    faults: int  # minflt + majflt: page faults, minor (no I/O) and major
+
+
+def process_table() -> dict[int, Proc]:
+    """pid -> its parent, CPU seconds and page faults so far, from /proc."""
+    table: dict[int, Proc] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -57,16 +65,18 @@ def process_table() -> dict[int, tuple[int, float]]:
         except OSError:
             continue  # gone since scandir
         # Field 2 (the name) may hold spaces and ')'; the rest follow the last ')'.
-        # After it: [0] state, [1] ppid, ..., [11] utime, [12] stime (fields 3, 4, 14, 15).
+        # After it: [0] state, [1] ppid, [7] minflt, [9] majflt, [11] utime,
+        # [12] stime (fields 3, 4, 10, 12, 14, 15 of proc(5)).
         fields = text[text.rfind(")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+        cpu = (int(fields[11]) + int(fields[12])) / _TICK
+        table[int(entry.name)] = Proc(int(fields[1]), cpu, int(fields[7]) + int(fields[9]))
     return table
 
 
-def descendants(pid: int, table: dict[int, tuple[int, float]]) -> list[int]:
+def descendants(pid: int, table: dict[int, Proc]) -> list[int]:
     children: dict[int, list[int]] = {}
-    for child, (parent, _) in table.items():
-        children.setdefault(parent, []).append(child)
+    for child, proc in table.items():
+        children.setdefault(proc.ppid, []).append(child)
     found: list[int] = []
     stack = [pid]
     while stack and len(found) < len(table):  # bounded even if /proc raced into a cycle
@@ -76,9 +86,14 @@ def descendants(pid: int, table: dict[int, tuple[int, float]]) -> list[int]:
     return found
 
 
-def tree_cpu(pid: int, table: dict[int, tuple[int, float]]) -> float:
+def tree_cpu(pid: int, table: dict[int, Proc]) -> float:
     """CPU seconds of ``pid`` and every process below it."""
-    return sum(table[p][1] for p in (pid, *descendants(pid, table)) if p in table)
+    return sum(table[p].cpu for p in (pid, *descendants(pid, table)) if p in table)
+
+
+def tree_faults(pid: int, table: dict[int, Proc]) -> int:
+    """Page faults (minor + major) of ``pid`` and every process below it."""
+    return sum(table[p].faults for p in (pid, *descendants(pid, table)) if p in table)
 
 
 def machine_busy() -> float:

@@ -28,7 +28,9 @@ its own SOCKS5 CONNECT to the sink). AsyncSSH runs ``-L`` only.
 CPU per GiB comes from ``/proc/PID/stat`` (utime + stime, every thread),
 read just before and just after a transfer, summed over the client's
 process tree and over the server's (sshd forks a monitor and an
-unprivileged child per connection, so its whole tree is counted). The
+unprivileged child per connection, so its whole tree is counted). Page
+faults per GiB (minflt + majflt, same file, same trees) come next to it: a
+heap that glibc trims and grows back shows up there as a fault storm. The
 machine's busy time from ``/proc/stat`` over the same interval, minus this
 benchmark's own processes, is reported as the *background* load: other
 people's work on a shared machine.
@@ -83,6 +85,7 @@ from bench.lab import (
     stop_process,
     tail,
     tree_cpu,
+    tree_faults,
 )
 
 __all__ = [
@@ -390,6 +393,8 @@ class Sample:
     client_cpu: float | None  # CPU s/GiB
     server_cpu: float | None
     background_cores: float  # other processes' CPU over the transfer, in cores
+    client_faults: float | None = None  # page faults (minor + major) per GiB
+    server_faults: float | None = None
 
 
 def sample(
@@ -401,15 +406,17 @@ def sample(
     server_pid: int | None,
     socks_to: int | None = None,
 ) -> Sample:
-    def snapshot() -> tuple[float, float, float, float, float]:
+    def snapshot() -> tuple[float, float, float, float, float, int, int]:
         table = process_table()
         c = tree_cpu(client_pid, table) if client_pid is not None else 0.0
         s = tree_cpu(server_pid, table) if server_pid is not None else 0.0
-        return time.perf_counter(), c, s, own_cpu(), machine_busy()
+        cf = tree_faults(client_pid, table) if client_pid is not None else 0
+        sf = tree_faults(server_pid, table) if server_pid is not None else 0
+        return time.perf_counter(), c, s, own_cpu(), machine_busy(), cf, sf
 
-    t0, c0, s0, o0, b0 = snapshot()
+    t0, c0, s0, o0, b0, cf0, sf0 = snapshot()
     elapsed = transfer(port, buffer, nbytes, timeout, socks_to)
-    t1, c1, s1, o1, b1 = snapshot()
+    t1, c1, s1, o1, b1, cf1, sf1 = snapshot()
     gib = nbytes / GiB
     ours = (c1 - c0) + (s1 - s0) + (o1 - o0)
     return Sample(
@@ -417,6 +424,8 @@ def sample(
         client_cpu=(c1 - c0) / gib if client_pid is not None else None,
         server_cpu=(s1 - s0) / gib if server_pid is not None else None,
         background_cores=max(0.0, (b1 - b0) - ours) / (t1 - t0),
+        client_faults=(cf1 - cf0) / gib if client_pid is not None else None,
+        server_faults=(sf1 - sf0) / gib if server_pid is not None else None,
     )
 
 
@@ -434,6 +443,8 @@ class Result:
     background_cores: float | None  # median, over the runs
     error: str | None = None
     mode: str = "L"  # the tunnel: -L, -R or -D
+    client_faults_per_gib: float | None = None  # median, minor + major
+    server_faults_per_gib: float | None = None
 
 
 def _median(values: Sequence[float | None], digits: int) -> float | None:
@@ -457,6 +468,8 @@ def _result(
         runs_server_cpu=[round(s.server_cpu, 2) for s in samples if s.server_cpu is not None],
         background_cores=_median([s.background_cores for s in samples], 2),
         error=error,
+        client_faults_per_gib=_median([s.client_faults for s in samples], 0),
+        server_faults_per_gib=_median([s.server_faults for s in samples], 0),
     )
 
 
@@ -543,6 +556,7 @@ def _measure(
                 progress(
                     f"{tunnel.label} {cipher} run {run_no + 1}/{runs}: {s.mbps:,.0f} MB/s, "
                     f"CPU s/GiB {s.client_cpu:.2f} / {s.server_cpu:.2f}, "
+                    f"faults/GiB {s.client_faults:,.0f} / {s.server_faults:,.0f}, "
                     f"background {s.background_cores:.2f} cores"
                 )
     finally:
@@ -560,18 +574,20 @@ def _cell(value: float | None, fmt: str) -> str:
 
 def markdown(results: Sequence[Result]) -> str:
     lines = [
-        "| pairing | cipher | MB/s | client CPU s/GiB | server CPU s/GiB | ratio vs ssh→sshd | each run |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| pairing | cipher | MB/s | client CPU s/GiB | server CPU s/GiB | client faults/GiB "
+        "| server faults/GiB | ratio vs ssh→sshd | each run |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         cipher = r.cipher or "—"
         if r.error is not None and r.mbps is None:
-            lines.append(f"| {r.pairing} | {cipher} | — | — | — | — | error: {r.error[:120]} |")
+            lines.append(f"| {r.pairing} | {cipher} | — | — | — | — | — | — | error: {r.error[:120]} |")
             continue
         runs = ", ".join(f"{x:,.0f}" for x in r.runs_mbps) + (" (then failed)" if r.error else "")
         lines.append(
             f"| {r.pairing} | {cipher} | {_cell(r.mbps, ',.0f')} | {_cell(r.client_cpu_s_per_gib, '.2f')} "
-            f"| {_cell(r.server_cpu_s_per_gib, '.2f')} | {_cell(r.ratio, '.2f')} | {runs} |"
+            f"| {_cell(r.server_cpu_s_per_gib, '.2f')} | {_cell(r.client_faults_per_gib, ',.0f')} "
+            f"| {_cell(r.server_faults_per_gib, ',.0f')} | {_cell(r.ratio, '.2f')} | {runs} |"
         )
     return "\n".join(lines)
 

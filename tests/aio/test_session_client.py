@@ -245,7 +245,7 @@ class FakeServer:
             cid = event.channel_id
             self.received[cid] = self.received.get(cid, 0) + len(event.data)
             if self.program.get(cid) == "cat":
-                self.output(cid, event.data)
+                self.output(cid, bytes(event.data))
                 ch.acknowledge(cid, len(event.data))
             elif self.program.get(cid) != "sink":
                 ch.acknowledge(cid, len(event.data))

@@ -149,7 +149,7 @@ class Session:
     def channel_refused(self, reason: int, description: str) -> None:
         self.opened.set_exception(ConnectionRefusedError(reason, description))
 
-    def channel_data(self, data: bytes, extended: int | None) -> None:
+    def channel_data(self, data: bytes | memoryview, extended: int | None) -> None:
         (self.stdout if extended is None else self.stderr).extend(data)
         self._note("data" if extended is None else "stderr", len(data))
         self.unacked += len(data)

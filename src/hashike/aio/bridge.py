@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from hashike.proto.errors import ChannelOpenFailed
 from hashike.proto.events import ChannelRequestReceived
+from hashike.proto.inbox import exported
 
 from .flow import Credit, Outflow
 
@@ -51,7 +52,10 @@ class SocketBridge(asyncio.Protocol):
         self._eof_sent = False
         self._remote_eof = False
         self._credit = Credit()  # for what we write to the socket
-        self._writes: list[bytes] = []  # received this batch, written at its end
+        # Received this batch, written at its end: views of the core's inbox,
+        # valid while held (proto/inbox.py), dropped once written.
+        self._writes: list[bytes | memoryview] = []
+        self._joined = bytearray()  # reused to make a batch's pieces one write
         self._closed = False
         self.bytes_in = 0
         self.bytes_out = 0
@@ -82,7 +86,7 @@ class SocketBridge(asyncio.Protocol):
             self.on_open.set_exception(ChannelOpenFailed(f"open failed: {description}", reason))
         self.channel_closed()
 
-    def channel_data(self, data: bytes, extended: int | None = None) -> None:
+    def channel_data(self, data: bytes | memoryview, extended: int | None = None) -> None:
         if extended is not None:
             # RFC 4254 §5.2: a forwarded connection has no stderr: drop it, but
             # still give the window back. (On a channel or connection that
@@ -107,7 +111,25 @@ class SocketBridge(asyncio.Protocol):
         writes, self._writes = self._writes, []
         transport = self.transport
         if writes and transport is not None and not transport.is_closing():
-            transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+            transport.write(writes[0] if len(writes) == 1 else self._coalesce(writes))
+
+    def _coalesce(self, writes: list[bytes | memoryview]) -> memoryview:
+        """The pieces, copied end to end into one reused buffer. A fresh
+        ``b"".join`` per batch (256 KiB) made glibc trim and regrow the heap:
+        a page-fault storm in every new process. asyncio's selector transport
+        sends what it can and copies the rest, so the buffer is free again once
+        ``write`` returns; a transport that kept a view makes ``exported``
+        true, and this buffer is then left to it."""
+        total = sum(map(len, writes))
+        buf = self._joined
+        if total > len(buf) or exported(buf):
+            buf = self._joined = bytearray(max(total, len(buf)))
+        view = memoryview(buf)
+        pos = 0
+        for piece in writes:
+            view[pos : pos + len(piece)] = piece
+            pos += len(piece)
+        return view[:total]
 
     def channel_eof(self) -> None:
         self.flush_writes()

@@ -50,18 +50,18 @@ class ReverseSocks(SocketBridge):
         self._timer: asyncio.TimerHandle | None = loop.call_later(handshake_timeout, self._too_slow)
         self._timeout = handshake_timeout
 
-    def channel_data(self, data: bytes, extended: int | None = None) -> None:
+    def channel_data(self, data: bytes | memoryview, extended: int | None = None) -> None:
         socks = self._socks
         if socks is None or extended is not None:
             super().channel_data(data, extended)
             return
         if socks.request is not None:  # connecting: the data is the target's
-            self._waiting.append(data)
+            self._waiting.append(bytes(data))
             return
         assert self.channel_id is not None
         self.channels.acknowledge(self.channel_id, len(data))  # the handshake's, bounded by the codec
         try:
-            socks.receive_data(data)
+            socks.receive_data(bytes(data))
         except SocksError as exc:
             self._reply(socks)
             self._drop(str(exc))

@@ -421,11 +421,11 @@ class SessionHandler:
             self.opened.set_exception(ChannelOpenFailed(f"open failed: {description}", reason))
         self._finish()
 
-    def channel_data(self, data: bytes, extended: int | None) -> None:
+    def channel_data(self, data: bytes | memoryview, extended: int | None) -> None:
         if extended is None:
-            self.stdout.feed_data(data)
+            self.stdout.feed_data(bytes(data))
         elif extended == EXTENDED_STDERR:
-            self.stderr.feed_data(data)
+            self.stderr.feed_data(bytes(data))
         else:
             self._acknowledge(len(data))  # no stream for other types (§5.2): drop, credit back
 

@@ -290,7 +290,7 @@ class _Input(asyncio.BaseProtocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=STDIN_HIGH_WATER)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         transport = self.transport
         if self.lost or transport is None or transport.is_closing():
             return len(data)  # nobody reads it: drop it, but give the window back
@@ -404,13 +404,13 @@ class ServerSession:
     def channel_request_replied(self, success: bool) -> None:
         """The server sends no want_reply requests on a session."""
 
-    def channel_data(self, data: bytes, extended: int | None) -> None:
+    def channel_data(self, data: bytes | memoryview, extended: int | None) -> None:
         if self._closed:
             return
         if extended is not None:
             self.acknowledge(len(data))  # RFC 4254 §5.2: no stream takes extended data in
         elif self._input is None:
-            self._early.append(data)  # bounded by the window we granted
+            self._early.append(bytes(data))  # bounded by the window we granted
         else:
             self.acknowledge(self._input.write(data))
 

@@ -82,17 +82,17 @@ class ChannelTransport(asyncio.Transport):
         if not self.opened.done():
             self.opened.set_exception(ChannelOpenFailed(f"open failed: {description}", reason))
 
-    def channel_data(self, data: bytes, extended: int | None) -> None:
+    def channel_data(self, data: bytes | memoryview, extended: int | None) -> None:
         if extended is not None or self._lost:
             self._acknowledge(len(data))  # RFC 4254 §5.2: no stderr on a tunnel
             return
         if self._reading and not self._in and self._protocol is not None:
-            self._protocol.data_received(data)
+            self._protocol.data_received(bytes(data))
             self._acknowledge(len(data))
         else:
             # Bounded by the window we granted. (The server speaks first: its
             # version line may come before the protocol is started.)
-            self._in.append(data)
+            self._in.append(bytes(data))
 
     def channel_eof(self) -> None:
         self._eof = True

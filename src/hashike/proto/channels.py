@@ -74,6 +74,7 @@ from hashike.proto.events import (
     GlobalRequestReceived,
     GlobalRequestReplied,
 )
+from hashike.proto.inbox import Inbox
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.replies import ReplyQueue
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string
@@ -245,6 +246,7 @@ class Channels:
         # larger if it said so in EXT_INFO). The connection may update this.
         self.peer_max_packet = peer_max_packet
         self._channels: dict[int, _Chan] = {}
+        self._inbox = Inbox()  # ChannelData's views: see proto/inbox.py for their lifetime
         self._free: list[int] = []  # heap of freed ids below _next_id
         self._released: list[int] = []  # freed, reusable after recycle()
         self._next_id = 0
@@ -557,7 +559,7 @@ class Channels:
             return  # §5.3: data racing our CLOSE; nobody will read it, nor acknowledge it
         if n:
             c.unacked += n
-            self._events.append(ChannelData(channel_id=cid, data=bytes(data), extended=extended))
+            self._events.append(ChannelData(channel_id=cid, data=self._inbox.keep(data), extended=extended))
 
     def _on_window_adjust(self, payload: memoryview) -> None:
         r = Reader(payload, 1)

@@ -241,10 +241,12 @@ class ChannelOpenRefused:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelData:
     """Data from the peer. Call ``acknowledge(channel_id, len(data))`` once it
-    has been written onward; that is what reopens the peer's window."""
+    has been written onward; that is what reopens the peer's window. ``data``
+    is a view of a reused buffer (proto/inbox.py): drop it once written
+    onward, and copy it (``bytes(data)``) to keep it."""
 
     channel_id: int
-    data: bytes
+    data: bytes | memoryview
     extended: int | None  # None for CHANNEL_DATA, else the data type code (1 = stderr)
 
 

@@ -60,12 +60,14 @@ from .control import (
     start_master,
 )
 from .escape import Escape, EscapeReader, help_text
+from .escape_command import MAX_LINE, run_command_line
 from .forwards import start_local_forwards
 from .hostcheck import HostKeyChecker
 from .jump import STDIO_OPTIONS, connect_through, parse_stdio_forward, stdio_forward
 from .logs import setup_logging
 from .reconnect import stay_connected
 from .remote import ForwardFailure, start_remote_forwards
+from .runtime_forwards import ForwardTable
 from .service import announce_end, announce_ready, keepalive_options, notifier, timeout_line
 from .terminal import RawMode, ask_async, terminal_modes, terminal_size, write_all
 from .usage import UsageParser
@@ -330,9 +332,10 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
     listeners: list[ForwardListener | RemoteListener] = [*await start_local_forwards(client, settings)]
     master = None
+    table = ForwardTable(client, settings)  # forwards added later: -O forward, ~C
     try:
         listeners += await start_remote_forwards(client, settings)
-        master = await start_master(client, settings, stop.event)
+        master = await start_master(client, settings, stop.event, table)
         announce_ready(client, settings, listeners)
         persist = master is not None and settings.control_persist is not None
         if invocation.background or (persist and invocation.no_command):
@@ -346,7 +349,7 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
             return await stay_connected(client, settings, stop.event, again)
         if invocation.no_command or settings.session_type == "none":
             return await _forward_only(client, settings, stop)
-        status = await _remote_session(client, settings, invocation, stop)
+        status = await _remote_session(client, settings, invocation, stop, table)
         if master is not None and persist and not client.core.closed and stop.signum is None:
             _background(status, fds=(0, 1, 2))  # ControlPersist: the master outlives its session
             await persist_master(master, stop.event)
@@ -356,7 +359,7 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
             await _wait_forwarded(client, stop)
         return status
     finally:
-        for closing in [*listeners, *([master] if master else [])]:
+        for closing in [*listeners, *([master] if master else []), table]:
             closing.close()
         if not client.core.closed:
             client.close()
@@ -426,7 +429,7 @@ def _environment(settings: ClientSettings) -> dict[str, str]:
 
 
 async def _remote_session(
-    client: SSHClient, settings: ClientSettings, invocation: _Invocation, stop: _Stop
+    client: SSHClient, settings: ClientSettings, invocation: _Invocation, stop: _Stop, table: ForwardTable
 ) -> int:
     command = " ".join(invocation.command) or None  # ssh joins the words with spaces
     stdin_tty = not invocation.stdin_null and os.isatty(0)
@@ -463,7 +466,7 @@ async def _remote_session(
     try:
         if process.pty and stdin_tty and raw.enter():
             _log_line_ends("\r\n")  # no output processing in raw mode: CR ourselves
-        session = _InteractiveSession(client, settings, process, raw, escapes, stop)
+        session = _InteractiveSession(client, settings, process, raw, escapes, stop, table)
         status = await session.run(stdin_null=invocation.stdin_null)
     finally:
         raw.restore()
@@ -505,8 +508,10 @@ class _InteractiveSession:
         raw: RawMode,
         escapes: EscapeReader | None,
         stop: _Stop,
+        table: ForwardTable,
     ) -> None:
         self.client = client
+        self.table = table
         self.settings = settings
         self.process = process
         self.raw = raw
@@ -594,6 +599,8 @@ class _InteractiveSession:
         for action in actions:
             if isinstance(action, bytes):
                 stdin.write(action)
+            elif action is Escape.COMMAND_LINE:
+                await self._command_line()
             elif not self._escape(action):
                 return False
         try:
@@ -632,6 +639,24 @@ class _InteractiveSession:
             self._suspend()
         return True
 
+    async def _command_line(self) -> None:
+        """~C: ssh's prompt, one line read with the terminal cooked (echo on),
+        then raw again. stdin's reader thread waits for us meanwhile."""
+        if not self.settings.enable_escape_commandline:
+            self._say("commandline disabled\n")
+            return
+        was_raw = self.raw.active
+        self.raw.restore()
+        _log_line_ends("\n")
+        try:
+            with contextlib.suppress(OSError):
+                write_all(2, b"\r\nssh> ")
+            line = await asyncio.to_thread(_read_line)
+            self._say(await run_command_line(line, self.table))
+        finally:
+            if was_raw and self.raw.enter():
+                _log_line_ends("\r\n")
+
     def _suspend(self) -> None:
         """~^Z: give the terminal back and stop, as ssh does; on SIGCONT take
         it again and tell the server the size, which may have changed."""
@@ -649,6 +674,14 @@ class _InteractiveSession:
         if size is not None and not self.process.closed:
             with contextlib.suppress(ConnectionResetError):
                 self.process.change_terminal_size(*size)
+
+
+def _read_line() -> str:
+    try:
+        data = os.read(0, MAX_LINE)
+    except OSError:
+        data = b""
+    return data.decode("utf-8", "replace")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -27,13 +27,12 @@ import errno
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hashike.aio.client import SSHClient
-from hashike.aio.forward import ForwardListener
 from hashike.aio.mux import MuxClient, MuxError, MuxServer, listen_mux
-from hashike.aio.remote import RemoteForwardFailed, RemoteListener
+from hashike.aio.remote import RemoteForwardFailed
 from hashike.aio.session_client import Process, SessionRequestFailed
 from hashike.config.forward import Forward
 from hashike.config.ssh_config import ClientSettings
@@ -41,8 +40,7 @@ from hashike.proto import mux
 from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
 from hashike.proto.text import escape_text
 
-from .forwards import bind_host, start_listener
-from .remote import remote_target
+from .runtime_forwards import ForwardTable
 from .terminal import RawMode, terminal_modes, terminal_size
 
 __all__ = [
@@ -274,8 +272,8 @@ class Master:
     client: SSHClient
     settings: ClientSettings
     stop: asyncio.Event
+    table: ForwardTable
     server: MuxServer | None = None
-    forwards: dict[Forward, ForwardListener | RemoteListener] = field(default_factory=dict)
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
         rid = request.request_id
@@ -283,33 +281,19 @@ class Master:
         if fwd is None:
             return mux.Failure(request_id=rid, reason="Invalid forwarding request")
         if request.cancel:
-            listener = self.forwards.pop(fwd, None)
-            if listener is None:
+            if not self.table.cancel(fwd):
                 return mux.Failure(request_id=rid, reason="port not forwarded")
-            listener.close()
             return mux.Ok(request_id=rid)
-        existing = self.forwards.get(fwd)
-        if existing is None:
-            try:
-                existing = await self._open(fwd)
-            except RemoteForwardFailed as exc:
-                return mux.Failure(request_id=rid, reason=str(exc))
-            except OSError as exc:
-                log.info("requested %s failed: %s", fwd.describe(), os.strerror(exc.errno or errno.EIO))
-                return mux.Failure(request_id=rid, reason="Port forwarding failed")
-            self.forwards[fwd] = existing
+        try:
+            listener = await self.table.add(fwd)
+        except RemoteForwardFailed as exc:
+            return mux.Failure(request_id=rid, reason=str(exc))
+        except OSError as exc:
+            log.info("requested %s failed: %s", fwd.describe(), os.strerror(exc.errno or errno.EIO))
+            return mux.Failure(request_id=rid, reason="Port forwarding failed")
         if fwd.kind == "remote" and fwd.listen_socket is None and fwd.listen_port == 0:
-            return mux.RemotePort(request_id=rid, port=existing.port)
+            return mux.RemotePort(request_id=rid, port=listener.port)
         return mux.Ok(request_id=rid)
-
-    async def _open(self, fwd: Forward) -> ForwardListener | RemoteListener:
-        if fwd.kind != "remote":
-            return await start_listener(
-                self.client, fwd, bind_host(fwd.listen_host, self.settings.gateway_ports)
-            )
-        return await self.client.forward_remote(
-            fwd.listen_host, fwd.listen_port or 0, remote_target(fwd), listen_socket=fwd.listen_socket
-        )
 
     async def session(self, request: mux.NewSession, fds: list[int]) -> Process | str:
         """A session for ``ssh -S path host cmd``, on the client's terminal
@@ -338,18 +322,19 @@ class Master:
         if self.server is not None:
             self.server.close()
             self.server.close_clients()
-        for listener in self.forwards.values():
-            listener.close()
-        self.forwards.clear()
+        self.table.close()
 
 
-async def start_master(client: SSHClient, settings: ClientSettings, stop: asyncio.Event) -> Master | None:
-    """Listen on the ControlPath when ControlMaster asks for a master. A
-    socket already there is ssh's warning and no master, never fatal."""
+async def start_master(
+    client: SSHClient, settings: ClientSettings, stop: asyncio.Event, table: ForwardTable
+) -> Master | None:
+    """Listen on the ControlPath when ControlMaster asks for a master; its
+    forward requests go to ``table``. A socket already there is ssh's
+    warning and no master, never fatal."""
     path = _path(settings)
     if path is None or settings.control_master not in ("yes", "auto"):
         return None
-    master = Master(client, settings, stop)
+    master = Master(client, settings, stop, table)
     try:
         master.server = await listen_mux(path, master)
     except MuxError as exc:

@@ -8,9 +8,10 @@ after a CR or LF (a terminal in raw mode sends CR for Enter). There it is
 held back and the next character decides:
 
 - ``.`` disconnect (anything typed after it, then or later, is dropped), ``?`` help,
-  ``#`` list forwarded connections, ``R`` rekey, ``B`` BREAK, ``^Z``
-  suspend: commands, after which we are still at the start of a line, so
-  another escape may follow at once;
+  ``#`` list forwarded connections, ``C`` the command line
+  (cli/escape_command.py), ``R`` rekey, ``B`` BREAK, ``^Z`` suspend:
+  commands, after which we are still at the start of a line, so another
+  escape may follow at once;
 - the escape character again: one is sent;
 - anything else: both are sent, as typed.
 
@@ -32,6 +33,7 @@ class Escape(enum.Enum):
     DISCONNECT = "."
     HELP = "?"
     LIST_CONNECTIONS = "#"
+    COMMAND_LINE = "C"
     REKEY = "R"
     BREAK = "B"
     SUSPEND = "\x1a"  # ^Z
@@ -130,6 +132,7 @@ def help_text(escape_char: str, newline: str = "\r\n") -> str:
         "Supported escape sequences:",
         f" {e}.   - terminate connection (and any multiplexed sessions)",
         f" {e}B   - send a BREAK to the remote system",
+        f" {e}C   - open a command line",
         f" {e}R   - request rekey",
         f" {e}^Z  - suspend ssh",
         f" {e}#   - list forwarded connections",

@@ -159,6 +159,7 @@ class ClientSettings(TransportSettings):
     compression: bool = False
     log_level: str = "INFO"
     escape_char: str | None = "~"
+    enable_escape_commandline: bool = False  # ~C, off by default as in OpenSSH 9.2+
     request_tty: RequestTTY = "auto"
     session_type: SessionType = "default"
     fork_after_authentication: bool = False

@@ -284,6 +284,7 @@ KEYWORDS: dict[str, Keyword] = {
     "compression": single("compression", _parse_flag),
     "loglevel": single("log_level", _parse_log_level),
     "escapechar": single("escape_char", _parse_escape_char),
+    "enableescapecommandline": single("enable_escape_commandline", _parse_flag),
     "requesttty": single("request_tty", choice(_words("yes", "no", force="force", auto="auto"))),
     "sessiontype": single(
         "session_type", choice({"default": "default", "none": "none", "subsystem": "subsystem"})
@@ -323,7 +324,7 @@ IGNORED = frozenset(
     """
     addkeystoagent canonicaldomains canonicalizefallbacklocal canonicalizehostname canonicalizemaxdots
     canonicalizepermittedcnames casignaturealgorithms channeltimeout checkhostip
-    connectionattempts enableescapecommandline enablesshkeysign fingerprinthash forwardagent forwardx11
+    connectionattempts enablesshkeysign fingerprinthash forwardagent forwardx11
     forwardx11timeout forwardx11trusted gssapiauthentication gssapiclientidentity gssapidelegatecredentials
     gssapikexalgorithms gssapikeyexchange gssapirenewalforcesrekey gssapiserveridentity gssapitrustdns
     hostbasedacceptedalgorithms hostbasedauthentication hostbasedkeytypes ipqos kbdinteractivedevices

@@ -28,6 +28,12 @@ class Recorder:
     sessions: list[mux.NewSession] = field(default_factory=list)
     terminated: bool = False
     stopped: bool = False
+    allow: bool = True  # what permit() answers (ControlMaster ask)
+    asked: list[object] = field(default_factory=list)
+
+    async def permit(self, request: object) -> bool:
+        self.asked.append(request)
+        return self.allow
 
     async def session(self, request: mux.NewSession, fds: list[int]) -> Process | str:
         self.sessions.append(request)
@@ -225,3 +231,28 @@ async def test_master_refuses_shared_directory_and_taken_path(directory: str) ->
             assert isinstance(await client.request(mux.AliveCheck(request_id=0)), mux.AliveReply)
     finally:
         first.close()
+
+
+async def test_refused_requests_are_permission_denied(master: tuple[MuxServer, Recorder]) -> None:
+    """What permit() refuses (the user said no) gets MUX_S_PERMISSION_DENIED
+    and is not carried out; alive checks are never asked; a refused session
+    ends the connection, its descriptors being still in the stream."""
+    server, handler = master
+    handler.allow = False
+    fwd = mux.ForwardRequest(
+        request_id=3, kind=mux.ForwardKind.LOCAL, listen_host="", listen_port=1,
+        connect_host="h", connect_port=2,
+    )  # fmt: skip
+    requests = (mux.Hello(), mux.AliveCheck(request_id=2), fwd, mux.Terminate(request_id=4), SESSION)
+    wire = b"".join(mux.encode(m) for m in requests)
+    said = await raw_exchange(server.path, wire)
+    assert replies(said) == [
+        mux.Hello(),
+        mux.AliveReply(request_id=2, pid=os.getpid()),
+        mux.PermissionDenied(request_id=3, reason="Permission denied"),
+        mux.PermissionDenied(request_id=4, reason="Permission denied"),
+        mux.PermissionDenied(request_id=6, reason="Permission denied"),
+        None,
+    ]
+    assert handler.asked == [fwd, mux.Terminate(request_id=4), SESSION]
+    assert handler.requests == [] and not handler.terminated and handler.sessions == []

@@ -22,13 +22,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
-def test_ask_refused_before_connecting(capsys: pytest.CaptureFixture[str]) -> None:
-    for mode in (["-o", "ControlMaster=ask"], ["-o", "ControlMaster=autoask"], ["-M", "-M"]):
-        status, err = run(capsys, *mode, "-S", "/nonexistent/m", "-p", "1")
-        assert status == 255
-        assert "confirmation prompts are not supported; use yes or auto" in err
-
-
 @pytest.mark.parametrize(
     ("argv", "line"),
     [

@@ -289,3 +289,44 @@ def test_no_master(control_path: str) -> None:
     result = hashike_control(control_path, "-O", "check")
     assert result.returncode == 255
     assert result.stderr == f"Control socket connect({control_path}): No such file or directory\n"
+
+
+def test_ask_puts_each_request_to_the_user(
+    tmp_path: Path, ssh_client: SshClient, pop3_port: int, control_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ControlMaster ask: ssh's requests through our master wait for
+    SSH_ASKPASS's yes (exit 0) and get Permission denied on its no."""
+    asked, answer = tmp_path / "asked", tmp_path / "answer"
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f'#!/bin/sh\necho "$SSH_ASKPASS_PROMPT|$1" >> {asked}\ngrep -qx yes {answer}\n')
+    askpass.chmod(0o755)
+    monkeypatch.setenv("SSH_ASKPASS", str(askpass))
+    monkeypatch.setenv("SSH_ASKPASS_REQUIRE", "force")
+    server, daemon = hashiked_server(tmp_path)
+    master = start(hashike_argv(server, "-o", "ControlMaster=ask", "-S", control_path))
+    try:
+        wait_for_socket(control_path)
+        assert ssh_control(ssh_client, control_path, "-O", "check").returncode == 0  # never asked
+        assert not asked.exists()
+
+        port = free_port()
+        spec = f"{port}:127.0.0.1:{pop3_port}"
+        answer.write_text("no\n")
+        refused = ssh_control(ssh_client, control_path, "-O", "forward", "-L", spec)
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+        assert not answers(port, attempts=1)
+        answer.write_text("yes\n")
+        allowed = ssh_control(ssh_client, control_path, "-O", "forward", "-L", spec)
+        assert allowed.returncode == 0, allowed.stderr
+        check_pop3(port)
+        lines = asked.read_text().splitlines()
+        assert len(lines) == 2 and all(line.startswith("confirm|Open ") for line in lines), lines
+        assert f"{port}" in lines[0]
+
+        done = ssh_control(ssh_client, control_path, "-O", "exit")
+        assert done.returncode == 0, done.stderr
+        assert asked.read_text().splitlines()[-1] == "confirm|Terminate shared connection to 127.0.0.1? "
+        assert master.process.wait(DEADLINE) == 0, master.stderr
+    finally:
+        master.stop()
+        daemon.stop()  # type: ignore[attr-defined]

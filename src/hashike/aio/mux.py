@@ -39,6 +39,7 @@ __all__ = [
     "MuxClient",
     "MuxError",
     "MuxHandler",
+    "MuxRequest",
     "MuxServer",
     "check_socket_path",
     "listen_mux",
@@ -59,6 +60,11 @@ class MuxError(Exception):
     errno: int | None = None
 
 
+# The requests a master may be asked to confirm (all but alive checks).
+MuxRequest = mux.ForwardRequest | mux.Terminate | mux.StopListening | mux.NewSession | mux.NewStdioForward
+_CONFIRMED = (mux.ForwardRequest, mux.Terminate, mux.StopListening, mux.NewSession, mux.NewStdioForward)
+
+
 class MuxHandler(Protocol):
     """What a master does for each request (all but alive checks)."""
 
@@ -69,6 +75,10 @@ class MuxHandler(Protocol):
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
         """Open or cancel a forward: Ok, RemotePort, Failure or PermissionDenied."""
+        ...
+
+    async def permit(self, request: MuxRequest) -> bool:
+        """May the master carry out ``request``? (ControlMaster ask asks.)"""
         ...
 
     def terminate(self) -> None:
@@ -259,6 +269,11 @@ class MuxServer:
 
     async def _answer(self, message: mux.MuxMessage, peer: _Peer) -> bool:
         """Reply to one request; False closes this client's connection."""
+        if isinstance(message, _CONFIRMED) and not await self.handler.permit(message):
+            denied = mux.PermissionDenied(request_id=message.request_id, reason="Permission denied")
+            await peer.send(denied)
+            # A session's or stdio forward's descriptors follow in the stream.
+            return not isinstance(message, (mux.NewSession, mux.NewStdioForward))
         if isinstance(message, mux.AliveCheck):
             await peer.send(mux.AliveReply(request_id=message.request_id, pid=os.getpid()))
         elif isinstance(message, mux.ForwardRequest):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping
 
-__all__ = ["DEFAULT_ASKPASS", "run_askpass", "use_askpass"]
+__all__ = ["DEFAULT_ASKPASS", "confirm", "run_askpass", "use_askpass"]
 
 DEFAULT_ASKPASS = "/usr/bin/ssh-askpass"  # Debian's ssh-askpass package
 
@@ -37,7 +37,7 @@ def run_askpass(env: Mapping[str, str], prompt: str) -> str | None:
     """The program's answer, or None when it fails or cannot run."""
     program = env.get("SSH_ASKPASS") or DEFAULT_ASKPASS
     try:
-        result = subprocess.run([program, prompt], stdout=subprocess.PIPE, check=False)
+        result = subprocess.run([program, prompt], stdout=subprocess.PIPE, check=False, env=dict(env))
     except OSError:
         return None
     if result.returncode != 0:
@@ -46,3 +46,14 @@ def run_askpass(env: Mapping[str, str], prompt: str) -> str | None:
     for end in "\r\n":
         answer = answer.partition(end)[0]
     return answer
+
+
+def confirm(env: Mapping[str, str], prompt: str) -> bool:
+    """A yes/no question through SSH_ASKPASS, as ssh's ControlMaster ask puts
+    it: SSH_ASKPASS_PROMPT=confirm tells the program to offer yes and no; an
+    empty answer or "yes" (any case) is yes, anything else, a failure or no
+    program to ask (no display) is no. Blocking: run it in a thread."""
+    if not use_askpass(env, have_tty=False):
+        return False
+    answer = run_askpass({**env, "SSH_ASKPASS_PROMPT": "confirm"}, prompt)
+    return answer is not None and answer.strip().lower() in ("", "yes")

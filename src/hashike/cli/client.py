@@ -52,7 +52,6 @@ from hashike.proto.text import escape_text
 from .control import (
     ControlError,
     add_arguments,
-    check_master_mode,
     control_command,
     control_options,
     multiplexed_session,
@@ -742,7 +741,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.control_command is not None:
             return asyncio.run(control_command(args.control_command, settings))
-        check_master_mode(settings)
         return asyncio.run(_session(settings, invocation))
     except (ConfigError, ForwardSpecError) as exc:
         print(f"{PROG}: {exc}" if not str(exc).startswith(("Bad ", "/")) else str(exc), file=sys.stderr)

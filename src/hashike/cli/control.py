@@ -12,9 +12,9 @@ Sessions are multiplexed both ways: ``ssh -S path host cmd`` runs in our
 master's connection, and with ControlMaster no or auto and a master on the
 path (ours or ssh's) ``hashike host cmd`` runs in its connection, its stdin,
 stdout and stderr passed to the master; without a master it connects
-itself. Not yet: stdio forwarding through a master (``-W``), the
-confirmations of ``ask``/``autoask`` (refused with one line), escapes and
-window-size changes in multiplexed sessions. ControlPersist keeps a master
+itself. ``ask`` and ``autoask`` (``-MM``) put each request to the user
+through SSH_ASKPASS first, as ssh does. Not yet: stdio forwarding through a
+master (``-W``), escapes and window-size changes in multiplexed sessions. ControlPersist keeps a master
 after its own session, in the background (at once with ``-N``), until
 ``-O exit`` or that long idle.
 """
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hashike.aio.client import SSHClient
-from hashike.aio.mux import MuxClient, MuxError, MuxServer, listen_mux
+from hashike.aio.mux import MuxClient, MuxError, MuxRequest, MuxServer, listen_mux
 from hashike.aio.remote import RemoteForwardFailed
 from hashike.aio.session_client import Process, SessionRequestFailed
 from hashike.config.forward import Forward
@@ -40,6 +40,7 @@ from hashike.proto import mux
 from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
 from hashike.proto.text import escape_text
 
+from .askpass import confirm
 from .runtime_forwards import ForwardTable
 from .terminal import RawMode, terminal_modes, terminal_size
 
@@ -47,7 +48,6 @@ __all__ = [
     "ControlError",
     "Master",
     "add_arguments",
-    "check_master_mode",
     "control_command",
     "control_options",
     "forward_request",
@@ -178,13 +178,13 @@ async def multiplexed_session(
     stderr (passed to it): no new connection, no key exchange. None when
     there is no master to use: the caller connects itself, as ssh does."""
     path = _path(settings)
-    if path is None or settings.control_master not in ("no", "auto") or not os.path.lexists(path):
+    if path is None or settings.control_master not in ("no", "auto", "autoask") or not os.path.lexists(path):
         return None
     try:
         async with MuxClient.connect(path) as client:
             return await _passenger(client, settings, command, env, stdin_null)
     except MuxError as exc:
-        if exc.errno == errno.ECONNREFUSED and settings.control_master == "auto":
+        if exc.errno == errno.ECONNREFUSED and settings.control_master in ("auto", "autoask"):
             log.debug("Stale control socket %s, unlinking", path)
             os.unlink(path)
         else:
@@ -295,6 +295,30 @@ class Master:
             return mux.RemotePort(request_id=rid, port=listener.port)
         return mux.Ok(request_id=rid)
 
+    async def permit(self, request: MuxRequest) -> bool:
+        """ControlMaster ask and autoask: each request but a cancel is put to
+        the user through SSH_ASKPASS first, with ssh's questions."""
+        if self.settings.control_master not in ("ask", "autoask"):
+            return True
+        host = self.settings.hostname
+        if isinstance(request, mux.ForwardRequest):
+            if request.cancel:
+                return True
+            fwd = _as_forward(request)
+            question = f"Open {fwd.describe() if fwd else 'forward'} on {host}?"
+        elif isinstance(request, mux.Terminate):
+            question = f"Terminate shared connection to {host}? "
+        elif isinstance(request, mux.StopListening):
+            question = f"Disable further multiplexing on shared connection to {host}? "
+        elif isinstance(request, mux.NewStdioForward):
+            question = f"Allow forward to {request.host}:{request.port}? "
+        else:
+            question = f"Allow shared connection to {host}? "
+        question = escape_text(question)
+        allowed = await asyncio.to_thread(confirm, os.environ, question)
+        log.debug("mux: %s %s", question.strip(), "allowed" if allowed else "refused by user")
+        return allowed
+
     async def session(self, request: mux.NewSession, fds: list[int]) -> Process | str:
         """A session for ``ssh -S path host cmd``, on the client's terminal
         (its size and modes read from the stdin it passed) if it wants one."""
@@ -332,7 +356,7 @@ async def start_master(
     forward requests go to ``table``. A socket already there is ssh's
     warning and no master, never fatal."""
     path = _path(settings)
-    if path is None or settings.control_master not in ("yes", "auto"):
+    if path is None or settings.control_master not in ("yes", "auto", "ask", "autoask"):
         return None
     master = Master(client, settings, stop, table)
     try:
@@ -364,12 +388,3 @@ async def persist_master(master: Master, stop: asyncio.Event) -> int:
     finally:
         stopped.cancel()
     return 0
-
-
-def check_master_mode(settings: ClientSettings) -> None:
-    """ask and autoask confirm each request at a prompt; not yet: refused."""
-    if settings.control_master in ("ask", "autoask") and _path(settings) is not None:
-        raise ControlError(
-            f"ControlMaster {settings.control_master}: confirmation prompts are not supported; "
-            "use yes or auto"
-        )

@@ -330,3 +330,24 @@ def test_ask_puts_each_request_to_the_user(
     finally:
         master.stop()
         daemon.stop()  # type: ignore[attr-defined]
+
+
+def test_forwards_given_at_start_can_be_cancelled(
+    tmp_path: Path, ssh_client: SshClient, pop3_port: int, control_path: str
+) -> None:
+    """-O cancel finds a forward the master was started with, as ssh's does."""
+    server, daemon = hashiked_server(tmp_path)
+    port = free_port()
+    spec = f"{port}:127.0.0.1:{pop3_port}"
+    master = start(hashike_argv(server, "-M", "-S", control_path, "-L", spec))
+    try:
+        wait_for_socket(control_path)
+        check_pop3(port)
+        cancel = ssh_control(ssh_client, control_path, "-O", "cancel", "-L", spec)
+        assert cancel.returncode == 0 and not cancel.stderr, cancel.stderr
+        assert not answers(port, attempts=1)
+        again = ssh_control(ssh_client, control_path, "-O", "cancel", "-L", spec)
+        assert "forwarding request failed: port not forwarded" in again.stderr, again.stderr  # ssh: exit 0
+    finally:
+        master.stop()
+        daemon.stop()  # type: ignore[attr-defined]

@@ -30,9 +30,8 @@ from typing import Any
 from hashike.aio.agent import AgentClient, AgentError
 from hashike.aio.client import SSHClient, connect, received_disconnect
 from hashike.aio.client_auth import AuthSettings, Identity, certificate_identities, file_identity
-from hashike.aio.forward import ForwardListener, Target
+from hashike.aio.forward import Target
 from hashike.aio.mux import MuxError
-from hashike.aio.remote import RemoteListener
 from hashike.aio.session_client import ChannelReader, Process, SessionRequestFailed
 from hashike.config.forward import ForwardSpecError, parse_forward
 from hashike.config.host_keys import host_transport_config
@@ -329,13 +328,14 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
     client, settings = await connect_through(settings, _connect, invocation.config_file)
     host, port = settings.hostname, settings.port
     log.debug('Authenticated to %s ([%s]:%d) using "%s".', host, host, port, client.auth_method)
-    listeners: list[ForwardListener | RemoteListener] = [*await start_local_forwards(client, settings)]
+    # Every forward, those given now and those added later (-O forward, ~C),
+    # is in one table, so that -O cancel and ~C -K find them all.
+    table = ForwardTable(client, settings, dict(await start_local_forwards(client, settings)))
     master = None
-    table = ForwardTable(client, settings)  # forwards added later: -O forward, ~C
     try:
-        listeners += await start_remote_forwards(client, settings)
+        table.forwards.update(await start_remote_forwards(client, settings))
         master = await start_master(client, settings, stop.event, table)
-        announce_ready(client, settings, listeners)
+        announce_ready(client, settings, list(table.forwards.values()))
         persist = master is not None and settings.control_persist is not None
         if invocation.background or (persist and invocation.no_command):
             _background(fds=(0, 1, 2) if persist else (0,))  # ControlPersist detaches fully, as ssh
@@ -352,14 +352,14 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
         if master is not None and persist and not client.core.closed and stop.signum is None:
             _background(status, fds=(0, 1, 2))  # ControlPersist: the master outlives its session
             await persist_master(master, stop.event)
-        for listener in listeners:
-            listener.close()  # logged out: the tunnel takes no new connections
+        table.close()  # logged out: the tunnel takes no new connections
         if not client.core.closed and stop.signum is None and not stop.event.is_set():
             await _wait_forwarded(client, stop)
         return status
     finally:
-        for closing in [*listeners, *([master] if master else []), table]:
-            closing.close()
+        if master is not None:
+            master.close()
+        table.close()
         if not client.core.closed:
             client.close()
         await client.wait_closed()

@@ -97,9 +97,11 @@ def bind_label(host: str | None, port: int | None, path: str | None) -> str:
     return f"[{'127.0.0.1' if host is None else host or '0.0.0.0'}]:{port}"
 
 
-async def start_local_forwards(client: SSHClient, settings: ClientSettings) -> list[ForwardListener]:
-    """Set up every -L and -D; a failure is reported as ssh reports it and is
-    fatal only under ExitOnForwardFailure."""
+async def start_local_forwards(
+    client: SSHClient, settings: ClientSettings
+) -> list[tuple[Forward, ForwardListener]]:
+    """Set up every -L and -D, each with its listener; a failure is reported
+    as ssh reports it and is fatal only under ExitOnForwardFailure."""
     listeners = []
     warn_open_proxies(settings.dynamic_forwards, settings.gateway_ports)
     for fwd in (*settings.local_forwards, *settings.dynamic_forwards):
@@ -126,5 +128,5 @@ async def start_local_forwards(client: SSHClient, settings: ClientSettings) -> l
             continue
         bound = bind_label(host, listener.port, fwd.listen_socket)
         log.debug("Local connections to %s forwarded to remote address %s", bound, target)
-        listeners.append(listener)
+        listeners.append((fwd, listener))
     return listeners

@@ -43,8 +43,11 @@ def _request(client: SSHClient, fwd: Forward) -> asyncio.Future[RemoteListener]:
     )
 
 
-async def start_remote_forwards(client: SSHClient, settings: ClientSettings) -> list[RemoteListener]:
-    """Request every -R; raises ForwardFailure for what must end the command."""
+async def start_remote_forwards(
+    client: SSHClient, settings: ClientSettings
+) -> list[tuple[Forward, RemoteListener]]:
+    """Request every -R, each with its listener; raises ForwardFailure for
+    what must end the command."""
     forwards = settings.remote_forwards
     results = await asyncio.gather(*(_request(client, fwd) for fwd in forwards), return_exceptions=True)
     listeners = []
@@ -61,5 +64,5 @@ async def start_remote_forwards(client: SSHClient, settings: ClientSettings) -> 
                     f"Allocated port {result.port} for remote forward to {result.describe_target()}",
                     file=sys.stderr,
                 )
-            listeners.append(result)
+            listeners.append((fwd, result))
     return listeners

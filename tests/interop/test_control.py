@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ from hashike.cli.pop3 import start_pop3
 from tests.interop.conftest import free_port
 from tests.interop.test_forward_openssh_to_hashiked import DEADLINE, BackgroundLoop, keygen, public_line
 from tests.interop.test_remote_forward import answers, check_pop3, hashike_argv, hashiked_server, start
+from tests.interop.test_session_hashike_to_sshd import Pty
 
 if TYPE_CHECKING:
     from tests.interop.conftest import SshClient, StartSshd
@@ -348,6 +349,46 @@ def test_forwards_given_at_start_can_be_cancelled(
         assert not answers(port, attempts=1)
         again = ssh_control(ssh_client, control_path, "-O", "cancel", "-L", spec)
         assert "forwarding request failed: port not forwarded" in again.stderr, again.stderr  # ssh: exit 0
+    finally:
+        master.stop()
+        daemon.stop()  # type: ignore[attr-defined]
+
+
+def lines_more_than(count: int) -> Callable[[bytes], bool]:
+    return lambda out: out.count(b"\r\n") > count
+
+
+def test_multiplexed_pty_follows_the_terminal_size(
+    tmp_path: Path, ssh_client: SshClient, control_path: str
+) -> None:
+    """A terminal resized under ``ssh -S path -t`` (and ours): the client
+    relays SIGWINCH to the master, which reads the passed terminal's size
+    and tells the server; the remote pty has the new size."""
+    server, daemon = hashiked_server(tmp_path)
+    master = start(hashike_argv(server, "-M", "-S", control_path))
+    clients = [
+        [ssh_client.binary, "-F", "/dev/null"],
+        [sys.executable, "-m", "hashike.cli.client", "-F", "none", "-o", "UserKnownHostsFile=/dev/null"],
+    ]
+    try:
+        wait_for_socket(control_path)
+        for client in clients:
+            terminal = Pty(rows=40, cols=100)
+            try:
+                script = "stty size; while read x; do stty size; done"
+                proc = terminal.spawn([*client, "-t", "-S", control_path, "127.0.0.1", script])
+                terminal.read_until(lambda out: b"40 100\r\n" in out)
+                terminal.resize(50, 120)  # the kernel sends SIGWINCH to the client
+                for _ in range(50):  # bounded: the relayed signal and the keys race
+                    terminal.write(b"x\r")
+                    terminal.read_until(lines_more_than(terminal.output.count(b"\r\n") + 1))
+                    if b"50 120\r\n" in terminal.output:
+                        break
+                assert b"50 120\r\n" in terminal.output, terminal.output
+                terminal.write(b"\x04")  # end of input: the loop ends, so does the session
+                assert terminal.drain_until_exit(proc) == 0, terminal.output
+            finally:
+                terminal.close()
     finally:
         master.stop()
         daemon.stop()  # type: ignore[attr-defined]

@@ -67,7 +67,7 @@ from .reconnect import stay_connected
 from .remote import ForwardFailure, start_remote_forwards
 from .runtime_forwards import ForwardTable
 from .service import announce_end, announce_ready, keepalive_options, notifier, timeout_line
-from .terminal import RawMode, ask_async, terminal_modes, terminal_size, write_all
+from .terminal import RawMode, ask_async, terminal_modes, terminal_size, window_changes, write_all
 from .usage import UsageParser
 
 __all__ = ["main"]
@@ -532,14 +532,14 @@ class _InteractiveSession:
             threading.Thread(target=self._read_stdin, name="hashike-stdin", daemon=True).start()
         winch = self.raw.active
         if winch:
-            self._loop.add_signal_handler(signal.SIGWINCH, self._window_changed)
+            window_changes.add(self._window_changed)
         finished = asyncio.ensure_future(self._finish(outputs))
         stopped = asyncio.ensure_future(self.stop.event.wait())
         try:
             await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if winch:
-                self._loop.remove_signal_handler(signal.SIGWINCH)
+                window_changes.remove(self._window_changed)
             stopped.cancel()
             for task in (finished, *outputs):
                 task.cancel()

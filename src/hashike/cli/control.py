@@ -14,7 +14,9 @@ path (ours or ssh's) ``hashike host cmd`` runs in its connection, its stdin,
 stdout and stderr passed to the master; without a master it connects
 itself. ``ask`` and ``autoask`` (``-MM``) put each request to the user
 through SSH_ASKPASS first, as ssh does. Not yet: stdio forwarding through a
-master (``-W``), escapes and window-size changes in multiplexed sessions. ControlPersist keeps a master
+master (``-W``), escapes in multiplexed sessions. A multiplexed session's
+terminal size follows its client's: the client relays SIGWINCH to the
+master's pid, as ssh's does. ControlPersist keeps a master
 after its own session, in the background (at once with ``-N``), until
 ``-O exit`` or that long idle.
 """
@@ -23,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hashike.aio.client import SSHClient
@@ -42,7 +46,7 @@ from hashike.proto.text import escape_text
 
 from .askpass import confirm
 from .runtime_forwards import ForwardTable
-from .terminal import RawMode, terminal_modes, terminal_size
+from .terminal import RawMode, terminal_modes, terminal_size, window_changes
 
 __all__ = [
     "ControlError",
@@ -195,7 +199,8 @@ async def multiplexed_session(
 async def _passenger(
     client: MuxClient, settings: ClientSettings, command: str | None, env: dict[str, str], stdin_null: bool
 ) -> int | None:
-    if not isinstance(await client.request(mux.AliveCheck(request_id=client.request_id())), mux.AliveReply):
+    alive = await client.request(mux.AliveCheck(request_id=client.request_id()))
+    if not isinstance(alive, mux.AliveReply):
         raise MuxError("master alive request failed")
     # ssh's rule: yes or force ask for one, auto for a shell; only force without a terminal.
     asked = settings.request_tty in ("yes", "force") or (settings.request_tty == "auto" and command is None)
@@ -217,11 +222,19 @@ async def _passenger(
         print(f"session request failed: {_reason(reply)}", file=sys.stderr)
         return None  # ssh then connects by itself
     raw = RawMode(0)
+
+    def relay() -> None:  # the master reads our terminal's new size itself
+        with contextlib.suppress(OSError):
+            os.kill(alive.pid, signal.SIGWINCH)
+
     try:
         if tty:
             raw.enter()
+            window_changes.add(relay)
         return await _exit_status(client, raw, reply.session_id)
     finally:
+        if tty:
+            window_changes.remove(relay)
         raw.restore()
         if tty:
             sys.stderr.write(f"Shared connection to {settings.hostname} closed.\r\n")
@@ -265,6 +278,28 @@ def _as_forward(request: mux.ForwardRequest) -> Forward | None:
     )
 
 
+async def _follow_size(process: Process, tty: int) -> None:
+    """While a multiplexed session runs on its client's terminal ``tty``,
+    send the server that terminal's size when it changes: the client (ssh's
+    or ours) relays its SIGWINCH to the master, as ssh's mux client does."""
+    size = terminal_size(tty)
+
+    def changed() -> None:
+        nonlocal size
+        now = terminal_size(tty)
+        if now is not None and now != size and not process.closed:
+            size = now
+            with contextlib.suppress(ConnectionResetError):
+                process.change_terminal_size(*now)
+
+    window_changes.add(changed)
+    try:
+        with contextlib.suppress(ConnectionClosed):
+            await process.wait()
+    finally:
+        window_changes.remove(changed)
+
+
 @dataclass(slots=True)
 class Master:
     """What our master does for each mux request (a MuxHandler)."""
@@ -274,6 +309,7 @@ class Master:
     stop: asyncio.Event
     table: ForwardTable
     server: MuxServer | None = None
+    following: set[asyncio.Task[None]] = field(default_factory=set)  # _follow_size tasks
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
         rid = request.request_id
@@ -331,9 +367,14 @@ class Master:
             kwargs["modes"] = terminal_modes(fds[0])
         env = dict(item.split("=", 1) for item in request.env if "=" in item)
         try:
-            return await self.client.create_process(request.command or None, env=env, **kwargs)
+            process = await self.client.create_process(request.command or None, env=env, **kwargs)
         except (ChannelOpenFailed, SessionRequestFailed, ConnectionClosed):
             return "Session open refused by peer"  # ssh's master's words
+        if request.want_tty:
+            following = asyncio.ensure_future(_follow_size(process, fds[0]))
+            self.following.add(following)
+            following.add_done_callback(self.following.discard)
+        return process
 
     def terminate(self) -> None:
         log.debug("mux: terminate requested")

@@ -10,16 +10,28 @@ import contextlib
 import fcntl
 import getpass
 import os
+import signal
 import struct
 import sys
 import termios
+from collections.abc import Callable
 from typing import Any
 
 from hashike.aio.passenger import write_all  # re-exported: one copy, shared with the mux sessions
 
 from .askpass import run_askpass, use_askpass
 
-__all__ = ["RawMode", "ask", "ask_async", "have_tty", "terminal_modes", "terminal_size", "write_all"]
+__all__ = [
+    "RawMode",
+    "WindowChanges",
+    "ask",
+    "ask_async",
+    "have_tty",
+    "terminal_modes",
+    "terminal_size",
+    "window_changes",
+    "write_all",
+]
 
 
 def have_tty() -> bool:
@@ -186,3 +198,31 @@ class RawMode:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+class WindowChanges:
+    """SIGWINCH for all who follow a terminal's size (our own session, and a
+    master's multiplexed sessions on their clients' terminals): a signal has
+    one handler per process, so it is installed while any callback is here."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None]) -> None:
+        if not self._callbacks:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGWINCH, self._changed)
+        self._callbacks.append(callback)
+
+    def remove(self, callback: Callable[[], None]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+            if not self._callbacks:
+                with contextlib.suppress(RuntimeError):  # the loop is closing
+                    asyncio.get_running_loop().remove_signal_handler(signal.SIGWINCH)
+
+    def _changed(self) -> None:
+        for callback in list(self._callbacks):
+            callback()
+
+
+window_changes = WindowChanges()

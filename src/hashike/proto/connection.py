@@ -56,11 +56,15 @@ _AUTH_MESSAGES = range(50, 80)  # RFC 4250 §4.1.2: user authentication
 _CONNECTION_MESSAGES = range(80, 128)  # RFC 4250 §4.1.2: connection protocol
 
 OPENSSH_MAX_PACKET = 32 * 1024
-# The receive window we grant every peer (RFC 4254 §5.2). A channel carries
-# at most a window per round trip: OpenSSH's 2 MiB caps a download at about
-# 40 MB/s at 50 ms RTT; 16 MiB allows eight times that (bench/lfn.py). It is
-# also what one channel may make us buffer while its consumer does not read.
-CHANNEL_WINDOW = 16 * 1024 * 1024
+# The receive window we grant (RFC 4254 §5.2). A channel carries at most a
+# window per round trip: OpenSSH's own 2 MiB caps a download at about 40 MB/s
+# at 50 ms RTT (bench/lfn.py). An OpenSSH peer gets 8 MiB (79 MB/s there):
+# with 16 MiB, ssh sending to us on loopback buffered so much that its
+# allocator stormed (1.7M page faults per GiB, a third of the speed). A
+# hashike peer, with 256 KiB packets, gets 16 MiB. Either is also what one
+# channel may make us buffer while its consumer does not read.
+OPENSSH_WINDOW = 8 * 1024 * 1024
+HASHIKE_WINDOW = 16 * 1024 * 1024
 HASHIKE_MAX_PACKET = MAX_PAYLOAD - 64  # room for the channel data header
 
 
@@ -100,7 +104,7 @@ class _Connection:
             self._channels = Channels(
                 t.send,
                 self._events,
-                window=CHANNEL_WINDOW,
+                window=HASHIKE_WINDOW if hashike_peer else OPENSSH_WINDOW,
                 max_packet=HASHIKE_MAX_PACKET if hashike_peer else OPENSSH_MAX_PACKET,
                 peer_max_packet=t.peer_max_packet,
                 closed=lambda: self.closed,

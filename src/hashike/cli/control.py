@@ -23,19 +23,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from hashike.aio import stats
 from hashike.aio.client import SSHClient
 from hashike.aio.forward import ForwardListener
 from hashike.aio.mux import MuxClient, MuxError, MuxServer, listen_mux
 from hashike.aio.remote import RemoteForwardFailed, RemoteListener
 from hashike.aio.session_client import Process, SessionRequestFailed
 from hashike.config.forward import Forward
+from hashike.config.runtime_dir import RuntimeDirError, runtime_dir
 from hashike.config.ssh_config import ClientSettings
 from hashike.proto import mux
 from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
@@ -275,7 +279,9 @@ class Master:
     settings: ClientSettings
     stop: asyncio.Event
     server: MuxServer | None = None
+    entry: str | None = None  # our symlink in the runtime directory, for hashike status
     forwards: dict[Forward, ForwardListener | RemoteListener] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
         rid = request.request_id
@@ -334,6 +340,13 @@ class Master:
     def stop_listening(self) -> None:
         log.debug("mux: stopped listening on %s", self.settings.control_path)
 
+    def status(self) -> dict[str, Any]:
+        s = self.settings
+        started = self.started
+        connection = {"host": s.host, "hostname": s.hostname, "user": s.user, "port": s.port}
+        connection |= {"state": "connected", "started": started, "uptime": time.time() - started}
+        return stats.snapshot(connection)
+
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
@@ -341,6 +354,23 @@ class Master:
         for listener in self.forwards.values():
             listener.close()
         self.forwards.clear()
+        if self.entry is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.entry)
+            self.entry = None
+
+    def register(self, path: str) -> None:
+        """Point ``hashike status`` at our socket: a symlink named by our pid
+        in the runtime directory (config/runtime_dir.py)."""
+        try:
+            entry = str(runtime_dir() / f"{os.getpid()}.sock")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry)  # a dead process's, its pid reused
+            os.symlink(os.path.abspath(path), entry)
+        except (RuntimeDirError, OSError) as exc:
+            log.info("hashike status will not see this master: %s", exc)
+            return
+        self.entry = entry
 
 
 async def start_master(client: SSHClient, settings: ClientSettings, stop: asyncio.Event) -> Master | None:
@@ -356,6 +386,7 @@ async def start_master(client: SSHClient, settings: ClientSettings, stop: asynci
         print(str(exc), file=sys.stderr)
         return None
     log.debug("setting up multiplex master socket")
+    master.register(path)
     return master
 
 

@@ -6,11 +6,13 @@ is not a socket, a directory others may write to, a path a master holds."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,7 @@ class Recorder:
     stopped: bool = False
     allow: bool = True  # what permit() answers (ControlMaster ask)
     asked: list[object] = field(default_factory=list)
+    status_size: int = 0
 
     async def permit(self, request: object) -> bool:
         self.asked.append(request)
@@ -48,6 +51,9 @@ class Recorder:
 
     def stop_listening(self) -> None:
         self.stopped = True
+
+    def status(self) -> dict[str, Any]:
+        return {"schema": 1, "forwards": [], "big": "x" * self.status_size}
 
 
 @pytest.fixture
@@ -106,6 +112,17 @@ async def test_requests_answered(master: tuple[MuxServer, Recorder]) -> None:
         assert not os.path.exists(server.path) and not server.listening
         end = await client.request(mux.Terminate(request_id=client.request_id()))
         assert end == mux.Ok(request_id=3) and handler.terminated
+
+
+async def test_status_answered_with_json(master: tuple[MuxServer, Recorder]) -> None:
+    server, handler = master
+    async with MuxClient.connect(server.path) as client:
+        reply = await client.request(mux.StatusRequest(request_id=client.request_id()))
+        assert isinstance(reply, mux.StatusReply) and reply.request_id == 0
+        assert json.loads(reply.document) == {"schema": 1, "forwards": [], "big": ""}
+        handler.status_size = mux.MAX_STATUS  # too big for one frame: refused, not cut
+        big = await client.request(mux.StatusRequest(request_id=client.request_id()))
+        assert big == mux.Failure(request_id=1, reason="status too large")
 
 
 SESSION = mux.NewSession(

@@ -40,6 +40,8 @@ MESSAGES: list[mux.MuxMessage] = [
     mux.SessionOpened(request_id=13, session_id=2),
     mux.RemotePort(request_id=14, port=40001),
     mux.TtyAllocFail(session_id=2),
+    mux.StatusRequest(request_id=9),
+    mux.StatusReply(request_id=9, document='{"schema": 1, "forwards": []}'),
 ]  # fmt: skip
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from hashike.proto.channels import Channels
 
     from .pump import CorePump
+    from .stats import ForwardStats
 
 __all__ = ["SocketBridge"]
 
@@ -59,6 +60,7 @@ class SocketBridge(asyncio.Protocol):
         self._closed = False
         self.bytes_in = 0
         self.bytes_out = 0
+        self.stats: ForwardStats | None = None  # a listening forward's, told of our end
         # Resolved when the channel opens, failed with ChannelOpenFailed when
         # it is refused (for library callers that wait on the open).
         self.on_open: asyncio.Future[None] | None = None
@@ -154,6 +156,8 @@ class SocketBridge(asyncio.Protocol):
     def channel_closed(self) -> None:
         self.flush_writes()
         self._closed = True
+        if self.stats is not None:
+            self.stats.finished(self)
         self.pump.bridges.pop(self.channel_id or -1, None)
         if self.transport is not None:
             self.transport.close()  # flushes what is buffered first

@@ -26,6 +26,7 @@ from .bridge import SocketBridge
 from .link import Link
 from .listen import LISTEN_BACKLOG, bind_all
 from .pump import CorePump
+from .stats import ForwardStats, register, unregister
 
 __all__ = [
     "ForwardListener",
@@ -85,6 +86,7 @@ class _ListenerBridge(SocketBridge):
             return  # the local peer left while it waited
         self.pump = pump
         self._listener.connections += 1
+        self._listener.count(self, self._origin)
         open_channel(pump, self, self._target, self._origin)
 
 
@@ -97,6 +99,7 @@ class ForwardListener:
         self.target = target
         self.servers: list[asyncio.Server] = []
         self.connections = 0
+        self.stats: ForwardStats | None = None  # for hashike status, once listening
 
     @property
     def sockets(self) -> list[Any]:
@@ -110,6 +113,26 @@ class ForwardListener:
     def close(self) -> None:
         for server in self.servers:
             server.close()
+        if self.stats is not None:
+            unregister(self.stats)
+
+    def start_stats(self, kind: str) -> None:
+        """Register with the process's status counters (aio/stats.py)."""
+        listen = ", ".join(_address(name) for name in self.sockets)
+        self.stats = register(ForwardStats(kind, listen, str(self.target) if self.target else "socks"))
+
+    def count(self, bridge: SocketBridge, peer: tuple[str, int]) -> None:
+        """A connection through this forward starts: counted until its channel closes."""
+        if self.stats is not None:
+            bridge.stats = self.stats
+            self.stats.opened(bridge, _address(peer))
+
+
+def _address(name: Any) -> str:
+    if isinstance(name, tuple):
+        host = str(name[0])
+        return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
+    return str(name)
 
 
 async def forward_local(
@@ -135,6 +158,7 @@ async def forward_local(
         listener.servers.append(await loop.create_unix_server(factory, listen_socket, backlog=LISTEN_BACKLOG))
     else:
         listener.servers = await bind_listener(factory, listen_host, listen_port)
+    listener.start_stats("local")
     link.listeners += 1
     return listener
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
 import stat
 import struct
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from hashike.proto import mux
 from hashike.proto.errors import DecodeError
@@ -87,6 +88,10 @@ class MuxHandler(Protocol):
 
     def stop_listening(self) -> None:
         """MUX_C_STOP_LISTENING: the socket is gone; the connection stays."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """hashike's status request: the counters (aio/stats.py snapshot)."""
         ...
 
 
@@ -278,6 +283,8 @@ class MuxServer:
             await peer.send(mux.AliveReply(request_id=message.request_id, pid=os.getpid()))
         elif isinstance(message, mux.ForwardRequest):
             await peer.send(await self.handler.forward(message))
+        elif isinstance(message, mux.StatusRequest):
+            await peer.send(self._status(message.request_id))
         elif isinstance(message, mux.Terminate):
             await peer.send(mux.Ok(request_id=message.request_id))
             self.handler.terminate()
@@ -297,6 +304,12 @@ class MuxServer:
         else:
             raise DecodeError(f"mux: {type(message).__name__} is not a request")
         return True
+
+    def _status(self, request_id: int) -> mux.MuxMessage:
+        document = json.dumps(self.handler.status(), separators=(",", ":"))
+        if len(document.encode()) > mux.MAX_STATUS:
+            return mux.Failure(request_id=request_id, reason="status too large")
+        return mux.StatusReply(request_id=request_id, document=document)
 
     async def _session(self, request: mux.NewSession, peer: _Peer) -> None:
         """§2: the three descriptors, the session opened, its exit status

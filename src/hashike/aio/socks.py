@@ -108,6 +108,7 @@ class _SocksBridge(SocketBridge):
             return  # the local peer left while it waited
         assert socks.request is not None and self._target is not None
         self.pump = pump
+        self._listener.count(self, self._origin)
         open_channel(pump, self, self._target, self._origin)
         log.debug(
             "channel %s: dynamic request: %s host %s port %d command 1",
@@ -178,5 +179,6 @@ async def forward_socks(
         listener.servers.append(await loop.create_unix_server(factory, listen_socket, backlog=LISTEN_BACKLOG))
     else:
         listener.servers = await bind_listener(factory, listen_host, listen_port)
+    listener.start_stats("dynamic")
     link.listeners += 1
     return listener

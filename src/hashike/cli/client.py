@@ -702,7 +702,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["status"]:
+        from .status import main as status_main  # rich is loaded by this command only
+
+        return status_main(words[1:])
+    args = _parse_args(words)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_file)
     host, user = _split_destination(args.destination, args.login)
     # -t/-T and -e come first: ssh sets them before any -o is read.

@@ -31,14 +31,17 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from hashike.aio import stats
 from hashike.aio.client import SSHClient
 from hashike.aio.mux import MuxClient, MuxError, MuxRequest, MuxServer, listen_mux
 from hashike.aio.remote import RemoteForwardFailed
 from hashike.aio.session_client import Process, SessionRequestFailed
 from hashike.config.forward import Forward
+from hashike.config.runtime_dir import RuntimeDirError, runtime_dir
 from hashike.config.ssh_config import ClientSettings
 from hashike.proto import mux
 from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
@@ -310,6 +313,8 @@ class Master:
     table: ForwardTable
     server: MuxServer | None = None
     following: set[asyncio.Task[None]] = field(default_factory=set)  # _follow_size tasks
+    entry: str | None = None  # our symlink in the runtime directory, for hashike status
+    started: float = field(default_factory=time.time)
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
         rid = request.request_id
@@ -383,11 +388,35 @@ class Master:
     def stop_listening(self) -> None:
         log.debug("mux: stopped listening on %s", self.settings.control_path)
 
+    def status(self) -> dict[str, Any]:
+        s = self.settings
+        started = self.started
+        connection = {"host": s.host, "hostname": s.hostname, "user": s.user, "port": s.port}
+        connection |= {"state": "connected", "started": started, "uptime": time.time() - started}
+        return stats.snapshot(connection)
+
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
             self.server.close_clients()
         self.table.close()
+        if self.entry is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.entry)
+            self.entry = None
+
+    def register(self, path: str) -> None:
+        """Point ``hashike status`` at our socket: a symlink named by our pid
+        in the runtime directory (config/runtime_dir.py)."""
+        try:
+            entry = str(runtime_dir() / f"{os.getpid()}.sock")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry)  # a dead process's, its pid reused
+            os.symlink(os.path.abspath(path), entry)
+        except (RuntimeDirError, OSError) as exc:
+            log.info("hashike status will not see this master: %s", exc)
+            return
+        self.entry = entry
 
 
 async def start_master(
@@ -406,6 +435,7 @@ async def start_master(
         print(str(exc), file=sys.stderr)
         return None
     log.debug("setting up multiplex master socket")
+    master.register(path)
     return master
 
 

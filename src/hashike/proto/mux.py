@@ -28,6 +28,7 @@ from hashike.proto.wire import Reader, encode_string, encode_uint32
 
 __all__ = [
     "MAX_FRAME",
+    "MAX_STATUS",
     "MUX_VERSION",
     "SOCKET_PORT",
     "AliveCheck",
@@ -46,6 +47,8 @@ __all__ = [
     "PermissionDenied",
     "RemotePort",
     "SessionOpened",
+    "StatusReply",
+    "StatusRequest",
     "StopListening",
     "Terminate",
     "TtyAllocFail",
@@ -59,6 +62,7 @@ MUX_VERSION = 4
 # environment); 256 KiB bounds a hostile peer while leaving room for those.
 MAX_FRAME = 256 * 1024
 MAX_FIELD = 64 * 1024  # one host name, path, command or variable
+MAX_STATUS = MAX_FRAME - 64  # a status document, within one frame
 MAX_ENV = 4096  # as mux.c's MUX_MAX_ENV_VARS
 # A port of (unsigned) -2: the host field is a Unix socket path (§6).
 SOCKET_PORT = 0xFFFFFFFE
@@ -84,6 +88,10 @@ class MuxType(IntEnum):
     SESSION_OPENED = 0x80000006
     REMOTE_PORT = 0x80000007
     TTY_ALLOC_FAIL = 0x80000008
+    # hashike's own, far from OpenSSH's 0x1xxxxxxx requests and 0x8xxxxxxx
+    # replies ("HAS" + 1): an ssh master answers it "unsupported request".
+    HASHIKE_STATUS = 0x48415301
+    HASHIKE_STATUS_REPLY = 0xC8415301
 
 
 class ForwardKind(IntEnum):
@@ -197,6 +205,21 @@ class TtyAllocFail:
     session_id: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusRequest:
+    """hashike's MUX_C_HASHIKE_STATUS: what ``hashike status`` asks."""
+
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusReply:
+    """The master's counters as one JSON document (README, "hashike status")."""
+
+    request_id: int
+    document: str
+
+
 MuxMessage = (
     Hello
     | AliveCheck
@@ -213,6 +236,8 @@ MuxMessage = (
     | SessionOpened
     | RemotePort
     | TtyAllocFail
+    | StatusRequest
+    | StatusReply
 )
 
 _ESCAPE_NONE = 0xFFFFFFFF
@@ -267,6 +292,10 @@ def _body(m: MuxMessage) -> tuple[MuxType, bytes]:
             return MuxType.REMOTE_PORT, _u32(m.request_id, m.port)
         case TtyAllocFail():
             return MuxType.TTY_ALLOC_FAIL, _u32(m.session_id)
+        case StatusRequest():
+            return MuxType.HASHIKE_STATUS, _u32(m.request_id)
+        case StatusReply():
+            return MuxType.HASHIKE_STATUS_REPLY, _u32(m.request_id) + encode_string(m.document)
     raise TypeError(f"not a mux message: {m!r}")  # pragma: no cover - the union is closed
 
 
@@ -372,6 +401,10 @@ def _decode_body(kind: int, r: Reader) -> MuxMessage:
             return RemotePort(request_id=r.uint32(), port=_port(r.uint32()))
         case MuxType.TTY_ALLOC_FAIL:
             return TtyAllocFail(session_id=r.uint32())
+        case MuxType.HASHIKE_STATUS:
+            return StatusRequest(request_id=r.uint32())
+        case MuxType.HASHIKE_STATUS_REPLY:
+            return StatusReply(request_id=r.uint32(), document=r.text(MAX_STATUS))
     raise UnknownMuxType(kind, r)
 
 

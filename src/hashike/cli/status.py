@@ -1,0 +1,125 @@
+"""``hashike status``: every running hashike connection of this user, with
+its forwards and their counters (issue 11).
+
+Masters are found through the symlinks they leave in the per-user runtime
+directory (config/runtime_dir.py), or named with ``-S PATH``. Each is asked
+with hashike's MUX_C_HASHIKE_STATUS (proto/mux.py); an OpenSSH master answers
+that "unsupported request" and is shown as "OpenSSH master (no status)". A
+discovered entry whose socket is gone or refuses connections is stale and is
+removed, as ssh removes a dead ControlPath. ``rich`` is imported here only,
+so the client's start-up does not pay for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hashike.aio import stats
+from hashike.aio.mux import MuxClient, MuxError
+from hashike.config.runtime_dir import RuntimeDirError, runtime_dir
+from hashike.proto import mux
+from hashike.proto.text import escape_text
+
+__all__ = ["main"]
+
+NO_STATUS = "OpenSSH master (no status)"
+_STALE = (errno.ECONNREFUSED, errno.ENOENT)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hashike status", description="show running hashike connections")
+    p.add_argument(
+        "-S", dest="control_path", metavar="PATH", help="ask only the master on this control socket"
+    )
+    p.add_argument("--json", action="store_true", help="print the documented JSON schema (README)")
+    return p
+
+
+async def query(path: str) -> dict[str, Any]:
+    """One master's answer: its snapshot, or ``{"error": ...}``; MuxError
+    (with ``errno``) when its socket cannot be reached."""
+    async with MuxClient.connect(path) as client:
+        reply = await client.request(mux.StatusRequest(request_id=client.request_id()))
+    if isinstance(reply, mux.StatusReply):
+        document = json.loads(reply.document)
+        if isinstance(document, dict):
+            return document
+    if isinstance(reply, mux.Failure | mux.PermissionDenied):
+        return {"error": NO_STATUS}
+    return {"error": "master gave no status"}
+
+
+def _entries(explicit: str | None) -> list[tuple[str, Path | None]]:
+    """(socket path, its runtime-directory entry): entries may be cleaned up."""
+    if explicit is not None:
+        return [(explicit, None)]
+    return [(os.path.realpath(p), p) for p in sorted(runtime_dir().glob("*.sock"))]
+
+
+async def collect(explicit: str | None) -> dict[str, Any]:
+    connections = []
+    for path, entry in _entries(explicit):
+        try:
+            document = await query(path)
+        except MuxError as exc:
+            if entry is not None and (exc.errno in _STALE or not os.path.exists(path)):
+                entry.unlink(missing_ok=True)  # a dead master's
+                continue
+            document = {"error": str(exc)}
+        connections.append({"control_path": path, **document})
+    return {"schema": stats.SCHEMA, "connections": connections}
+
+
+def _size(n: int) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    i = min(int(math.log(n, 1024)) if n > 0 else 0, len(units) - 1)
+    return f"{n} B" if i == 0 else f"{n / 1024**i:.1f} {units[i]}"
+
+
+def render(document: dict[str, Any]) -> Any:
+    """The view: one table, a row per forward under its connection's row."""
+    from rich.table import Table
+
+    table = Table(title="hashike status")
+    for name in ("connection", "kind", "listen → target", "open", "total", "in", "out"):
+        table.add_column(name)
+    for conn in document["connections"]:
+        info = conn.get("connection") or {}
+        who = f"{info.get('user', '?')}@{info.get('host', '?')}" if info else conn["control_path"]
+        state = conn.get("error") or f"{info.get('state', '?')}, up {int(info.get('uptime', 0))} s"
+        table.add_row(escape_text(who), escape_text(state), "", "", "", "", "")
+        for f in conn.get("forwards", []):
+            route = escape_text(f"{f['listen']} → {f['target']}")
+            counts = (str(f["open"]), str(f["connections"]), _size(f["bytes_in"]), _size(f["bytes_out"]))
+            table.add_row("", f["kind"], route, *counts)
+    return table
+
+
+def show(document: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(document, indent=2))
+        return
+    from rich.console import Console
+
+    # Without a terminal: one plain snapshot, wide enough not to wrap rows.
+    console = Console() if sys.stdout.isatty() else Console(width=200, color_system=None)
+    console.print(render(document))
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        document = asyncio.run(collect(args.control_path))
+    except RuntimeDirError as exc:
+        print(f"hashike status: {exc}", file=sys.stderr)
+        return 255
+    show(document, args.json)
+    return 0

@@ -1,0 +1,157 @@
+"""``hashike status`` against a real master: the ``hashike`` command (``-M
+-S path -N -L``) logged in to hashiked on loopback, found through its entry
+in the runtime directory. After 64 MiB through the -L forward the JSON shows
+the bytes and as many open connections as are really open; without a tty
+the plain table shows the forward; a dead master's entry is removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hashike.cli.status import _size
+from tests.echo import start_echo_server
+from tests.helpers import eventually_sync
+from tests.interop.conftest import free_port
+from tests.interop.test_control import wait_for_socket
+from tests.interop.test_forward_openssh_to_hashiked import DEADLINE, BackgroundLoop
+from tests.interop.test_remote_forward import hashike_argv, hashiked_server, start
+
+MIB = 1 << 20
+VOLUME = 64 * MIB
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A runtime directory of the test's own (XDG_RUNTIME_DIR), short enough for sun_path."""
+    base = tempfile.mkdtemp(prefix="hs", dir="/tmp")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", base)
+    try:
+        yield base
+    finally:
+        subprocess.run(["rm", "-rf", base], check=True)
+
+
+@pytest.fixture(scope="module")
+def echo_port() -> Iterator[int]:
+    loop = BackgroundLoop()
+    try:
+        server = loop.run(start_echo_server())
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        loop.close()
+
+
+def status(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "hashike.cli.client", "status", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+
+
+def forward_of(port: int) -> dict[str, Any]:
+    done = status("--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["schema"] == 1
+    forwards = [f for c in document["connections"] for f in c.get("forwards", [])]
+    found: list[dict[str, Any]] = [f for f in forwards if f["listen"].startswith(f"127.0.0.1:{port}")]
+    assert len(found) == 1, document
+    return found[0]
+
+
+def echo_through(port: int, volume: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        writer = threading.Thread(target=sock.sendall, args=(b"\x5a" * volume,))
+        writer.start()
+        got = 0
+        while got < volume:  # bounded by the socket's timeout
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"echo ended after {got} bytes"
+            got += len(chunk)
+        writer.join(DEADLINE)
+
+
+@pytest.fixture
+def master(tmp_path: Path, runtime: str, echo_port: int) -> Iterator[int]:
+    server, daemon = hashiked_server(tmp_path)
+    port = free_port()
+    path = os.path.join(runtime, "m")
+    client = start(hashike_argv(server, "-M", "-S", path, "-L", f"{port}:127.0.0.1:{echo_port}"))
+    try:
+        wait_for_socket(path)
+        yield port
+    finally:
+        client.process.kill()
+        client.process.wait(DEADLINE)
+        daemon.stop()  # type: ignore[attr-defined]
+
+
+def test_json_after_64_mib_and_open_connections(master: int) -> None:
+    port = master
+    echo_through(port, VOLUME)
+    eventually_sync(
+        lambda: forward_of(port)["open"] == 0, DEADLINE, what=lambda: forward_of(port), interval=0.2
+    )
+    seen = forward_of(port)
+    assert seen["kind"] == "local" and seen["connections"] == 1
+    assert seen["bytes_in"] >= VOLUME and seen["bytes_out"] >= VOLUME
+    held = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(2)]
+    try:
+        for sock in held:  # through the tunnel and back: the channel is open
+            sock.sendall(b"ping")
+            assert sock.recv(4) == b"ping"
+        assert forward_of(port)["open"] == 2
+        peers = {c["peer"] for c in forward_of(port)["open_connections"]}
+        assert peers == {f"127.0.0.1:{s.getsockname()[1]}" for s in held}
+    finally:
+        for sock in held:
+            sock.close()
+    eventually_sync(
+        lambda: forward_of(port)["open"] == 0, DEADLINE, what=lambda: forward_of(port), interval=0.2
+    )
+    assert forward_of(port)["connections"] == 3
+
+
+def test_plain_table_without_a_tty(master: int) -> None:
+    echo_through(master, MIB)
+    done = status()
+    assert done.returncode == 0, done.stderr
+    assert f"127.0.0.1:{master}" in done.stdout and "local" in done.stdout, done.stdout
+    assert "\x1b[" not in done.stdout  # no terminal: no escape sequences
+
+
+def test_stale_entry_removed(runtime: str) -> None:
+    entries = Path(runtime) / "hashike"
+    entries.mkdir(mode=0o700)
+    gone = entries / "999999.sock"
+    gone.symlink_to(os.path.join(runtime, "no-such-socket"))
+    done = status("--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"schema": 1, "connections": []}
+    assert not gone.is_symlink()
+
+
+def test_wrong_mode_runtime_dir_refused(runtime: str) -> None:
+    (Path(runtime) / "hashike").mkdir(mode=0o755)
+    os.chmod(Path(runtime) / "hashike", 0o755)
+    done = status()
+    assert done.returncode == 255
+    assert (
+        done.stderr == f"hashike status: runtime directory {runtime}/hashike has mode 0755; it must be 0700\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "text"), [(0, "0 B"), (1023, "1023 B"), (64 * MIB, "64.0 MiB"), (1536, "1.5 KiB")]
+)
+def test_sizes(n: int, text: str) -> None:
+    assert _size(n) == text

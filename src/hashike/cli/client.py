@@ -707,6 +707,10 @@ def main(argv: list[str] | None = None) -> int:
         from .status import main as status_main  # rich is loaded by this command only
 
         return status_main(words[1:])
+    if words[:1] in (["up"], ["down"], ["profiles"]):
+        from .profiles import main as profiles_main
+
+        return profiles_main(words[0], words[1:])
     args = _parse_args(words)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO, args.log_file)
     host, user = _split_destination(args.destination, args.login)

@@ -5,6 +5,7 @@ and a profile whose port is taken failing with ssh's lines, exit 255."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -84,6 +85,11 @@ def test_up_status_down(pop_profile: tuple[Path, int], runtime: dict[str, str]) 
             "pop  up",
             f"    -L {port}:127.0.0.1:{port_of_pop(config)}",
         ]
+        shown = hashike(runtime, "status", "--json")
+        assert shown.returncode == 0, shown
+        (connection,) = json.loads(shown.stdout)["connections"]  # the profile's socket and symlink: once
+        assert connection["connection"]["host"] == "pop"
+        assert [f["kind"] for f in connection["forwards"]] == ["local"]
         again = hashike(runtime, "up", "-F", str(config), "pop")
         assert again.returncode == 0 and "pop is already up" in again.stderr, again
     finally:

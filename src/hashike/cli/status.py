@@ -61,7 +61,11 @@ def _entries(explicit: str | None) -> list[tuple[str, Path | None]]:
     """(socket path, its runtime-directory entry): entries may be cleaned up."""
     if explicit is not None:
         return [(explicit, None)]
-    return [(os.path.realpath(p), p) for p in sorted(runtime_dir().glob("*.sock"))]
+    found: dict[str, Path] = {}
+    for entry in sorted(runtime_dir().glob("*.sock")):
+        # A profile's socket is in the directory and its symlink too: once.
+        found.setdefault(os.path.realpath(entry), entry)
+    return list(found.items())
 
 
 async def collect(explicit: str | None) -> dict[str, Any]:

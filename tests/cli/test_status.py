@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -155,3 +156,60 @@ def test_wrong_mode_runtime_dir_refused(runtime: str) -> None:
 )
 def test_sizes(n: int, text: str) -> None:
     assert _size(n) == text
+
+
+SIZE = re.compile(r"(\d+(?:\.\d+)?) (B|KiB|MiB|GiB)\b")
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def shown_bytes(screen: str, port: int) -> int | None:
+    """The forward's "in" count on the captured screen, None if its row is not there."""
+    rows = [line for line in screen.splitlines() if f"127.0.0.1:{port}" in line]
+    sizes = SIZE.findall(rows[0]) if rows else []
+    return int(float(sizes[0][0]) * UNITS[sizes[0][1]]) if sizes else None
+
+
+def test_watch_under_tmux(master: int, runtime: str) -> None:
+    port, name = master, f"hs{os.getpid()}"
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+            while not stop.wait(0.05):  # until the test has seen enough
+                sock.sendall(b"\x5a" * (1 << 18))
+                got = 0
+                while got < 1 << 18:
+                    got += len(sock.recv(1 << 18))
+
+    def tmux(*args: str) -> str:
+        done = subprocess.run(["tmux", "-L", name, *args], capture_output=True, text=True, timeout=DEADLINE)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    mover = threading.Thread(target=traffic)
+    mover.start()
+    view = f"{sys.executable} -m hashike.cli.client status --watch"
+    command = f"env XDG_RUNTIME_DIR={runtime} COLUMNS=200 {view}"
+    try:
+        tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "50", command)
+        first: list[int] = []
+
+        def row_on_screen() -> bool:
+            n = shown_bytes(tmux("capture-pane", "-p", "-t", name), port)
+            first[:] = [] if n is None else [n]
+            return bool(first) and first[0] > 0
+
+        def screen() -> str:
+            return tmux("capture-pane", "-p", "-t", name)
+
+        eventually_sync(row_on_screen, DEADLINE, what=screen, interval=0.2)
+
+        def grown() -> bool:
+            n = shown_bytes(tmux("capture-pane", "-p", "-t", name), port)
+            return n is not None and n > first[0]
+
+        eventually_sync(grown, DEADLINE, what=screen, interval=0.2)
+    finally:
+        stop.set()
+        mover.join(DEADLINE)
+        subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, timeout=DEADLINE)

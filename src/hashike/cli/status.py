@@ -32,6 +32,7 @@ __all__ = ["main"]
 
 NO_STATUS = "OpenSSH master (no status)"
 _STALE = (errno.ECONNREFUSED, errno.ENOENT)
+WATCH_INTERVAL = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "-S", dest="control_path", metavar="PATH", help="ask only the master on this control socket"
     )
     p.add_argument("--json", action="store_true", help="print the documented JSON schema (README)")
+    p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
     return p
 
 
@@ -94,7 +96,7 @@ def render(document: dict[str, Any]) -> Any:
 
     table = Table(title="hashike status")
     for name in ("connection", "kind", "listen → target", "open", "total", "in", "out"):
-        table.add_column(name)
+        table.add_column(name, no_wrap=True)  # a row per forward: an address cut in two misleads
     for conn in document["connections"]:
         info = conn.get("connection") or {}
         who = f"{info.get('user', '?')}@{info.get('host', '?')}" if info else conn["control_path"]
@@ -118,12 +120,26 @@ def show(document: dict[str, Any], as_json: bool) -> None:
     console.print(render(document))
 
 
+async def watch(explicit: str | None) -> None:
+    """The live view: the table redrawn in place every second."""
+    from rich.live import Live
+
+    with Live(render(await collect(explicit)), auto_refresh=False) as live:
+        while True:  # until Ctrl-C
+            await asyncio.sleep(WATCH_INTERVAL)
+            live.update(render(await collect(explicit)), refresh=True)
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        document = asyncio.run(collect(args.control_path))
+        if args.watch:
+            asyncio.run(watch(args.control_path))
+        else:
+            show(asyncio.run(collect(args.control_path)), args.json)
     except RuntimeDirError as exc:
         print(f"hashike status: {exc}", file=sys.stderr)
         return 255
-    show(document, args.json)
+    except KeyboardInterrupt:
+        return 0  # how --watch ends
     return 0

@@ -141,16 +141,21 @@ def test_ssh_session_through_a_hashike_master(
         daemon.stop()  # type: ignore[attr-defined]
 
 
+def mux_clients(ssh_client: SshClient) -> list[list[str]]:
+    """ssh's client and ours, as a session through a master runs them."""
+    return [
+        [ssh_client.binary, "-F", "/dev/null"],
+        [sys.executable, "-m", "hashike.cli.client", "-F", "none", "-o", "UserKnownHostsFile=/dev/null"],
+    ]
+
+
 def test_pty_sessions_through_our_master(tmp_path: Path, ssh_client: SshClient, control_path: str) -> None:
     """``-t`` in a terminal: the master asks for a pty with the client's
     terminal (passed as its stdin); ssh's client and ours say "Shared
     connection to ... closed." and exit with the command's status."""
     server, daemon = hashiked_server(tmp_path)
     master = start(hashike_argv(server, "-M", "-S", control_path))
-    clients = [
-        [ssh_client.binary, "-F", "/dev/null"],
-        [sys.executable, "-m", "hashike.cli.client", "-F", "none", "-o", "UserKnownHostsFile=/dev/null"],
-    ]
+    clients = mux_clients(ssh_client)
     try:
         wait_for_socket(control_path)
         for client in clients:
@@ -366,10 +371,7 @@ def test_multiplexed_pty_follows_the_terminal_size(
     and tells the server; the remote pty has the new size."""
     server, daemon = hashiked_server(tmp_path)
     master = start(hashike_argv(server, "-M", "-S", control_path))
-    clients = [
-        [ssh_client.binary, "-F", "/dev/null"],
-        [sys.executable, "-m", "hashike.cli.client", "-F", "none", "-o", "UserKnownHostsFile=/dev/null"],
-    ]
+    clients = mux_clients(ssh_client)
     try:
         wait_for_socket(control_path)
         for client in clients:

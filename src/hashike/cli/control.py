@@ -399,7 +399,6 @@ class Master:
         if self.server is not None:
             self.server.close()
             self.server.close_clients()
-        self.table.close()
         if self.entry is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.entry)

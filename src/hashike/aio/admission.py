@@ -10,6 +10,7 @@ time is the event loop's clock.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import random
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from hashike.config.srclimit import PENALTY_KINDS, PenaltyPolicy
 
-__all__ = ["Admission", "Refusal"]
+__all__ = ["Admission", "Refusal", "drop"]
 
 log = logging.getLogger("hashike.server")
 
@@ -28,6 +29,23 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Refusal:
     reason: str  # the end of sshd's "drop connection" line
     notice: bytes  # the line the client is sent, best effort, as sshd does
+
+
+def drop(transport: asyncio.Transport, refusal: Refusal, startups: int) -> None:
+    """Refuse a connection: sshd's log line, then the client's one line."""
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+    log.info(
+        "drop connection #%d from [%s]:%d on [%s]:%d %s",
+        startups,
+        peer[0],
+        peer[1],
+        local[0],
+        local[1],
+        refusal.reason,
+    )
+    transport.write(refusal.notice)
+    transport.close()
 
 
 _STARTUPS = Refusal("past MaxStartups", b"Exceeded MaxStartups\r\n")

@@ -49,7 +49,7 @@ from hashike.proto.events import (
 from hashike.proto.hostkey import PrivateKey
 from hashike.proto.text import escape_text
 
-from .admission import Admission
+from .admission import Admission, drop
 from .forward import connect_target
 from .keepalive import Keepalive, KeepaliveOptions
 from .keys_command import KeysCommand
@@ -356,24 +356,13 @@ class Server:
         """The pump for a new socket, or None when admission refuses it
         (logged in sshd's words; the client is told in one line)."""
         peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
         if not isinstance(peer, tuple):  # not an IP socket: nothing to limit by
             return self._start(None)
         now = asyncio.get_running_loop().time()
         refusal = self.admission.refusal(peer[0], len(self.startups), now)
         if refusal is None:
             return self._start(peer[0])
-        log.info(
-            "drop connection #%d from [%s]:%d on [%s]:%d %s",
-            len(self.startups),
-            peer[0],
-            peer[1],
-            local[0],
-            local[1],
-            refusal.reason,
-        )
-        transport.write(refusal.notice)
-        transport.close()
+        drop(transport, refusal, len(self.startups))
         return None
 
     def _start(self, host: str | None) -> _ServerPump:
@@ -412,6 +401,11 @@ class Server:
         for sock in sockets:
             server = await loop.create_server(lambda: _Gate(self), sock=sock, backlog=LISTEN_BACKLOG)
             self._servers.append(server)
+
+    async def serve_socket(self, sock: socket.socket) -> None:
+        """Serve one connection accepted by someone else (a worker of
+        hashiked's supervisor, :mod:`hashike.cli.workers`)."""
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: _Gate(self), sock)
 
     def close(self) -> None:
         for srv in self._servers:

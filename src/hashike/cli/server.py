@@ -7,12 +7,14 @@ Every startup failure is one line and exit status 255, as with sshd.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import errno
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from hashike.proto.config import TransportConfig
 from hashike.proto.hostkey import PrivateKey
 
 from .usage import UsageParser
+from .workers import ReloadError, Supervisor, serve_worker, worker_channel, worker_count
 
 __all__ = ["main"]
 
@@ -207,10 +210,41 @@ def _load_host_certificates(settings: ServerSettings, keys: list[PrivateKey]) ->
     return tuple(found)
 
 
-async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
-    options = replace(_server_options(settings), host_certificates=_load_host_certificates(settings, keys))
+def _full_options(settings: ServerSettings, keys: list[PrivateKey]) -> ServerOptions:
+    return replace(_server_options(settings), host_certificates=_load_host_certificates(settings, keys))
+
+
+def _reloader(args: argparse.Namespace, overrides: list[str]) -> Callable[[], tuple[ServerOptions, int]]:
+    """SIGHUP's check of the configuration and host keys (cli/workers.py)."""
+
+    def reload() -> tuple[ServerOptions, int]:
+        try:
+            settings = parse_server_config(args.config, overrides)
+            return _full_options(settings, _load_host_keys(settings, args.host_keys)), worker_count(settings)
+        except (ConfigError, _Fatal, KeyFileError, ValueError) as exc:
+            raise ReloadError(str(exc)) from None
+
+    return reload
+
+
+async def _serve(
+    settings: ServerSettings,
+    keys: list[PrivateKey],
+    argv: list[str],
+    reload: Callable[[], tuple[ServerOptions, int]],
+) -> None:
+    channel = worker_channel()
+    if channel is not None:
+        await serve_worker(
+            channel, Server(keys, _full_options(settings, keys)), settings.worker_drain_timeout
+        )
+        return
+    options = _full_options(settings, keys)
     endpoints = list(listen_endpoints(settings))
-    server = Server(keys, options)
+    count = worker_count(settings)
+    server: Server | Supervisor = (
+        Server(keys, options) if count == 1 else Supervisor(argv, options, count, reload)
+    )
     notifier = Notifier.from_environment()
     try:
         handed = listen_sockets()  # systemd's socket activation, instead of ListenAddress
@@ -237,7 +271,9 @@ async def _serve(settings: ServerSettings, keys: list[PrivateKey]) -> None:
     await server.wait_closed()
 
 
-async def _bind(server: Server, settings: ServerSettings, endpoints: list[tuple[str, int]]) -> None:
+async def _bind(
+    server: Server | Supervisor, settings: ServerSettings, endpoints: list[tuple[str, int]]
+) -> None:
     # The default ::1 is skipped on a machine without IPv6; anything the user
     # asked for is required.
     optional = () if settings.listen_addresses else DEFAULT_LISTEN_HOSTS[1:]
@@ -280,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_server_config(args.config, overrides)
         keys = _load_host_keys(settings, args.host_keys)
-        asyncio.run(_serve(settings, keys))
+        argv = sys.argv[1:] if argv is None else argv
+        asyncio.run(_serve(settings, keys, argv, _reloader(args, overrides)))
     except (ConfigError, _Fatal, KeyFileError) as exc:
         print(f"hashiked: {exc}", file=sys.stderr)
         return EXIT_FAILURE

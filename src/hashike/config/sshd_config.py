@@ -108,6 +108,10 @@ Keepalives (see :mod:`hashike.aio.keepalive`): ``ClientAliveInterval time``
 (default 0, none) and ``ClientAliveCountMax n`` (default 3) probe a silent
 client and drop it, with its ``-R`` listeners, when it stops answering;
 ``TCPKeepAlive yes|no`` sets SO_KEEPALIVE (default yes).
+
+Workers (see :mod:`hashike.cli.workers`): ``Workers n|auto`` (default 1: one
+process; ``auto`` is one per core) and ``WorkerDrainTimeout time`` (default
+1h): how long a worker retired by SIGHUP may keep its connections.
 """
 
 from __future__ import annotations
@@ -238,6 +242,8 @@ class ServerSettings(TransportSettings):
     client_alive_interval: int = 0  # seconds; 0: no keepalives
     client_alive_count_max: int = 3
     tcp_keep_alive: bool = True
+    workers: int = 1  # 0: auto, one per core
+    worker_drain_timeout: int = 3600  # seconds
 
 
 # --- value formats -----------------------------------------------------------
@@ -347,6 +353,22 @@ def _parse_max_startups(args: list[str]) -> tuple[int, int, int]:
     if not (0 < start <= full and 1 <= rate <= 100):
         raise ValueProblem(f"Illegal MaxStartups spec '{arg}'.")
     return start, rate, full
+
+
+def _parse_workers(args: list[str]) -> int:
+    arg = args[0]
+    if arg.lower() == "auto":
+        return 0
+    if not _is_number(arg) or not 1 <= int(arg) <= 256:
+        raise ValueProblem(f"Invalid Workers '{arg}'.")
+    return int(arg)
+
+
+def _parse_drain_timeout(args: list[str]) -> int:
+    try:
+        return parse_time(args[0])
+    except ValueError:
+        raise ValueProblem(f"Invalid WorkerDrainTimeout '{args[0]}'.") from None
 
 
 _parse_flag = choice({"yes": True, "no": False})
@@ -481,6 +503,8 @@ _KEYWORDS: dict[str, Keyword] = {
     **transport_keywords("SSH2 mac spec", rekey_limit(_rekey_size, _rekey_seconds, ignore_case=False)),
     "logingracetime": single("login_grace_time", _parse_login_grace_time),
     "maxstartups": single("max_startups", _parse_max_startups),
+    "workers": single("workers", _parse_workers),
+    "workerdraintimeout": single("worker_drain_timeout", _parse_drain_timeout),
     "persourcemaxstartups": single("per_source_max_startups", parse_per_source_max_startups),
     "persourcenetblocksize": single("per_source_net_block_size", parse_net_block_size),
     "persourcepenalties": single("per_source_penalties", parse_penalties, max_args=None),

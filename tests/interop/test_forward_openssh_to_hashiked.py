@@ -106,12 +106,18 @@ class Hashiked:
 
 
 def start_hashiked(
-    directory: Path, host_key: Path, authorized_keys: Path, *options: str, port: int = 0
+    directory: Path,
+    host_key: Path,
+    authorized_keys: Path,
+    *options: str,
+    port: int = 0,
+    config: Path | None = None,
 ) -> Hashiked:
-    """``hashiked -p port -h host_key -o ListenAddress=127.0.0.1 -o ...``; returns
-    once it printed the port it listens on. The caller stops it."""
+    """``hashiked -p port -h host_key [-f config] -o ListenAddress=127.0.0.1 -o ...``;
+    returns once it printed the port it listens on. The caller stops it."""
     directory.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "hashike.cli.server", "-p", str(port), "-h", str(host_key)]
+    argv += [] if config is None else ["-f", str(config)]
     for option in ("ListenAddress=127.0.0.1", f"AuthorizedKeysFile={authorized_keys}", *options):
         argv += ["-o", option]
     log = directory / f"hashiked-{time.monotonic_ns()}.log"

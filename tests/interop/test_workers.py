@@ -7,10 +7,13 @@ holding that inode among its descriptors (/proc/PID/fd).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.helpers import eventually_sync
+from tests.interop.conftest import free_port
 from tests.interop.test_forward_openssh_to_hashiked import Hashiked, keygen, public_line, start_hashiked
 
 if TYPE_CHECKING:
@@ -122,3 +126,86 @@ def test_a_killed_worker_costs_only_its_connections(
     assert victim not in after and len(after) == len(before)
     finish_transfer(start_transfer(ssh_client, workers, keys[1]), b"after the death\n")
     workers.assert_healthy()
+
+
+@contextlib.contextmanager
+def target(reply: bytes) -> Iterator[int]:
+    """A loopback port that answers every connection with ``reply`` and closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(DEADLINE)
+
+
+def read_forward(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        return sock.recv(16)
+
+
+def test_sighup_reloads_for_new_connections_only(
+    tmp_path: Path, keys: tuple[Path, Path, Path], ssh_client: SshClient
+) -> None:
+    config = tmp_path / "sshd_config"
+    with target(b"A") as a, target(b"B") as b:
+        config.write_text(f"Workers 2\nPermitOpen 127.0.0.1:{a}\n")
+        server = start_hashiked(tmp_path, keys[0], keys[2], config=config)
+        lport = free_port()
+        forward = subprocess.Popen(
+            ssh_client.argv(server.port, identity=keys[1], args=["-N", "-L", f"{lport}:127.0.0.1:{a}"]),
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            eventually_sync(lambda: _answers(lport) == b"A", DEADLINE, what="the -L forward before SIGHUP")
+            transfer = start_transfer(ssh_client, server, keys[1])
+            assert transfer.stdin is not None
+            chunk = os.urandom(1 << 20)
+            for _ in range(128):
+                transfer.stdin.write(chunk)
+            config.write_text(f"Workers 2\nPermitOpen 127.0.0.1:{b}\n")
+            os.kill(server.process.pid, signal.SIGHUP)
+            eventually_sync(lambda: len(children(server.process.pid)) == 4, DEADLINE, what="new workers")
+            for _ in range(128):
+                transfer.stdin.write(chunk)
+            out, err = transfer.communicate(timeout=DEADLINE)
+            assert transfer.returncode == 0, err
+            assert out.split()[0].decode() == hashlib.sha256(chunk * 256).hexdigest()
+            assert read_forward(lport) == b"A"  # the old connection keeps the old PermitOpen
+            new_a = ssh_client.run(server.port, identity=keys[1], args=["-W", f"127.0.0.1:{a}"])
+            assert new_a.returncode != 0 and "open failed" in new_a.stderr
+            new_b = ssh_client.run(server.port, identity=keys[1], args=["-W", f"127.0.0.1:{b}"])
+            assert new_b.stdout == "B"
+            config.write_text("Workers many\n")
+            os.kill(server.process.pid, signal.SIGHUP)
+            line = "reload failed, keeping the running configuration: "
+            eventually_sync(lambda: line in server.log_text(), DEADLINE, what="the reload's failure")
+            assert ssh_client.run(server.port, identity=keys[1], args=["-W", f"127.0.0.1:{b}"]).stdout == "B"
+            forward.terminate()
+            forward.wait(DEADLINE)
+            # With its last connection gone, each old worker exits.
+            eventually_sync(lambda: len(children(server.process.pid)) == 2, DEADLINE, what="old workers gone")
+            server.assert_healthy()
+        finally:
+            forward.kill()
+            forward.wait(DEADLINE)
+            server.stop()
+
+
+def _answers(port: int) -> bytes | None:
+    try:
+        return read_forward(port)
+    except OSError:
+        return None

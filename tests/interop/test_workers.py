@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -209,3 +210,29 @@ def _answers(port: int) -> bytes | None:
         return read_forward(port)
     except OSError:
         return None
+
+
+def test_max_startups_counts_across_four_workers(
+    tmp_path: Path, keys: tuple[Path, Path, Path], ssh_client: SshClient
+) -> None:
+    options = ("Workers=4", "MaxStartups=10:30:20", "LoginGraceTime=3")
+    server = start_hashiked(tmp_path, keys[0], keys[2], *options)
+    silent = []
+    try:
+        for _ in range(200):
+            silent.append(socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE))
+        eventually_sync(lambda: "drop connection #20 " in server.log_text(), DEADLINE, what="drops at 20")
+        # The first 10 are always admitted; the workers hold them once handed over.
+        eventually_sync(lambda: len(served_by(server.port)) >= 10, DEADLINE, what="10 held")
+        held = served_by(server.port)
+        assert len(held) <= 20
+        assert len(set(held)) > 1  # held by several workers, counted as one
+        deadline = time.monotonic() + DEADLINE
+        while (login := ssh_client.run(server.port, "echo in", identity=keys[1])).returncode != 0:
+            assert time.monotonic() < deadline, login.stderr
+        assert login.stdout == "in\n"
+        server.assert_healthy()
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()

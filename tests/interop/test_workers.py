@@ -236,3 +236,25 @@ def test_max_startups_counts_across_four_workers(
         for sock in silent:
             sock.close()
         server.stop()
+
+
+def test_an_old_worker_closes_its_connections_after_the_drain_timeout(
+    tmp_path: Path, keys: tuple[Path, Path, Path], ssh_client: SshClient
+) -> None:
+    server = start_hashiked(tmp_path, keys[0], keys[2], "Workers=2", "WorkerDrainTimeout=1")
+    idle = subprocess.Popen(
+        ssh_client.argv(server.port, identity=keys[1], args=["-N"]),
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        eventually_sync(lambda: len(served_by(server.port)) == 1, DEADLINE, what="the idle login")
+        os.kill(server.process.pid, signal.SIGHUP)
+        assert idle.wait(DEADLINE) != 0  # closed by the server, not by us
+        assert "drain timeout: closing 1 connections" in server.log_text()
+        eventually_sync(lambda: len(children(server.process.pid)) == 2, DEADLINE, what="old workers gone")
+        server.assert_healthy()
+    finally:
+        idle.kill()
+        idle.wait(DEADLINE)
+        server.stop()

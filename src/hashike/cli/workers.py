@@ -369,6 +369,7 @@ async def serve_worker(channel: socket.socket, server: Server, drain_timeout: fl
         for fd in fds[1:] if data == b"conn" else fds:
             os.close(fd)
         if data == b"conn" and fds:
+            os.set_inheritable(fds[0], False)  # SCM_RIGHTS gives no O_CLOEXEC
             task = loop.create_task(server.serve_socket(socket.socket(fileno=fds[0])))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

@@ -68,6 +68,12 @@ def served_by(port: int) -> list[int]:
     return owners
 
 
+def held_now(port: int, snapshot: list[int]) -> list[int]:
+    """``served_by(port)``, kept in ``snapshot`` for the asserts that follow."""
+    snapshot[:] = served_by(port)
+    return snapshot
+
+
 def children(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
@@ -217,7 +223,7 @@ def _answers(port: int) -> bytes | None:
 def test_max_startups_counts_across_four_workers(
     tmp_path: Path, keys: tuple[Path, Path, Path], ssh_client: SshClient
 ) -> None:
-    options = ("Workers=4", "MaxStartups=10:30:20", "LoginGraceTime=3")
+    options = ("Workers=4", "MaxStartups=10:30:20", "LoginGraceTime=6")
     server = start_hashiked(tmp_path, keys[0], keys[2], *options)
     silent = []
     try:
@@ -225,8 +231,10 @@ def test_max_startups_counts_across_four_workers(
             silent.append(socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE))
         eventually_sync(lambda: "drop connection #20 " in server.log_text(), DEADLINE, what="drops at 20")
         # The first 10 are always admitted; the workers hold them once handed over.
-        eventually_sync(lambda: len(served_by(server.port)) >= 10, DEADLINE, what="10 held")
-        held = served_by(server.port)
+        # One snapshot is both waited on and checked: LoginGraceTime may close
+        # them between two reads of /proc.
+        held: list[int] = []
+        eventually_sync(lambda: len(held_now(server.port, held)) >= 10, DEADLINE, what="10 held")
         assert len(held) <= 20
         assert len(set(held)) > 1  # held by several workers, counted as one
         deadline = time.monotonic() + DEADLINE

@@ -25,7 +25,8 @@ from tests.echo import start_echo_server
 from tests.helpers import eventually_sync
 from tests.interop.conftest import free_port
 from tests.interop.test_control import wait_for_socket
-from tests.interop.test_forward_openssh_to_hashiked import DEADLINE, BackgroundLoop
+from tests.interop.test_forward_openssh_to_hashiked import DEADLINE, BackgroundLoop, start_hashiked
+from tests.interop.test_keepalive import hashiked_pair
 from tests.interop.test_remote_forward import hashike_argv, hashiked_server, start
 
 MIB = 1 << 20
@@ -213,3 +214,78 @@ def test_watch_under_tmux(master: int, runtime: str) -> None:
         stop.set()
         mover.join(DEADLINE)
         subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, timeout=DEADLINE)
+
+
+def connection_of(path: str) -> dict[str, Any]:
+    done = status("--json", "-S", path)
+    assert done.returncode == 0, done.stderr
+    (conn,) = json.loads(done.stdout)["connections"]
+    assert isinstance(conn, dict)
+    return conn
+
+
+def remote_forwards(conn: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in conn.get("forwards", []) if f["kind"] == "remote"]
+
+
+def test_remote_forward_and_reconnect_under_a_master(tmp_path: Path, runtime: str, echo_port: int) -> None:
+    """-R's counters; after hashiked is killed and started again: the state
+    while it is down, the reconnect count, -R listed once, the keepalive's
+    round trip, and a multiplexed command on the new connection."""
+    server, daemon = hashiked_pair(tmp_path)
+    daemons = [daemon]
+    remote, path = free_port(), os.path.join(runtime, "m")
+    options = ("-o", "Reconnect=yes", "-o", "ReconnectMaxDelay=2", "-o", "ServerAliveInterval=1")
+    client = start(hashike_argv(server, "-M", "-S", path, *options, "-R", f"{remote}:127.0.0.1:{echo_port}"))
+    try:
+        wait_for_socket(path)
+        eventually_sync(lambda: remote_forwards(connection_of(path)), DEADLINE, what="the -R forward")
+        echo_through(remote, MIB)
+        eventually_sync(
+            lambda: remote_forwards(connection_of(path))[0]["bytes_in"] >= MIB,
+            DEADLINE,
+            what=lambda: connection_of(path),
+            interval=0.2,
+        )
+        (seen,) = remote_forwards(connection_of(path))
+        assert seen["listen"] == f"localhost:{remote}" and seen["target"] == f"127.0.0.1:{echo_port}", seen
+        assert seen["connections"] == 1 and seen["bytes_out"] >= MIB
+        assert connection_of(path)["connection"]["reconnects"] == 0
+        daemons[-1].process.kill()
+        daemons[-1].process.wait(DEADLINE)
+        eventually_sync(
+            lambda: connection_of(path)["connection"]["state"].startswith("reconnecting in "),
+            DEADLINE,
+            what=lambda: connection_of(path),
+            interval=0.1,
+        )
+        daemons.append(
+            start_hashiked(tmp_path, daemon.host_key, tmp_path / "authorized_keys", port=server.port)
+        )
+        eventually_sync(
+            lambda: (
+                connection_of(path)["connection"]["reconnects"] == 1 and remote_forwards(connection_of(path))
+            ),
+            DEADLINE,
+            what=lambda: connection_of(path),
+            interval=0.2,
+        )
+        conn = connection_of(path)
+        assert conn["connection"]["state"] == "connected"
+        assert len(remote_forwards(conn)) == 1  # the old connection's is gone
+        echo_through(remote, MIB)
+        eventually_sync(
+            lambda: connection_of(path)["connection"]["rtt"] is not None, DEADLINE, what="a keepalive's reply"
+        )
+        argv = [*hashike_argv(server, "-S", path)[:-1], "127.0.0.1", "echo", "through the new one"]
+        argv.remove("-N")
+        shared = subprocess.run(
+            argv, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL
+        )
+        assert (shared.returncode, shared.stdout) == (0, "through the new one\n"), shared.stderr
+        plain = status("-S", path)
+        assert "1 reconnect" in plain.stdout and f"localhost:{remote}" in plain.stdout, plain.stdout
+    finally:
+        client.stop()
+        for d in daemons:
+            d.stop()

@@ -12,14 +12,21 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hashike.cli.pop3 import start_pop3
+from tests.helpers import eventually_sync
 from tests.interop.conftest import free_port
-from tests.interop.test_forward_openssh_to_hashiked import BackgroundLoop, keygen, public_line, start_hashiked
+from tests.interop.test_forward_openssh_to_hashiked import (
+    DEADLINE,
+    BackgroundLoop,
+    keygen,
+    public_line,
+    start_hashiked,
+)
 from tests.interop.test_remote_forward import answers, check_pop3
 
 pytestmark = pytest.mark.interop
@@ -37,15 +44,23 @@ def runtime() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def pop_profile(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+def pop_profile(tmp_path: Path) -> Iterator[tuple[Path, int, Callable[[], None]]]:
     """hashiked, a POP server on loopback and an ssh_config with ``Host pop``
-    forwarding a free port to it; the config and that port."""
+    forwarding a free port to it; the config, that port, and a call that
+    kills hashiked and starts it again on its port."""
     loop = BackgroundLoop()
     pop3 = loop.run(start_pop3())
     client_key = keygen(tmp_path / "id_ed25519")
     authorized = tmp_path / "authorized_keys"
     authorized.write_text(public_line(client_key) + "\n")
     daemon = start_hashiked(tmp_path, keygen(tmp_path / "host_ed25519"), authorized)
+    daemons = [daemon]
+
+    def restart() -> None:
+        daemons[-1].process.kill()
+        daemons[-1].process.wait(DEADLINE)
+        daemons.append(start_hashiked(tmp_path, daemon.host_key, authorized, port=daemon.port))
+
     known = tmp_path / "known_hosts"
     known.write_text(daemon.known_hosts_line() + "\n")
     port = free_port()
@@ -60,10 +75,14 @@ def pop_profile(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     )
     config.chmod(0o600)
     try:
-        yield config, port
+        yield config, port, restart
     finally:
-        daemon.stop()
+        for each in daemons:
+            each.stop()
         loop.close()
+
+
+Profile = tuple[Path, int, Callable[[], None]]
 
 
 def hashike(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,8 +90,8 @@ def hashike(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     return subprocess.run(argv, capture_output=True, text=True, timeout=90, env=env, stdin=subprocess.DEVNULL)
 
 
-def test_up_status_down(pop_profile: tuple[Path, int], runtime: dict[str, str]) -> None:
-    config, port = pop_profile
+def test_up_status_down(pop_profile: Profile, runtime: dict[str, str]) -> None:
+    config, port, _ = pop_profile
     listed = hashike(runtime, "profiles", "-F", str(config))
     assert listed.returncode == 0 and listed.stdout.splitlines()[0] == "pop  down", listed
     assert "other" not in listed.stdout  # no forwards: not a profile
@@ -104,8 +123,8 @@ def port_of_pop(config: Path) -> str:
     return line.rsplit(":", 1)[1]
 
 
-def test_up_fails_with_the_connections_lines(pop_profile: tuple[Path, int], runtime: dict[str, str]) -> None:
-    config, port = pop_profile
+def test_up_fails_with_the_connections_lines(pop_profile: Profile, runtime: dict[str, str]) -> None:
+    config, port, _ = pop_profile
     with socket.create_server(("127.0.0.1", port)):  # the profile's port is taken
         failed = hashike(runtime, "up", "-F", str(config), "pop")
     assert failed.returncode == 255, failed
@@ -113,3 +132,25 @@ def test_up_fails_with_the_connections_lines(pop_profile: tuple[Path, int], runt
     assert "Could not request local forwarding." in failed.stderr
     unknown = hashike(runtime, "up", "-F", str(config), "nosuch")
     assert unknown.returncode == 255 and "no profile nosuch" in unknown.stderr, unknown
+
+
+def test_a_profile_is_supervised(pop_profile: Profile, runtime: dict[str, str]) -> None:
+    """The server goes away and comes back: the profile reconnects by itself,
+    the POP dialogue goes through again and status counts the reconnect."""
+    config, port, restart = pop_profile
+    started = hashike(runtime, "up", "-F", str(config), "pop")
+    assert started.returncode == 0, started
+    try:
+        check_pop3(port)
+        restart()
+
+        def reconnected() -> bool:
+            shown = hashike(runtime, "status", "--json")
+            (connection,) = json.loads(shown.stdout)["connections"]
+            return bool(connection["connection"]["reconnects"] == 1)
+
+        eventually_sync(reconnected, DEADLINE, what=lambda: hashike(runtime, "status", "--json").stdout)
+        check_pop3(port)
+    finally:
+        stopped = hashike(runtime, "down", "-F", str(config), "pop")
+    assert stopped.returncode == 0 and "pop is down" in stopped.stderr, stopped

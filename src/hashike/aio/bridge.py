@@ -153,6 +153,11 @@ class SocketBridge(asyncio.Protocol):
     def channel_request_replied(self, success: bool) -> None:
         pass  # a bridge makes no requests
 
+    def count(self, stats: ForwardStats, peer: str) -> None:
+        """Counted by ``stats`` (a forward's, for hashike status) until the channel closes."""
+        self.stats = stats
+        stats.opened(self, peer)
+
     def channel_closed(self) -> None:
         self.flush_writes()
         self._closed = True

@@ -124,8 +124,7 @@ class ForwardListener:
     def count(self, bridge: SocketBridge, peer: tuple[str, int]) -> None:
         """A connection through this forward starts: counted until its channel closes."""
         if self.stats is not None:
-            bridge.stats = self.stats
-            self.stats.opened(bridge, _address(peer))
+            bridge.count(self.stats, _address(peer))
 
 
 def _address(name: Any) -> str:
@@ -187,11 +186,18 @@ def connect_failure(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
-async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested, *, client: bool = False) -> None:
+async def connect_target(
+    pump: CorePump[Any],
+    event: ChannelOpenRequested,
+    *,
+    client: bool = False,
+    counted: tuple[ForwardStats, str] | None = None,
+) -> None:
     """Connect onward for an accepted open (the server's direct-tcpip, the
     client's forwarded-tcpip), then confirm the channel, or refuse it with
     CONNECT_FAILED and the OS's reason. ``client``: log the failure in ssh's
-    words rather than sshd's."""
+    words rather than sshd's; ``counted``: the forward's counters and the
+    connection's peer, for hashike status."""
     loop = asyncio.get_running_loop()
     bridge = SocketBridge(pump, event.channel_id)
     channels = pump.core.channels
@@ -219,5 +225,7 @@ async def connect_target(pump: CorePump[Any], event: ChannelOpenRequested, *, cl
         return
     channels.accept_open(event.channel_id)
     bridge.bind(event.channel_id)
+    if counted is not None:
+        bridge.count(*counted)
     bridge.channel_open()
     pump.flush()

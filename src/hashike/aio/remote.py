@@ -38,6 +38,7 @@ from .forward import Target, connect_target
 from .pump import CorePump
 from .rsocks import ReverseSocks
 from .socks import HANDSHAKE_TIMEOUT
+from .stats import ForwardStats, register, unregister
 
 __all__ = ["RemoteForwardFailed", "RemoteForwards", "RemoteListener", "bind_address"]
 
@@ -73,7 +74,8 @@ class RemoteListener:
     bound, the server's choice when 0 was asked for; ``address`` the bind
     address as it was sent; or ``socket_path``, a Unix socket on the server
     (``port`` 0). ``target`` None serves SOCKS (reverse dynamic forwarding).
-    ``connections``: how many were carried."""
+    ``connections``: how many were carried; ``stats`` its counters for
+    ``hashike status`` (aio/stats.py), kept while the server listens."""
 
     def __init__(
         self, forwards: RemoteForwards, key: _Key, target: Target | None, handshake_timeout: float
@@ -85,6 +87,7 @@ class RemoteListener:
         self.handshake_timeout = handshake_timeout
         self.connections = 0
         self._forwards = forwards
+        self.stats = register(ForwardStats("remote", _label(key), self.describe_target()))
 
     def describe_target(self) -> str:
         """The far end as ssh names it: ``socks:0`` for reverse dynamic forwarding."""
@@ -106,6 +109,14 @@ class RemoteForwards:
         self._waiting: set[asyncio.Future[GlobalRequestReplied]] = set()
         pump.open_handlers["forwarded-tcpip"] = self._open
         pump.open_handlers["forwarded-streamlocal@openssh.com"] = self._open
+        pump.closed.add_done_callback(self._forget)
+
+    def _forget(self, _closed: object) -> None:
+        """The connection ended and the server's listeners with it: a
+        reconnect's forwards are new ones, not these listed twice."""
+        for listener in self._listeners.values():
+            unregister(listener.stats)
+        self._listeners.clear()
 
     async def request(
         self,
@@ -152,6 +163,7 @@ class RemoteForwards:
         if self._listeners.get(key) is not listener:
             return
         del self._listeners[key]
+        unregister(listener.stats)
         if self._pump.core.closed:
             return
         if isinstance(key, str):
@@ -184,13 +196,15 @@ class RemoteForwards:
             return
         listener.connections += 1
         target = listener.target
+        peer = event.socket_path or f"{event.orig_host}:{event.orig_port}"  # where it came from, there
         if target is None:  # reverse dynamic: the SOCKS client names the target
             self._pump.core.channels.accept_open(event.channel_id)
-            ReverseSocks(self._pump, event.channel_id, listener.handshake_timeout)
+            socks = ReverseSocks(self._pump, event.channel_id, listener.handshake_timeout)
+            socks.count(listener.stats, peer)
             self._pump.flush()
             return
         onward = replace(event, host=target.host, port=target.port, socket_path=target.socket_path)
-        self._pump._spawn(connect_target(self._pump, onward, client=True))
+        self._pump._spawn(connect_target(self._pump, onward, client=True, counted=(listener.stats, peer)))
 
 
 def _label(key: _Key) -> str:

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -150,6 +151,10 @@ class Supervisor:
         self.remote: list[RemoteSpec] = []
         self.link: Link | None = None
         self.client: SSHClient | None = None
+        # For hashike status: reconnects made, and while one waits, when
+        # (wall clock) the next attempt starts.
+        self.reconnects = 0
+        self.retry_at: float | None = None
         self._retries: set[asyncio.Task[None]] = set()
 
     def forward_remote(self, spec: RemoteSpec) -> None:
@@ -191,6 +196,8 @@ class Supervisor:
 
     def _reconnected(self, restored: int) -> None:
         assert self.link is not None
+        self.reconnects += 1
+        self.retry_at = None
         count = self.link.listeners + restored
         host = self.label[0]
         log.info("Reconnected to %s; %d forward%s restored", host, count, "" if count == 1 else "s")
@@ -211,6 +218,7 @@ class Supervisor:
                 host, port, reason, _seconds(delay), attempt,
             )  # fmt: skip
             self._on_state(f"reconnecting in {_seconds(delay)} s (attempt {attempt})")
+            self.retry_at = time.time() + delay
             await asyncio.sleep(delay)
             try:
                 return await self._connect()

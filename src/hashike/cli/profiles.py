@@ -5,10 +5,12 @@ it from a shortcut: ``hashike up NAME...``, ``hashike down NAME...`` and
 A profile is an ssh_config ``Host`` block whose name has no wildcard and
 whose settings include forwards (LocalForward, RemoteForward,
 DynamicForward), so OpenSSH reads the same file. ``up`` starts each one as
-``hashike -f -N`` with ControlMaster yes, ExitOnForwardFailure yes and the
-ControlPath ``profile-NAME.sock`` in the per-user runtime directory
-(config/runtime_dir.py): the command returns once the forwards are up, or
-exits 255 with the connection's own lines. ``down`` sends ``-O exit`` there
+``hashike -f -N`` with ControlMaster yes, ExitOnForwardFailure yes,
+Reconnect yes (a profile is a supervised tunnel: a lost connection is made
+again and its forwards restored) and the ControlPath ``profile-NAME.sock``
+in the per-user runtime directory (config/runtime_dir.py): the command
+returns once the forwards are up, or exits 255 with the connection's own
+lines. ``down`` sends ``-O exit`` there
 and waits for the socket to go; ``profiles`` lists each profile, its
 forwards and whether it is up. The background master's messages go to
 ``profile-NAME.log`` beside its socket.
@@ -111,7 +113,7 @@ def up(name: str, config: str) -> int:
     log = path.with_suffix(".log")
     argv = _client(
         config, "-f", "-N", "-o", "ControlMaster=yes", "-o", f"ControlPath={path}",
-        "-o", "ExitOnForwardFailure=yes", name,
+        "-o", "ExitOnForwardFailure=yes", "-o", "Reconnect=yes", name,
     )  # fmt: skip
     # The master keeps running with these descriptors: never a pipe of ours.
     with open(log, "w") as errors:

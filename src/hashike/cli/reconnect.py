@@ -31,6 +31,7 @@ __all__ = ["stay_connected"]
 
 EXIT_FAILURE = 255
 Login = Callable[[], Awaitable[tuple[SSHClient, ClientSettings]]]
+Follow = Callable[[SSHClient, Supervisor], None]
 
 
 def _allocated(spec: RemoteSpec, listener: RemoteListener) -> None:
@@ -62,10 +63,11 @@ def _supervisor(client: SSHClient, settings: ClientSettings, login: Login) -> Su
     return supervisor
 
 
-async def _follow(supervisor: Supervisor, first: SSHClient) -> int:
+async def _follow(supervisor: Supervisor, first: SSHClient, follow: Follow) -> int:
     notify = notifier()
     try:
         async for client in supervisor:
+            follow(client, supervisor)
             if client is not first:  # the first one feeds the watchdog already (announce_ready)
                 client.keepalive.on_reply.append(lambda _rtt: notify.alive())
             await client.wait_closed()
@@ -78,11 +80,12 @@ async def _follow(supervisor: Supervisor, first: SSHClient) -> int:
 
 
 async def stay_connected(
-    client: SSHClient, settings: ClientSettings, stop: asyncio.Event, login: Login
+    client: SSHClient, settings: ClientSettings, stop: asyncio.Event, login: Login, follow: Follow
 ) -> int:
-    """-N with Reconnect: until a signal (0), or a fatal end (255)."""
+    """-N with Reconnect: until a signal (0), or a fatal end (255).
+    ``follow`` hears of each connection made (a master's, to use it)."""
     supervisor = _supervisor(client, settings, login)
-    following = asyncio.ensure_future(_follow(supervisor, client))
+    following = asyncio.ensure_future(_follow(supervisor, client, follow))
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)

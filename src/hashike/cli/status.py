@@ -91,7 +91,8 @@ def _size(n: int) -> str:
 
 
 def render(document: dict[str, Any]) -> Any:
-    """The view: one table, a row per forward under its connection's row."""
+    """The view: one table, a row per forward under its connection's row and
+    a row per open forwarded connection under its forward's."""
     from rich.table import Table
 
     table = Table(title="hashike status")
@@ -100,13 +101,25 @@ def render(document: dict[str, Any]) -> Any:
     for conn in document["connections"]:
         info = conn.get("connection") or {}
         who = f"{info.get('user', '?')}@{info.get('host', '?')}" if info else conn["control_path"]
-        state = conn.get("error") or f"{info.get('state', '?')}, up {int(info.get('uptime', 0))} s"
-        table.add_row(escape_text(who), escape_text(state), "", "", "", "", "")
+        table.add_row(escape_text(who), escape_text(conn.get("error") or _state(info)), "", "", "", "", "")
         for f in conn.get("forwards", []):
             route = escape_text(f"{f['listen']} → {f['target']}")
             counts = (str(f["open"]), str(f["connections"]), _size(f["bytes_in"]), _size(f["bytes_out"]))
             table.add_row("", f["kind"], route, *counts)
+            for c in f.get("open_connections", []):
+                peer = escape_text(f"  from {c['peer']}")
+                table.add_row("", "", peer, "", "", _size(c["bytes_in"]), _size(c["bytes_out"]))
     return table
+
+
+def _state(info: dict[str, Any]) -> str:
+    """ "connected, up 12 s, 1 reconnect, rtt 3 ms"."""
+    words = [str(info.get("state", "?")), f"up {int(info.get('uptime', 0))} s"]
+    if reconnects := info.get("reconnects"):
+        words.append(f"{reconnects} reconnect{'' if reconnects == 1 else 's'}")
+    if (rtt := info.get("rtt")) is not None:
+        words.append(f"rtt {rtt * 1000:.0f} ms")
+    return ", ".join(words)
 
 
 def show(document: dict[str, Any], as_json: bool) -> None:

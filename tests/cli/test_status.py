@@ -289,3 +289,30 @@ def test_remote_forward_and_reconnect_under_a_master(tmp_path: Path, runtime: st
         client.stop()
         for d in daemons:
             d.stop()
+
+
+def test_a_connection_without_a_master_is_shown(tmp_path: Path, runtime: str, echo_port: int) -> None:
+    """No ControlMaster: the connection's own status socket in the runtime
+    directory answers status, and refuses a multiplexed session (which then
+    makes its own connection, as ssh's does)."""
+    server, daemon = hashiked_server(tmp_path)
+    port = free_port()
+    client = start(hashike_argv(server, "-L", f"{port}:127.0.0.1:{echo_port}"))
+    own = Path(runtime) / "hashike" / f"{client.process.pid}.sock"
+    try:
+        wait_for_socket(str(own))
+        assert oct(own.stat().st_mode & 0o777) == "0o600"
+        echo_through(port, MIB)
+        eventually_sync(lambda: forward_of(port)["bytes_in"] >= MIB, DEADLINE, what=lambda: forward_of(port))
+        argv = [*hashike_argv(server, "-S", str(own), "-o", "ControlMaster=no")[:-1], "127.0.0.1", "true"]
+        argv.remove("-N")
+        shared = subprocess.run(
+            argv, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL
+        )
+        # Refused, in ssh's words; then, as ssh, it connected by itself.
+        assert shared.stderr.startswith("Master refused session request: Permission denied\n"), shared
+        assert shared.returncode == 0, shared
+    finally:
+        client.stop()
+        daemon.stop()  # type: ignore[attr-defined]
+    assert not own.exists()  # gone with the connection

@@ -426,7 +426,10 @@ class MuxClient:
         ssh's mm_send_fd); its reply (None if the master closed first)."""
         await self._peer.send(message)
         for fd in fds:
-            socket.send_fds(self._peer.sock, [b"\0"], [fd])
+            try:
+                socket.send_fds(self._peer.sock, [b"\0"], [fd])
+            except (BrokenPipeError, ConnectionResetError):
+                break  # a master that refused the session closed at once: its reply is there
         reply = await self.receive()
         expected = getattr(message, "request_id", None)
         got = getattr(reply, "request_id", expected)

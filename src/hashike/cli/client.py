@@ -336,7 +336,7 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
         table.forwards.update(await start_remote_forwards(client, settings))
         master = await start_master(client, settings, stop.event, table)
         announce_ready(client, settings, list(table.forwards.values()))
-        persist = master is not None and settings.control_persist is not None
+        persist = master is not None and not master.status_only and settings.control_persist is not None
         if invocation.background or (persist and invocation.no_command):
             _background(fds=(0, 1, 2) if persist else (0,))  # ControlPersist detaches fully, as ssh
         if invocation.stdio is not None:

@@ -224,7 +224,13 @@ async def _passenger(
         if stdin_null:
             os.close(stdin)
     if not isinstance(reply, mux.SessionOpened):
-        print(f"session request failed: {_reason(reply)}", file=sys.stderr)
+        # ssh's words for each (mux.c), then it connects by itself.
+        said = (
+            "Master refused session request"
+            if isinstance(reply, mux.PermissionDenied)
+            else "Session request failed"
+        )
+        print(f"{said}: {_reason(reply)}", file=sys.stderr)
         return None  # ssh then connects by itself
     raw = RawMode(0)
 
@@ -318,6 +324,7 @@ class Master:
     entry: str | None = None  # our symlink in the runtime directory, for hashike status
     started: float = field(default_factory=time.time)
     supervisor: Supervisor | None = None  # under Reconnect: its state and count, for status
+    status_only: bool = False  # not a master: the socket answers hashike status alone
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
         rid = request.request_id
@@ -342,6 +349,8 @@ class Master:
     async def permit(self, request: MuxRequest) -> bool:
         """ControlMaster ask and autoask: each request but a cancel is put to
         the user through SSH_ASKPASS first, with ssh's questions."""
+        if self.status_only:
+            return False  # no ControlMaster was asked for: nothing but status
         if self.settings.control_master not in ("ask", "autoask"):
             return True
         host = self.settings.hostname
@@ -442,7 +451,7 @@ async def start_master(
     warning and no master, never fatal."""
     path = _path(settings)
     if path is None or settings.control_master not in ("yes", "auto", "ask", "autoask"):
-        return None
+        return await _status_socket(client, settings, stop, table)
     master = Master(client, settings, stop, table)
     try:
         master.server = await listen_mux(path, master)
@@ -451,6 +460,24 @@ async def start_master(
         return None
     log.debug("setting up multiplex master socket")
     master.register(path)
+    return master
+
+
+async def _status_socket(
+    client: SSHClient, settings: ClientSettings, stop: asyncio.Event, table: ForwardTable
+) -> Master | None:
+    """A connection with forwards and no master still shows in hashike
+    status: a socket of its own in the runtime directory (0600 in 0700,
+    SO_PEERCRED checked as a master's) that answers status and alive checks
+    and refuses every other request. None when there is nothing to show."""
+    if not table.forwards:
+        return None
+    master = Master(client, settings, stop, table, status_only=True)
+    try:
+        master.server = await listen_mux(str(runtime_dir() / f"{os.getpid()}.sock"), master)
+    except (RuntimeDirError, MuxError) as exc:
+        log.debug("hashike status will not see this connection: %s", exc)
+        return None
     return master
 
 

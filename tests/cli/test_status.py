@@ -27,7 +27,7 @@ from tests.interop.conftest import free_port
 from tests.interop.test_control import wait_for_socket
 from tests.interop.test_forward_openssh_to_hashiked import DEADLINE, BackgroundLoop, start_hashiked
 from tests.interop.test_keepalive import hashiked_pair
-from tests.interop.test_remote_forward import hashike_argv, hashiked_server, start
+from tests.interop.test_remote_forward import Server, answers, hashike_argv, hashiked_server, start
 
 MIB = 1 << 20
 VOLUME = 64 * MIB
@@ -224,6 +224,13 @@ def connection_of(path: str) -> dict[str, Any]:
     return conn
 
 
+def control(server: Server, path: str, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``hashike -S path -O command args``."""
+    argv = [*hashike_argv(server, "-S", path, "-O", command, *args)]
+    argv.remove("-N")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=DEADLINE, stdin=subprocess.DEVNULL)
+
+
 def remote_forwards(conn: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in conn.get("forwards", []) if f["kind"] == "remote"]
 
@@ -231,7 +238,8 @@ def remote_forwards(conn: dict[str, Any]) -> list[dict[str, Any]]:
 def test_remote_forward_and_reconnect_under_a_master(tmp_path: Path, runtime: str, echo_port: int) -> None:
     """-R's counters; after hashiked is killed and started again: the state
     while it is down, the reconnect count, -R listed once, the keepalive's
-    round trip, and a multiplexed command on the new connection."""
+    round trip, a multiplexed command on the new connection, and a -R added
+    with -O forward before the outage asked for again and cancelled after it."""
     server, daemon = hashiked_pair(tmp_path)
     daemons = [daemon]
     remote, path = free_port(), os.path.join(runtime, "m")
@@ -251,6 +259,9 @@ def test_remote_forward_and_reconnect_under_a_master(tmp_path: Path, runtime: st
         assert seen["listen"] == f"localhost:{remote}" and seen["target"] == f"127.0.0.1:{echo_port}", seen
         assert seen["connections"] == 1 and seen["bytes_out"] >= MIB
         assert connection_of(path)["connection"]["reconnects"] == 0
+        later = free_port()
+        added = control(server, path, "forward", "-R", f"{later}:127.0.0.1:{echo_port}")
+        assert added.returncode == 0, added.stderr
         daemons[-1].process.kill()
         daemons[-1].process.wait(DEADLINE)
         eventually_sync(
@@ -270,10 +281,15 @@ def test_remote_forward_and_reconnect_under_a_master(tmp_path: Path, runtime: st
             what=lambda: connection_of(path),
             interval=0.2,
         )
+        eventually_sync(lambda: len(remote_forwards(connection_of(path))) == 2, DEADLINE, what="both -R")
         conn = connection_of(path)
         assert conn["connection"]["state"] == "connected"
-        assert len(remote_forwards(conn)) == 1  # the old connection's is gone
+        assert len(remote_forwards(conn)) == 2  # the old connection's are gone
         echo_through(remote, MIB)
+        echo_through(later, MIB)
+        cancelled = control(server, path, "cancel", "-R", f"{later}:127.0.0.1:{echo_port}")
+        assert cancelled.returncode == 0, cancelled.stderr
+        eventually_sync(lambda: not answers(later, attempts=1), DEADLINE, what="the cancelled -R gone")
         eventually_sync(
             lambda: connection_of(path)["connection"]["rtt"] is not None, DEADLINE, what="a keepalive's reply"
         )

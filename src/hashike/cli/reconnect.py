@@ -19,12 +19,13 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from hashike.aio.client import SSHClient
-from hashike.aio.forward import Target
 from hashike.aio.remote import RemoteListener
 from hashike.aio.supervisor import ReconnectPolicy, RemoteSpec, Supervisor
 from hashike.config.ssh_config import ClientSettings
 from hashike.proto.errors import AuthenticationFailed, HostKeyNotVerified
 
+from .remote import remote_spec
+from .runtime_forwards import ForwardTable
 from .service import notifier
 
 __all__ = ["stay_connected"]
@@ -42,9 +43,13 @@ def _allocated(spec: RemoteSpec, listener: RemoteListener) -> None:
         )
 
 
-def _supervisor(client: SSHClient, settings: ClientSettings, login: Login) -> Supervisor:
+def _supervisor(client: SSHClient, settings: ClientSettings, login: Login, table: ForwardTable) -> Supervisor:
     async def again() -> SSHClient:
         return (await login())[0]
+
+    def established(spec: RemoteSpec, listener: RemoteListener) -> None:
+        _allocated(spec, listener)
+        table.reestablished(spec, listener)
 
     policy = ReconnectPolicy(attempts=settings.reconnect, cap=float(settings.reconnect_max_delay))
     supervisor = Supervisor(
@@ -54,12 +59,15 @@ def _supervisor(client: SSHClient, settings: ClientSettings, login: Login) -> Su
         first=client,
         wait_timeout=settings.connect_timeout,
         on_state=notifier().status,
-        on_remote=_allocated,
+        on_remote=established,
     )
     for fwd in settings.remote_forwards:
-        target = None if fwd.is_dynamic else Target(fwd.connect_host, fwd.connect_port, fwd.connect_socket)
-        spec = RemoteSpec(fwd.listen_host, fwd.listen_port or 0, target, fwd.listen_socket)
-        supervisor.forward_remote(spec)
+        supervisor.forward_remote(remote_spec(fwd))
+    # Those added later (-O forward, ~C) from now on too.
+    table.supervisor = supervisor
+    for fwd in table.forwards:
+        if fwd.kind == "remote" and fwd not in settings.remote_forwards:
+            supervisor.forward_remote(remote_spec(fwd))
     return supervisor
 
 
@@ -80,11 +88,17 @@ async def _follow(supervisor: Supervisor, first: SSHClient, follow: Follow) -> i
 
 
 async def stay_connected(
-    client: SSHClient, settings: ClientSettings, stop: asyncio.Event, login: Login, follow: Follow
+    client: SSHClient,
+    settings: ClientSettings,
+    stop: asyncio.Event,
+    login: Login,
+    table: ForwardTable,
+    follow: Follow,
 ) -> int:
-    """-N with Reconnect: until a signal (0), or a fatal end (255).
-    ``follow`` hears of each connection made (a master's, to use it)."""
-    supervisor = _supervisor(client, settings, login)
+    """-N with Reconnect: until a signal (0), or a fatal end (255). ``table``
+    holds every forward; ``follow`` hears of each connection made (a
+    master's, to use it)."""
+    supervisor = _supervisor(client, settings, login, table)
     following = asyncio.ensure_future(_follow(supervisor, client, follow))
     stopped = asyncio.ensure_future(stop.wait())
     try:

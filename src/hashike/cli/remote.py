@@ -18,10 +18,11 @@ import sys
 from hashike.aio.client import SSHClient
 from hashike.aio.forward import Target
 from hashike.aio.remote import RemoteForwardFailed, RemoteListener
+from hashike.aio.supervisor import RemoteSpec
 from hashike.config.forward import Forward
 from hashike.config.ssh_config import ClientSettings
 
-__all__ = ["ForwardFailure", "remote_target", "start_remote_forwards"]
+__all__ = ["ForwardFailure", "remote_spec", "remote_target", "start_remote_forwards"]
 
 log = logging.getLogger("hashike.client")
 
@@ -33,6 +34,11 @@ class ForwardFailure(Exception):
 def remote_target(fwd: Forward) -> Target | None:
     """Where a -R's connections go from here; None serves SOCKS (reverse dynamic)."""
     return None if fwd.is_dynamic else Target(fwd.connect_host, fwd.connect_port, fwd.connect_socket)
+
+
+def remote_spec(fwd: Forward) -> RemoteSpec:
+    """The -R as Reconnect requests it again on each connection."""
+    return RemoteSpec(fwd.listen_host, fwd.listen_port or 0, remote_target(fwd), fwd.listen_socket)
 
 
 def _request(client: SSHClient, fwd: Forward) -> asyncio.Future[RemoteListener]:

@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hashike.aio import remote_server
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity
 from hashike.aio.forward import Target
+from hashike.aio.listen import BindError, bind_all
 from hashike.aio.remote import RemoteForwardFailed
 from hashike.aio.server import Server, ServerOptions, listen
 from hashike.config.policy import ForwardingPolicy
@@ -105,3 +108,50 @@ async def test_without_takeover_or_with_another_key_the_port_stays(
         for client in (first, second):
             client.close()
             await client.wait_closed()
+
+
+@pytest.mark.parametrize("released", [True, False])
+async def test_a_port_held_by_another_process_is_bound_again_while_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, released: bool
+) -> None:
+    """A hashiked worker asks the others (Server.take_over_elsewhere) and
+    binds again while the port is in use: here the other process is a plain
+    socket closed after the first refused bind, or never."""
+    port = free_port()
+    holder = socket.create_server(("127.0.0.1", port))
+    binds = []
+
+    async def bind_then_release(*args: Any, **kwargs: Any) -> list[asyncio.Server]:
+        binds.append(port)
+        try:
+            return await bind_all(*args, **kwargs)
+        except BindError:
+            if released:
+                holder.close()
+            raise
+
+    monkeypatch.setattr(remote_server, "bind_all", bind_then_release)
+    monkeypatch.setattr(remote_server, "TAKEOVER_PAUSE", 0.0)
+    asked: list[tuple[tuple[str, str], str, int]] = []
+
+    def elsewhere(who: tuple[str, str], address: str, port: int) -> bool:
+        asked.append((who, address, port))
+        return True
+
+    async with _server(tmp_path, True) as server, _tag_server(b"new") as new:
+        server.take_over_elsewhere = elsewhere
+        client = await _client(server, KEYS[0])
+        try:
+            if released:
+                await client.forward_remote(None, port, new)
+                assert await _who_answers(port) == b"new"
+            else:
+                with pytest.raises(RemoteForwardFailed):
+                    await client.forward_remote(None, port, new)
+        finally:
+            holder.close()
+            client.close()
+            await client.wait_closed()
+    assert [request[0] for request in asked] == [(getpass.getuser(), KEYS[0].public_key.fingerprint())]
+    assert asked[0][2] == port
+    assert len(binds) == (2 if released else remote_server.TAKEOVER_BINDS)

@@ -18,7 +18,10 @@ RemoteForwardTakeover (a hashike extension): before a TCP listener for a
 fixed port is bound, ``take_over`` (the server's) cancels the same forward
 held by an earlier connection of the same user and key, so a client that
 reconnects before ClientAlive* declared its old connection dead gets its
-port back rather than "remote port forwarding failed".
+port back rather than "remote port forwarding failed". When the holder may
+be another process (a hashiked worker, :mod:`hashike.cli.worker_forwards`),
+a port still in use is bound again, a bounded number of times, while that
+process closes it.
 
 ``streamlocal-forward@openssh.com`` (OpenSSH PROTOCOL §2.4) does the same for
 a Unix socket: AllowStreamLocalForwarding must allow it; the socket is
@@ -31,6 +34,7 @@ the socket file stays when the listener goes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -55,6 +59,10 @@ log = logging.getLogger("hashike.server")
 
 # tcpip-forward listeners (bound or being bound) one connection may hold.
 MAX_LISTENERS = 64
+# RemoteForwardTakeover from another hashiked worker: binds tried, and the
+# pause between them (at most 2 s before "cannot listen to port").
+TAKEOVER_BINDS = 40
+TAKEOVER_PAUSE = 0.05
 
 
 class _ForwardedBridge(SocketBridge):
@@ -97,7 +105,7 @@ class RemoteForwards:
         self,
         pump: CorePump[ServerConnection],
         policy: ForwardingPolicy,
-        take_over: Callable[[str, int], None] | None = None,
+        take_over: Callable[[str, int], bool] | None = None,
     ) -> None:
         self._pump = pump
         self._policy = policy
@@ -181,15 +189,11 @@ class RemoteForwards:
 
     async def _bind(self, event: GlobalRequestReceived, address: str, port: int) -> None:
         hosts = self._policy.remote_bind_hosts(address)
+        elsewhere = False
         if port != 0 and self._policy.remote_forward_takeover and self._take_over is not None:
-            self._take_over(address, port)
+            elsewhere = self._take_over(address, port)
         try:
-            servers = await bind_all(
-                lambda: _ForwardedBridge(self._pump, address),
-                [(host, port) for host in hosts],
-                # The IPv6 half is skipped on a machine without IPv6.
-                optional=("::1", "::") if hosts in (LOOPBACK, EVERY_ADDRESS) else (),
-            )
+            servers = await self._listen(address, hosts, port, TAKEOVER_BINDS if elsewhere else 1)
         except BindError as exc:
             log.info("bind [%s]:%d: %s", exc.host, exc.port, os.strerror(exc.errno or 0))
             log.info("channel_setup_fwd_listener_tcpip: cannot listen to port: %d", port)
@@ -205,6 +209,28 @@ class RemoteForwards:
         self._listeners[(address, bound)] = servers
         log.debug("Local forwarding listening on %s port %d.", address, bound)
         self._reply(event, True, encode_allocated_port(bound) if port == 0 else b"")
+
+    async def _listen(
+        self, address: str, hosts: tuple[str, ...], port: int, tries: int
+    ) -> list[asyncio.Server]:
+        """bind_all, tried again while the port is in use, ``tries`` times
+        in all: another process giving the port up closes it when it can."""
+        for _ in range(tries - 1):
+            try:
+                return await self._listen_once(address, hosts, port)
+            except BindError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+            await asyncio.sleep(TAKEOVER_PAUSE)
+        return await self._listen_once(address, hosts, port)
+
+    async def _listen_once(self, address: str, hosts: tuple[str, ...], port: int) -> list[asyncio.Server]:
+        return await bind_all(
+            lambda: _ForwardedBridge(self._pump, address),
+            [(host, port) for host in hosts],
+            # The IPv6 half is skipped on a machine without IPv6.
+            optional=("::1", "::") if hosts in (LOOPBACK, EVERY_ADDRESS) else (),
+        )
 
     def _cancel(self, event: GlobalRequestReceived) -> None:
         try:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from hashike.config.policy import ForwardingPolicy, SessionPolicy
@@ -181,19 +181,17 @@ class _ServerPump(CorePump[ServerConnection]):
         log.info("Timeout, client not responding from user %s %s port %s", user, host, port)
         self.drop("Timeout, client not responding")
 
-    def _take_over(self, address: str, port: int) -> None:
+    def _take_over(self, address: str, port: int) -> bool:
         """RemoteForwardTakeover: an earlier connection of the same user and
-        key that holds this forward gives it up (it has likely died unseen)."""
+        key that holds this forward gives it up (it has likely died unseen).
+        True when another process (a hashiked worker) may be giving it up."""
         login = self._auth.login
-        for other in list(self._server.connections):
-            if other is self or login is None or other._auth.login != login:
-                continue
-            if other.remote_forwards.surrender((address, port)):
-                host, peer_port = other._peer()
-                log.info(
-                    "remote forward %s port %d taken over from an earlier connection of user %s %s port %s",
-                    escape_text(address), port, escape_text(login[0]), host, peer_port,
-                )  # fmt: skip
+        if login is None:
+            return False
+        who = (login[0], login[1].fingerprint())
+        self._server.surrender(who, address, port, asking=self)
+        elsewhere = self._server.take_over_elsewhere
+        return elsewhere is not None and elsewhere(who, address, port)
 
     def side_routes(self) -> dict[type, Route]:
         ignore = self.ignore
@@ -343,6 +341,9 @@ class Server:
             options.penalty_exempt,
         )
         self._servers: list[asyncio.Server] = []
+        # RemoteForwardTakeover beyond this process: a hashiked worker asks
+        # the others (hashike.cli.worker_forwards); True if it asked.
+        self.take_over_elsewhere: Callable[[tuple[str, str], str, int], bool] | None = None
 
     @property
     def sockets(self) -> list[tuple[str, int]]:
@@ -379,6 +380,22 @@ class Server:
             self.startups.discard(pump)
             if pump.source is not None:
                 self.admission.ended(pump.source)
+
+    def surrender(
+        self, who: tuple[str, str], address: str, port: int, asking: _ServerPump | None = None
+    ) -> None:
+        """RemoteForwardTakeover: every connection but ``asking`` of login
+        ``who`` (user, key fingerprint) gives up its forward (address, port)."""
+        for other in list(self.connections):
+            login = other._auth.login
+            if other is asking or login is None or (login[0], login[1].fingerprint()) != who:
+                continue
+            if other.remote_forwards.surrender((address, port)):
+                host, peer_port = other._peer()
+                log.info(
+                    "remote forward %s port %d taken over from an earlier connection of user %s %s port %s",
+                    escape_text(address), port, escape_text(who[0]), host, peer_port,
+                )  # fmt: skip
 
     def forget(self, pump: _ServerPump, penalty: str | None = None) -> None:
         """``pump``'s connection ended; charge ``penalty`` to its source."""

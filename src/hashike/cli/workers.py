@@ -17,6 +17,8 @@ socketpair (one message per datagram, descriptors by SCM_RIGHTS):
 - worker to supervisor: ``ended HOST`` (a connection from HOST authenticated
   or went away: it is no longer a startup), ``penalty HOST KIND`` (charge
   PerSourcePenalties' KIND to HOST).
+- RemoteForwardTakeover: a worker's ``takeover ...`` goes to every other
+  worker as ``surrender ...`` (:mod:`hashike.cli.worker_forwards`).
 
 A worker is ``hashiked`` run again with the same arguments and
 ``HASHIKE_WORKER_CHANNEL`` naming its end, so it reads the configuration and
@@ -44,6 +46,8 @@ from hashike.aio.listen import LISTEN_BACKLOG, bind_all
 from hashike.aio.server import Server, ServerOptions
 from hashike.config.sshd_config import ServerSettings
 from hashike.proto.text import escape_text
+
+from .worker_forwards import WorkerForwards, relay_takeover
 
 __all__ = ["ReloadError", "Supervisor", "serve_worker", "worker_channel", "worker_count"]
 
@@ -234,7 +238,7 @@ class Supervisor:
             self.admission.ended(words[1])
         elif words[:1] == ["penalty"] and len(words) == 3:
             self.admission.penalise(words[1], words[2], asyncio.get_running_loop().time())
-        else:
+        elif not relay_takeover(data, [w.channel for w in self.workers if w is not worker]):
             log.error("worker %d: bad message %s", worker.process.pid, escape_text(repr(data)))
 
     # Connections.
@@ -354,6 +358,7 @@ async def serve_worker(channel: socket.socket, server: Server, drain_timeout: fl
     says ``drain`` (then until they end, at most ``drain_timeout``), closes
     the channel, or SIGTERM/SIGINT."""
     server.admission = _Reporting(channel, server.options)
+    forwards = WorkerForwards(channel, server, MESSAGE_SIZE)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     draining = asyncio.Event()
@@ -375,6 +380,8 @@ async def serve_worker(channel: socket.socket, server: Server, drain_timeout: fl
             task.add_done_callback(tasks.discard)
         elif data == b"drain":
             draining.set()
+        elif data.startswith(b"surrender "):
+            forwards.surrender(data)
         else:  # EOF: the supervisor is gone, and with it anyone to report to
             loop.remove_reader(channel)
             stop.set()

@@ -333,7 +333,7 @@ def _spread(values: dict[str, Any], fmt: str) -> str:
 def markdown(results: Sequence[Result]) -> str:
     lines = [
         "| server | MB/s | vs sshd | server CPU s | CPU s/GiB | CPU s per process "
-        "| peak RSS MiB per process | KiB per connection (connections) |",
+        "| peak RSS MiB (VmHWM) | peak KiB per connection (connections held) |",
         "|---|---:|---:|---:|---:|---|---|---|",
     ]
     for r in results:
@@ -362,7 +362,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--streams", type=int, default=4, help="simultaneous connections per server (default 4)")
     p.add_argument("--workers", type=_workers, default=[2], help="hashiked's Workers, e.g. 1,2 (default 2)")
     p.add_argument("--runs", type=int, default=1, help="runs per server; the median is reported (default 1)")
-    p.add_argument("--timeout", type=float, default=None, help="bound of one transfer, s (default 60 + MiB)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="bound of one transfer, s (default 60 + MiB * streams / 2)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -374,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.mib <= 65536 or not 1 <= args.streams <= 64 or not 1 <= args.runs <= 100:
         print("--mib must be 1..65536, --streams 1..64, --runs 1..100", file=sys.stderr)
         return 2
-    # Streams share two cores: one is allowed as long as a lone transfer of all the bytes.
+    # The streams share the cores: each may take as long as one transfer of all their bytes.
     timeout = args.timeout if args.timeout is not None else 60 + args.mib * args.streams / 2
 
     def progress(line: str) -> None:

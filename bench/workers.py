@@ -263,23 +263,22 @@ def with_ratios(results: Sequence[Result]) -> list[Result]:
 # --- running ------------------------------------------------------------------------------
 
 
-def open_side(
-    the_lab: Lab, name: str, workers: int, streams: int, sink: Sink, nbytes: int, timeout: float
-) -> Side:
-    """Start the server, wait for it to settle, connect ``streams`` clients and warm each up."""
+def start_side(the_lab: Lab, name: str, workers: int) -> Side:
+    """Start the server and wait for it to settle; no client yet."""
     if name == "sshd":
         server = start_server(the_lab, name)
-        rss = {server.process.pid: status_kib(server.process.pid, "status", "VmRSS:")}
-    else:
-        server = start_server(the_lab, name, [f"Workers={workers}"])
-        rss = wait_started(server, workers)
-    side = Side(server, [], rss)
+        return Side(server, [], {server.process.pid: status_kib(server.process.pid, "status", "VmRSS:")})
+    server = start_server(the_lab, name, [f"Workers={workers}"])
+    return Side(server, [], wait_started(server, workers))
+
+
+def connect_clients(the_lab: Lab, side: Side, streams: int, sink: Sink, nbytes: int, timeout: float) -> None:
+    """``streams`` clients, one after the other, each warmed up; every one
+    started is in ``side.tunnels`` at once, for the caller to stop."""
     warmup = memoryview(bytes(CHUNK))
     for _ in range(streams):
-        tunnel = start_tunnel(the_lab, "ssh", server, CIPHER, sink.port, b"", b"0\n")
-        side.tunnels.append(tunnel)
-        transfer(tunnel.local_port, warmup, min(nbytes, WARMUP_BYTES), timeout)
-    return side
+        side.tunnels.append(start_tunnel(the_lab, "ssh", side.server, CIPHER, sink.port, b"", b"0\n"))
+        transfer(side.tunnels[-1].local_port, warmup, min(nbytes, WARMUP_BYTES), timeout)
 
 
 def run(
@@ -296,7 +295,8 @@ def run(
     try:
         with Sink(timeout) as sink:
             for name, workers in servers:
-                sides.append(open_side(the_lab, name, workers, streams, sink, nbytes, timeout))
+                sides.append(start_side(the_lab, name, workers))
+                connect_clients(the_lab, sides[-1], streams, sink, nbytes, timeout)
             for run_no in range(runs):
                 for side in sides:
                     if side.error is not None:

@@ -51,6 +51,7 @@ from bench.lab import (
     MiB,
     Proc,
     Server,
+    descendants,
     lab,
     machine_busy,
     own_cpu,
@@ -88,8 +89,7 @@ def units(server: Server, table: dict[int, Proc]) -> list[Unit]:
     is_sshd = server.name == "sshd"
     found = [Unit("listener" if is_sshd else ("supervisor" if children else "hashiked"), (top,))]
     for i, child in enumerate(children, 1):
-        below = sorted(pid for pid, proc in table.items() if proc.ppid == child)
-        found.append(Unit(f"{'conn' if is_sshd else 'worker'} {i}", (child, *below)))
+        found.append(Unit(f"{'conn' if is_sshd else 'worker'} {i}", (child, *descendants(child, table))))
     return found
 
 

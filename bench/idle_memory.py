@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 
-from bench.lab import HOST, Lab, Server, descendants, lab, process_table, start_server
+from bench.lab import HOST, Lab, Server, descendants, lab, process_table, start_server, status_kib
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, file_identity
 from hashike.proto.hostkey import PublicKey
@@ -27,23 +27,11 @@ KiB = 1024
 SETTLE = 1.0  # seconds for the servers' per-connection work to finish
 
 
-def _field_kib(pid: int, path: str, name: str) -> int:
-    """A ``Name:   N kB`` field of a /proc file, 0 if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/{path}") as f:
-            for line in f:
-                if line.startswith(name):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def tree_memory(pid: int) -> tuple[float, float, int]:
     """(PSS KiB, RSS KiB, processes) of ``pid`` and its descendants."""
     pids = [pid, *descendants(pid, process_table())]
-    pss = sum(_field_kib(p, "smaps_rollup", "Pss:") for p in pids)
-    rss = sum(_field_kib(p, "status", "VmRSS:") for p in pids)
+    pss = sum(status_kib(p, "smaps_rollup", "Pss:") for p in pids)
+    rss = sum(status_kib(p, "status", "VmRSS:") for p in pids)
     return pss, rss, len(pids)
 
 

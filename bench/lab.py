@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -102,6 +102,19 @@ def machine_busy() -> float:
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return (sum(fields[:8]) - idle) / _TICK  # user..steal; guest is already in user
+
+
+def status_kib(pid: int, path: str, name: str) -> int:
+    """A ``Name:   N kB`` field of /proc/PID/``path`` (``status``: VmRSS, VmHWM;
+    ``smaps_rollup``: Pss), 0 if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/{path}") as f:
+            for line in f:
+                if line.startswith(name):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def loadavg() -> str:
@@ -278,14 +291,15 @@ def read_line(stream: Any, timeout: float) -> str:
     return line[0].decode(errors="replace") if line else ""
 
 
-def start_hashiked(the_lab: Lab) -> Server:
-    """``python -m hashike.cli.server -p 0 ...``; the port comes from its first line."""
-    log = the_lab.directory / "hashiked.log"
+def start_hashiked(the_lab: Lab, options: Sequence[str] = (), name: str = "hashiked") -> Server:
+    """``python -m hashike.cli.server -p 0 ... -o OPTION...``; the port comes from its first line."""
+    log = the_lab.directory / f"{name.replace(' ', '-')}.log"
     argv = [
         sys.executable, "-m", "hashike.cli.server", "-p", "0", "-h", str(the_lab.host_key),
         "-o", f"ListenAddress={HOST}",
         "-o", f"AuthorizedKeysFile={the_lab.authorized_keys}",
         "-o", f"AllowUsers={the_lab.user}",
+        *(arg for option in options for arg in ("-o", option)),
     ]  # fmt: skip
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
@@ -297,7 +311,7 @@ def start_hashiked(the_lab: Lab) -> Server:
         stop_process(process)
         raise RuntimeError(f"hashiked did not start: {line.strip()!r}; log: {tail(log)}")
     # stdout stays open and unread: hashiked prints nothing more there.
-    return Server("hashiked", int(found.group(1)), process, log)
+    return Server(name, int(found.group(1)), process, log)
 
 
 def _banner(port: int) -> bytes | None:
@@ -365,10 +379,11 @@ def start_sshd(the_lab: Lab) -> Server:
     raise RuntimeError(f"sshd did not start; log: {tail(log)}")
 
 
-def start_server(the_lab: Lab, name: str) -> Server:
-    """Start ``hashiked`` or ``sshd`` once per lab, and record it in known_hosts."""
+def start_server(the_lab: Lab, name: str, options: Sequence[str] = ()) -> Server:
+    """Start ``sshd``, or a hashiked called ``name`` with ``-o`` ``options``
+    (e.g. ``Workers=2``), once per lab, and record it in known_hosts."""
     if name not in the_lab.servers:
-        server = start_hashiked(the_lab) if name == "hashiked" else start_sshd(the_lab)
+        server = start_sshd(the_lab) if name == "sshd" else start_hashiked(the_lab, options, name)
         the_lab.servers[name] = server
         the_lab.add_known_host(server.port)
     return the_lab.servers[name]

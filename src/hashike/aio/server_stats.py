@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .forward import address_text
 from .server import Server
 from .stats import SCHEMA
 
-__all__ = ["snapshot"]
+__all__ = ["snapshot", "snapshot_of"]
 
 
 def snapshot(server: Server) -> dict[str, Any]:
@@ -45,6 +46,15 @@ def snapshot(server: Server) -> dict[str, Any]:
         )
     connections.sort(key=lambda c: c["started"])
     return {"schema": SCHEMA, "pid": os.getpid(), "connections": connections}
+
+
+def snapshot_of(server: Server) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """``snapshot`` as the status socket asks for it (aio/server_status.py)."""
+
+    async def take() -> dict[str, Any]:
+        return snapshot(server)
+
+    return take
 
 
 def _listener(stats: dict[str, Any]) -> dict[str, Any]:

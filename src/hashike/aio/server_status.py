@@ -98,9 +98,11 @@ def _document(reply: ss.StatusMessage | None, where: str) -> dict[str, Any]:
     return document
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str) -> dict[str, Any]:
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str, timeout: float = TIMEOUT
+) -> dict[str, Any]:
     try:
-        async with asyncio.timeout(TIMEOUT):
+        async with asyncio.timeout(timeout):
             writer.write(ss.encode(ss.StatusRequest()))
             await writer.drain()
             reply = await _read(reader, ss.MAX_FRAME)
@@ -148,7 +150,8 @@ async def ask_over(channel: socket.socket, message: bytes) -> dict[str, Any]:
     finally:
         theirs.close()
     reader, writer = await asyncio.open_unix_connection(sock=ours)
-    return await _exchange(reader, writer, "worker")
+    # Within the client's own wait, so that a stuck worker is reported, not the supervisor.
+    return await _exchange(reader, writer, "worker", TIMEOUT / 2)
 
 
 async def gather(workers: list[tuple[int, socket.socket]]) -> dict[str, Any]:

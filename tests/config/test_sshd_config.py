@@ -271,6 +271,13 @@ def test_login_grace_time(tmp_path: Path) -> None:
     assert parse_text(tmp_path, "LoginGraceTime 0\n").login_grace_time == 0.0
 
 
+def test_status_socket(tmp_path: Path) -> None:
+    assert parse_text(tmp_path, "").status_socket is None
+    assert parse_text(tmp_path, "StatusSocket /run/h/status\n").status_socket == "/run/h/status"
+    assert parse_text(tmp_path, "StatusSocket none\n").status_socket is None
+    assert parse_text(tmp_path, "", ["StatusSocket=/tmp/x"]).status_socket == "/tmp/x"
+
+
 def test_bad_login_grace_time(tmp_path: Path) -> None:
     path = write(tmp_path, "LoginGraceTime soon\n")
     with pytest.raises(ConfigError, match=where(path, 1) + r"Invalid LoginGraceTime 'soon'\.$"):

@@ -153,10 +153,11 @@ class SocketBridge(asyncio.Protocol):
     def channel_request_replied(self, success: bool) -> None:
         pass  # a bridge makes no requests
 
-    def count(self, stats: ForwardStats, peer: str) -> None:
-        """Counted by ``stats`` (a forward's, for hashike status) until the channel closes."""
+    def count(self, stats: ForwardStats, peer: str, target: str | None = None) -> None:
+        """Counted by ``stats`` (a forward's, for hashike status) until the
+        channel closes; ``target`` where this connection went, if not the forward's."""
         self.stats = stats
-        stats.opened(self, peer)
+        stats.opened(self, peer, target)
 
     def channel_closed(self) -> None:
         self.flush_writes()

@@ -31,6 +31,7 @@ from .stats import ForwardStats, register, unregister
 __all__ = [
     "ForwardListener",
     "Target",
+    "address_text",
     "bind_listener",
     "connect_failure",
     "connect_target",
@@ -118,16 +119,17 @@ class ForwardListener:
 
     def start_stats(self, kind: str) -> None:
         """Register with the process's status counters (aio/stats.py)."""
-        listen = ", ".join(_address(name) for name in self.sockets)
+        listen = ", ".join(address_text(name) for name in self.sockets)
         self.stats = register(ForwardStats(kind, listen, str(self.target) if self.target else "socks"))
 
     def count(self, bridge: SocketBridge, peer: tuple[str, int]) -> None:
         """A connection through this forward starts: counted until its channel closes."""
         if self.stats is not None:
-            bridge.count(self.stats, _address(peer))
+            bridge.count(self.stats, address_text(peer))
 
 
-def _address(name: Any) -> str:
+def address_text(name: Any) -> str:
+    """A socket name as ssh writes it: host:port, [v6]:port, or the path."""
     if isinstance(name, tuple):
         host = str(name[0])
         return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
@@ -191,13 +193,14 @@ async def connect_target(
     event: ChannelOpenRequested,
     *,
     client: bool = False,
-    counted: tuple[ForwardStats, str] | None = None,
+    stats: ForwardStats | None = None,
+    origin: str = "",
 ) -> None:
     """Connect onward for an accepted open (the server's direct-tcpip, the
     client's forwarded-tcpip), then confirm the channel, or refuse it with
     CONNECT_FAILED and the OS's reason. ``client``: log the failure in ssh's
-    words rather than sshd's; ``counted``: the forward's counters and the
-    connection's peer, for hashike status."""
+    words rather than sshd's. ``stats``: where the connection is counted
+    (hashiked's status), with ``origin`` as its peer."""
     loop = asyncio.get_running_loop()
     bridge = SocketBridge(pump, event.channel_id)
     channels = pump.core.channels
@@ -225,7 +228,7 @@ async def connect_target(
         return
     channels.accept_open(event.channel_id)
     bridge.bind(event.channel_id)
-    if counted is not None:
-        bridge.count(*counted)
+    if stats is not None:
+        bridge.count(stats, origin, str(Target(event.host, event.port, event.socket_path)))
     bridge.channel_open()
     pump.flush()

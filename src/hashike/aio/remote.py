@@ -204,7 +204,7 @@ class RemoteForwards:
             self._pump.flush()
             return
         onward = replace(event, host=target.host, port=target.port, socket_path=target.socket_path)
-        self._pump._spawn(connect_target(self._pump, onward, client=True, counted=(listener.stats, peer)))
+        self._pump._spawn(connect_target(self._pump, onward, client=True, stats=listener.stats, origin=peer))
 
 
 def _label(key: _Key) -> str:

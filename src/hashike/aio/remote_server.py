@@ -49,9 +49,11 @@ from hashike.proto.forwarding import decode_streamlocal_forward, decode_tcpip_fo
 from hashike.proto.text import escape_text
 
 from .bridge import SocketBridge
+from .forward import address_text
 from .listen import LISTEN_BACKLOG, BindError, bind_all
 from .pump import CorePump
 from .server_auth import login_key_options
+from .stats import ForwardStats
 
 __all__ = ["MAX_LISTENERS", "RemoteForwards"]
 
@@ -68,9 +70,10 @@ TAKEOVER_PAUSE = 0.05
 class _ForwardedBridge(SocketBridge):
     """One connection accepted on a remote-forward listener."""
 
-    def __init__(self, pump: CorePump[ServerConnection], address: str) -> None:
+    def __init__(self, pump: CorePump[ServerConnection], address: str, stats: ForwardStats) -> None:
         super().__init__(pump)
         self._address = address
+        self._listener_stats = stats
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -94,6 +97,9 @@ class _ForwardedBridge(SocketBridge):
             transport.close()
             return
         self.bind(channel_id)
+        # Counted until its channel closes (SocketBridge.channel_closed).
+        self.stats = self._listener_stats
+        self.stats.opened(self, address_text(peer))
         self.pump.flush()
 
 
@@ -112,6 +118,7 @@ class RemoteForwards:
         self._take_over = take_over
         # By (address as asked, port bound), or by socket path.
         self._listeners: dict[tuple[str, int] | str, list[asyncio.Server]] = {}
+        self._stats: dict[tuple[str, int] | str, ForwardStats] = {}  # for hashiked's status
         self._binding = 0
         pump.global_handlers["tcpip-forward"] = self._forward
         pump.global_handlers["cancel-tcpip-forward"] = self._cancel
@@ -128,19 +135,28 @@ class RemoteForwards:
         """The path of every Unix socket listener."""
         return [key for key in self._listeners if isinstance(key, str)]
 
+    def stats(self) -> list[ForwardStats]:
+        """The counters of every listener held (its open connections, bytes)."""
+        return [self._stats[key] for key in self._listeners if key in self._stats]
+
     def close(self) -> None:
-        for servers in self._listeners.values():
-            for server in servers:
-                server.close()
-        self._listeners.clear()
+        for key in list(self._listeners):
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, int] | str | None) -> bool:
+        """Close the listener for ``key``; False if none is held."""
+        if key is None:
+            return False
+        servers = self._listeners.pop(key, [])
+        self._stats.pop(key, None)
+        for server in servers:
+            server.close()  # the listening sockets close now: the port is free
+        return bool(servers)
 
     def surrender(self, key: tuple[str, int]) -> bool:
         """Give up the forward for (address as asked, port) to a newer
         connection (RemoteForwardTakeover); False if this one holds none."""
-        servers = self._listeners.pop(key, [])
-        for server in servers:
-            server.close()  # the listening sockets close now: the port is free
-        return bool(servers)
+        return self._drop(key)
 
     def _reply(self, event: GlobalRequestReceived, ok: bool, extra: bytes = b"") -> None:
         if event.want_reply:
@@ -192,8 +208,9 @@ class RemoteForwards:
         elsewhere = False
         if port != 0 and self._policy.remote_forward_takeover and self._take_over is not None:
             elsewhere = self._take_over(address, port)
+        stats = ForwardStats("remote", address, "client")  # the listen address, once bound
         try:
-            servers = await self._listen(address, hosts, port, TAKEOVER_BINDS if elsewhere else 1)
+            servers = await self._listen(address, hosts, port, stats, TAKEOVER_BINDS if elsewhere else 1)
         except BindError as exc:
             log.info("bind [%s]:%d: %s", exc.host, exc.port, os.strerror(exc.errno or 0))
             log.info("channel_setup_fwd_listener_tcpip: cannot listen to port: %d", port)
@@ -207,26 +224,30 @@ class RemoteForwards:
             return
         bound = int(servers[0].sockets[0].getsockname()[1])
         self._listeners[(address, bound)] = servers
+        stats.listen = ", ".join(address_text(s.getsockname()) for server in servers for s in server.sockets)
+        self._stats[(address, bound)] = stats
         log.debug("Local forwarding listening on %s port %d.", address, bound)
         self._reply(event, True, encode_allocated_port(bound) if port == 0 else b"")
 
     async def _listen(
-        self, address: str, hosts: tuple[str, ...], port: int, tries: int
+        self, address: str, hosts: tuple[str, ...], port: int, stats: ForwardStats, tries: int
     ) -> list[asyncio.Server]:
         """bind_all, tried again while the port is in use, ``tries`` times
         in all: another process giving the port up closes it when it can."""
         for _ in range(tries - 1):
             try:
-                return await self._listen_once(address, hosts, port)
+                return await self._listen_once(address, hosts, port, stats)
             except BindError as exc:
                 if exc.errno != errno.EADDRINUSE:
                     raise
             await asyncio.sleep(TAKEOVER_PAUSE)
-        return await self._listen_once(address, hosts, port)
+        return await self._listen_once(address, hosts, port, stats)
 
-    async def _listen_once(self, address: str, hosts: tuple[str, ...], port: int) -> list[asyncio.Server]:
+    async def _listen_once(
+        self, address: str, hosts: tuple[str, ...], port: int, stats: ForwardStats
+    ) -> list[asyncio.Server]:
         return await bind_all(
-            lambda: _ForwardedBridge(self._pump, address),
+            lambda: _ForwardedBridge(self._pump, address, stats),
             [(host, port) for host in hosts],
             # The IPv6 half is skipped on a machine without IPv6.
             optional=("::1", "::") if hosts in (LOOPBACK, EVERY_ADDRESS) else (),
@@ -237,10 +258,7 @@ class RemoteForwards:
             request = decode_tcpip_forward(event.extra)
         except DecodeError:
             request = None
-        servers = self._listeners.pop(request, []) if request is not None else []
-        for server in servers:
-            server.close()
-        self._reply(event, bool(servers))
+        self._reply(event, self._drop(request))
 
     def _forward_streamlocal(self, event: GlobalRequestReceived) -> None:
         try:
@@ -290,14 +308,18 @@ class RemoteForwards:
 
     async def _serve_socket(self, event: GlobalRequestReceived, path: str, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        stats = ForwardStats("remote", path, "client")
         try:
-            server = await loop.create_unix_server(lambda: _ForwardedBridge(self._pump, path), sock=sock)
+            server = await loop.create_unix_server(
+                lambda: _ForwardedBridge(self._pump, path, stats), sock=sock
+            )
         finally:
             self._binding -= 1
         if self._pump.core.closed:
             server.close()
             return
         self._listeners[path] = [server]
+        self._stats[path] = stats
         log.debug("Local forwarding listening on path %s.", escape_text(path))
         self._reply(event, True)
 
@@ -306,7 +328,4 @@ class RemoteForwards:
             path: str | None = decode_streamlocal_forward(event.extra)
         except DecodeError:
             path = None
-        servers = self._listeners.pop(path, []) if path is not None else []
-        for server in servers:
-            server.close()
-        self._reply(event, bool(servers))
+        self._reply(event, self._drop(path))

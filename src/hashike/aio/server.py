@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -50,7 +51,7 @@ from hashike.proto.hostkey import PrivateKey
 from hashike.proto.text import escape_text
 
 from .admission import Admission, drop
-from .forward import connect_target
+from .forward import address_text, connect_target
 from .keepalive import Keepalive, KeepaliveOptions
 from .keys_command import KeysCommand
 from .listen import LISTEN_BACKLOG, BindError, bind_all
@@ -58,6 +59,7 @@ from .pump import CorePump, Route
 from .remote_server import RemoteForwards
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator, login_key_options
 from .session_server import open_session
+from .stats import ForwardStats
 
 __all__ = ["BindError", "Server", "ServerOptions", "listen"]
 
@@ -122,6 +124,9 @@ class _ServerPump(CorePump[ServerConnection]):
         self._penalty: str | None = None  # set when LoginGraceTime runs out, or we fail
         self._auth = ConnectionAuth(server.users, self.core, self.process)
         self.remote_forwards = RemoteForwards(self, options.forwarding, self._take_over)  # -R (RFC 4254 §7.1)
+        # The client's -L: every onward direct-tcpip connection, for hashiked's status.
+        self.onward = ForwardStats("local", "", "")
+        self.started = time.time()
         self.tcp_keepalive = options.keepalive.tcp
         # ClientAliveInterval/CountMax, once logged in (sshd's server loop).
         self.keepalive = Keepalive(self, options.keepalive, self._client_dead)
@@ -283,7 +288,7 @@ class _ServerPump(CorePump[ServerConnection]):
                 event.channel_id, OpenFailureReason.ADMINISTRATIVELY_PROHIBITED, "open failed"
             )
             return
-        self._spawn(connect_target(self, event))
+        self._spawn(connect_target(self, event, stats=self.onward, origin=address_text((host, port))))
 
 
 class _Gate(asyncio.Protocol):

@@ -30,6 +30,7 @@ class Counted(Protocol):
 @dataclass(eq=False, slots=True)
 class _Open:
     peer: str
+    target: str
     started: float
 
 
@@ -46,9 +47,11 @@ class ForwardStats:
     _closed_in: int = 0
     _closed_out: int = 0
 
-    def opened(self, conn: Counted, peer: str) -> None:
+    def opened(self, conn: Counted, peer: str, target: str | None = None) -> None:
+        """``target``: this connection's own, where the forward has none
+        (the server's onward connections: each direct-tcpip names its own)."""
         self.connections += 1
-        self._open[conn] = _Open(peer, time.time())
+        self._open[conn] = _Open(peer, target or self.target, time.time())
 
     def finished(self, conn: Counted) -> None:
         """Idempotent: a bridge may report its end more than once."""
@@ -67,7 +70,13 @@ class ForwardStats:
             "bytes_in": self._closed_in + sum(c.bytes_in for c, _ in live),
             "bytes_out": self._closed_out + sum(c.bytes_out for c, _ in live),
             "open_connections": [
-                {"peer": o.peer, "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "started": o.started}
+                {
+                    "peer": o.peer,
+                    "target": o.target,
+                    "bytes_in": c.bytes_in,
+                    "bytes_out": c.bytes_out,
+                    "started": o.started,
+                }
                 for c, o in live
             ],
         }

@@ -23,6 +23,8 @@ from hashike.aio.keys_command import KeysCommand
 from hashike.aio.listen import BindError
 from hashike.aio.server import Server, ServerOptions
 from hashike.aio.server_auth import PasswordFileError, load_password_file
+from hashike.aio.server_stats import snapshot_of
+from hashike.aio.server_status import StatusError, StatusServer
 from hashike.aio.service import Notifier, ServiceError, listen_sockets
 from hashike.config.sshd_config import (
     DEFAULT_LISTEN_HOSTS,
@@ -71,7 +73,7 @@ def _parser() -> UsageParser:
         preamble=TransportConfig().software_version,
         prog="hashiked",
         add_help=False,
-        usage="hashiked [-d] [-f config_file] [-h host_key_file] [-o option] [-p port]",
+        usage="hashiked [-d] [-f config_file] [-h host_key_file] [-O ctl_cmd] [-o option] [-p port]",
         description="hashike's SSH server. Options follow sshd(8); it runs in the foreground "
         "and, unlike sshd, listens on loopback only unless ListenAddress says otherwise.",
         epilog="With no host key, hashiked creates ~/.hashike/ssh_host_ed25519_key on first start.",
@@ -95,6 +97,13 @@ def _parser() -> UsageParser:
         action="append",
         default=[],
         help="Keyword=value, as in sshd_config",
+    )
+    p.add_argument(
+        "-O",
+        dest="ctl_cmd",
+        metavar="ctl_cmd",
+        choices=["status"],
+        help="status: ask the running hashiked on its StatusSocket, and exit",
     )
     p.add_argument(
         "-p", dest="port", metavar="port", help="port to listen on (default 22; 0 picks a free one)"
@@ -245,6 +254,7 @@ async def _serve(
     server: Server | Supervisor = (
         Server(keys, options) if count == 1 else Supervisor(argv, options, count, reload)
     )
+    status = await _status_socket(settings, server)
     notifier = Notifier.from_environment()
     try:
         handed = listen_sockets()  # systemd's socket activation, instead of ListenAddress
@@ -267,8 +277,23 @@ async def _serve(
     await stop.wait()
     watchdog.cancel()
     notifier.stopping("shutting down")
+    if status is not None:
+        status.close()
     server.close()
     await server.wait_closed()
+
+
+async def _status_socket(settings: ServerSettings, server: Server | Supervisor) -> StatusServer | None:
+    """StatusSocket, listening before the server does; the supervisor's asks its workers."""
+    if settings.status_socket is None:
+        return None
+    snapshot = server.status if isinstance(server, Supervisor) else snapshot_of(server)
+    status = StatusServer(os.path.expanduser(settings.status_socket), snapshot)
+    try:
+        await status.start()
+    except StatusError as exc:
+        raise _Fatal(str(exc)) from None
+    return status
 
 
 async def _bind(
@@ -303,6 +328,17 @@ class _Formatter(logging.Formatter):
         return f"debug1: {text}" if record.levelno <= logging.DEBUG else text
 
 
+def _control(settings: ServerSettings) -> int:
+    """``-O status``: the running server's status, from its StatusSocket."""
+    from .server_status import show_server
+
+    if settings.status_socket is None:
+        raise _Fatal("-O status: no StatusSocket in the configuration")
+    return show_server(
+        os.path.expanduser(settings.status_socket), as_json=False, watch=False, prog="hashiked"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -315,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.insert(0, f"Port {args.port}")
     try:
         settings = parse_server_config(args.config, overrides)
+        if args.ctl_cmd is not None:
+            return _control(settings)
         keys = _load_host_keys(settings, args.host_keys)
         argv = sys.argv[1:] if argv is None else argv
         asyncio.run(_serve(settings, keys, argv, _reloader(args, overrides)))

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-S", dest="control_path", metavar="PATH", help="ask only the master on this control socket"
     )
+    p.add_argument(
+        "--server", metavar="SOCKET", help="ask the hashiked on this StatusSocket (cli/server_status.py)"
+    )
     p.add_argument("--json", action="store_true", help="print the documented JSON schema (README)")
     p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
     return p
@@ -145,6 +148,10 @@ async def watch(explicit: str | None) -> None:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.server is not None:
+        from .server_status import show_server
+
+        return show_server(args.server, as_json=args.json, watch=args.watch, prog="hashike status")
     try:
         if args.watch:
             asyncio.run(watch(args.control_path))

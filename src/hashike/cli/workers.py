@@ -14,6 +14,8 @@ socketpair (one message per datagram, descriptors by SCM_RIGHTS):
 - supervisor to worker: ``conn`` with the connection's descriptor; ``drain``
   (stop getting connections, exit once the last one ends, or close them
   once WorkerDrainTimeout has passed).
+- supervisor to worker: ``status`` with one end of a socketpair, on which
+  the worker answers the status request it reads (aio/server_status.py).
 - worker to supervisor: ``ended HOST`` (a connection from HOST authenticated
   or went away: it is no longer a startup), ``penalty HOST KIND`` (charge
   PerSourcePenalties' KIND to HOST).
@@ -40,10 +42,13 @@ import socket
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from hashike.aio.admission import Admission, drop
 from hashike.aio.listen import LISTEN_BACKLOG, bind_all
 from hashike.aio.server import Server, ServerOptions
+from hashike.aio.server_stats import snapshot_of
+from hashike.aio.server_status import WORKER_MESSAGE, answer_on, gather
 from hashike.config.sshd_config import ServerSettings
 from hashike.proto.text import escape_text
 
@@ -241,6 +246,10 @@ class Supervisor:
         elif not relay_takeover(data, [w.channel for w in self.workers if w is not worker]):
             log.error("worker %d: bad message %s", worker.process.pid, escape_text(repr(data)))
 
+    async def status(self) -> dict[str, Any]:
+        """``hashike status --server``: every worker's connections, draining ones too."""
+        return await gather([(w.process.pid, w.channel) for w in self.workers])
+
     # Connections.
 
     @property
@@ -371,11 +380,14 @@ async def serve_worker(channel: socket.socket, server: Server, drain_timeout: fl
             data, fds, _, _ = socket.recv_fds(channel, MESSAGE_SIZE, 1)
         except OSError:
             data, fds = b"", []
-        for fd in fds[1:] if data == b"conn" else fds:
+        for fd in fds[1:] if data in (b"conn", WORKER_MESSAGE) else fds:
             os.close(fd)
-        if data == b"conn" and fds:
+        if data in (b"conn", WORKER_MESSAGE) and fds:
             os.set_inheritable(fds[0], False)  # SCM_RIGHTS gives no O_CLOEXEC
-            task = loop.create_task(server.serve_socket(socket.socket(fileno=fds[0])))
+            sock = socket.socket(fileno=fds[0])
+            task = loop.create_task(
+                server.serve_socket(sock) if data == b"conn" else answer_on(sock, snapshot_of(server))
+            )
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         elif data == b"drain":

@@ -112,6 +112,10 @@ client and drop it, with its ``-R`` listeners, when it stops answering;
 Workers (see :mod:`hashike.cli.workers`): ``Workers n|auto`` (default 1: one
 process; ``auto`` is one per core) and ``WorkerDrainTimeout time`` (default
 1h): how long a worker retired by SIGHUP may keep its connections.
+
+``StatusSocket path|none`` (hashike's own, default none): the control socket
+``hashike status --server`` and ``hashiked -O status`` ask (see
+:mod:`hashike.aio.server_status`).
 """
 
 from __future__ import annotations
@@ -244,6 +248,7 @@ class ServerSettings(TransportSettings):
     tcp_keep_alive: bool = True
     workers: int = 1  # 0: auto, one per core
     worker_drain_timeout: int = 3600  # seconds
+    status_socket: str | None = None  # StatusSocket
 
 
 # --- value formats -----------------------------------------------------------
@@ -505,6 +510,7 @@ _KEYWORDS: dict[str, Keyword] = {
     "maxstartups": single("max_startups", _parse_max_startups),
     "workers": single("workers", _parse_workers),
     "workerdraintimeout": single("worker_drain_timeout", _parse_drain_timeout),
+    "statussocket": single("status_socket", _parse_optional_path),
     "persourcemaxstartups": single("per_source_max_startups", parse_per_source_max_startups),
     "persourcenetblocksize": single("per_source_net_block_size", parse_net_block_size),
     "persourcepenalties": single("per_source_penalties", parse_penalties, max_args=None),

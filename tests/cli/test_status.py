@@ -160,6 +160,7 @@ def test_sizes(n: int, text: str) -> None:
 
 
 SIZE = re.compile(r"(\d+(?:\.\d+)?) (B|KiB|MiB|GiB)\b")
+RATE = re.compile(r"(\d+(?:\.\d+)?) (?:B|KiB|MiB|GiB)/s")
 UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 
@@ -210,6 +211,12 @@ def test_watch_under_tmux(master: int, runtime: str) -> None:
             return n is not None and n > first[0]
 
         eventually_sync(grown, DEADLINE, what=screen, interval=0.2)
+
+        def moving() -> bool:  # the current rate, between two refreshes
+            rows = [line for line in screen().splitlines() if f"127.0.0.1:{port}" in line]
+            return bool(rows) and any(float(n) > 0 for n in RATE.findall(rows[0]))
+
+        eventually_sync(moving, DEADLINE, what=screen, interval=0.2)
     finally:
         stop.set()
         mover.join(DEADLINE)

@@ -93,26 +93,48 @@ def _size(n: int) -> str:
     return f"{n} B" if i == 0 else f"{n / 1024**i:.1f} {units[i]}"
 
 
-def render(document: dict[str, Any]) -> Any:
+Rates = dict[tuple[str, str, str], str]
+
+
+def render(document: dict[str, Any], rates: Rates | None = None) -> Any:
     """The view: one table, a row per forward under its connection's row and
-    a row per open forwarded connection under its forward's."""
+    a row per open forwarded connection under its forward's; ``rates`` (the
+    live view's, between two refreshes) by forward."""
     from rich.table import Table
 
     table = Table(title="hashike status")
-    for name in ("connection", "kind", "listen → target", "open", "total", "in", "out"):
+    for name in ("connection", "kind", "listen → target", "open", "total", "in", "out", "rate in/out"):
         table.add_column(name, no_wrap=True)  # a row per forward: an address cut in two misleads
     for conn in document["connections"]:
         info = conn.get("connection") or {}
         who = f"{info.get('user', '?')}@{info.get('host', '?')}" if info else conn["control_path"]
-        table.add_row(escape_text(who), escape_text(conn.get("error") or _state(info)), "", "", "", "", "")
+        table.add_row(escape_text(who), escape_text(conn.get("error") or _state(info)))
         for f in conn.get("forwards", []):
             route = escape_text(f"{f['listen']} → {f['target']}")
             counts = (str(f["open"]), str(f["connections"]), _size(f["bytes_in"]), _size(f["bytes_out"]))
-            table.add_row("", f["kind"], route, *counts)
+            rate = (rates or {}).get(_key(conn, f), "")
+            table.add_row("", f["kind"], route, *counts, rate)
             for c in f.get("open_connections", []):
                 peer = escape_text(f"  from {c['peer']}")
                 table.add_row("", "", peer, "", "", _size(c["bytes_in"]), _size(c["bytes_out"]))
     return table
+
+
+def _key(conn: dict[str, Any], forward: dict[str, Any]) -> tuple[str, str, str]:
+    return (conn["control_path"], forward["kind"], forward["listen"])
+
+
+def rates(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Rates:
+    """Each forward's bytes per second each way between two snapshots."""
+    earlier = {_key(c, f): f for c in before["connections"] for f in c.get("forwards", [])}
+    found: Rates = {}
+    for conn in after["connections"]:
+        for f in conn.get("forwards", []):
+            if (old := earlier.get(_key(conn, f))) is not None and seconds > 0:
+                speed_in = max(0, f["bytes_in"] - old["bytes_in"]) / seconds
+                speed_out = max(0, f["bytes_out"] - old["bytes_out"]) / seconds
+                found[_key(conn, f)] = f"{_size(int(speed_in))}/s / {_size(int(speed_out))}/s"
+    return found
 
 
 def _state(info: dict[str, Any]) -> str:
@@ -140,10 +162,14 @@ async def watch(explicit: str | None) -> None:
     """The live view: the table redrawn in place every second."""
     from rich.live import Live
 
-    with Live(render(await collect(explicit)), auto_refresh=False) as live:
+    loop = asyncio.get_running_loop()
+    before, when = await collect(explicit), loop.time()
+    with Live(render(before), auto_refresh=False) as live:
         while True:  # until Ctrl-C
             await asyncio.sleep(WATCH_INTERVAL)
-            live.update(render(await collect(explicit)), refresh=True)
+            after, now = await collect(explicit), loop.time()
+            live.update(render(after, rates(before, after, now - when)), refresh=True)
+            before, when = after, now
 
 
 def main(argv: list[str]) -> int:

@@ -83,7 +83,8 @@ def test_a_hung_hashiked_is_timed_out(tmp_path: Path) -> None:
     client = start(hashike_argv(server, *ALIVE, "-L", f"{listen_port}:127.0.0.1:9"))
     try:
         assert answers(listen_port), client.stderr
-        with stopped([daemon.process.pid]) as since:
+        # The supervisor and its workers (Workers auto by default).
+        with stopped([daemon.process.pid, *_descendants(daemon.process.pid)]) as since:
             assert_times_out(client, since, listen_port)
     finally:
         client.stop()

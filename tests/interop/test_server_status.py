@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from hashike.proto import server_status as ss
-from tests.echo import start_echo_server
+from tests.cli.test_status import echo_port
 from tests.helpers import eventually_sync
 from tests.interop.conftest import free_port
 from tests.interop.test_auth_hashike_to_sshd import test_account
 from tests.interop.test_control_other_uid import as_account
 from tests.interop.test_forward_openssh_to_hashiked import (
     DEADLINE,
-    BackgroundLoop,
     Hashiked,
     keygen,
     public_line,
@@ -41,7 +40,7 @@ from tests.interop.test_forward_openssh_to_hashiked import (
 if TYPE_CHECKING:
     from tests.interop.conftest import SshClient
 
-__all__ = ["test_account"]  # a fixture used here
+__all__ = ["echo_port", "test_account"]  # fixtures used here
 pytestmark = pytest.mark.interop
 
 PAYLOAD = b"status-bytes " * 1000
@@ -55,16 +54,6 @@ def short_dir() -> Iterator[Path]:
         yield Path(base)
     finally:
         subprocess.run(["rm", "-rf", base], check=True)
-
-
-@pytest.fixture(scope="module")
-def echo_port() -> Iterator[int]:
-    loop = BackgroundLoop()
-    try:
-        server = loop.run(start_echo_server())
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        loop.close()
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import eventually_sync
 from tests.interop.conftest import free_port
 from tests.interop.test_forward_openssh_to_hashiked import Hashiked, SshProcess, start_hashiked
-from tests.interop.test_workers import DEADLINE, _answers, keys, served_by, target
+from tests.interop.test_workers import DEADLINE, _answers, keys, target, worker_sockets
 
 if TYPE_CHECKING:
     from tests.interop.conftest import SshClient
@@ -52,7 +52,7 @@ def test_one_remote_port_goes_to_one_worker_only(
             # ssh's own words; without ExitOnForwardFailure it stays logged in.
             failed = f"remote port forwarding failed for listen port {port}"
             assert clients[1].wait_for(failed), clients[1].stderr
-            owners = served_by(server.port)
+            owners = worker_sockets(server)
             assert len(owners) == 2 and owners[0] != owners[1], owners  # two workers
             assert _answers(port) == b"first"
             assert failed not in clients[0].stderr
@@ -80,7 +80,7 @@ def test_a_remote_port_is_taken_over_from_another_worker(
                 )
             )
             eventually_sync(lambda: _answers(port) == b"second", DEADLINE, what="the port taken over")
-            owners = served_by(server.port)
+            owners = worker_sockets(server)
             assert len(owners) == 2 and owners[0] != owners[1], owners  # two workers, both still logged in
             assert clients[1].process.poll() is None, clients[1].stderr  # ExitOnForwardFailure did not fire
         # ssh asks for "localhost" when -R names no bind address.

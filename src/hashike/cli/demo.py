@@ -26,7 +26,7 @@ from pathlib import Path
 
 from hashike.keys.keypair import generate_private_key, write_private_key
 
-from .netstat import Socket, tcp_sockets
+from .netstat import Socket, children, tcp_sockets
 
 __all__ = ["main"]
 
@@ -122,9 +122,10 @@ def _role(sock: Socket, names: dict[int, str], ports: dict[str, int]) -> str:
     peer = sock.remote[1]
     if name == "hashike" and peer == ports["ssh"]:
         return "the SSH connection (encrypted)"
-    if name == "hashiked" and sock.local[1] == ports["ssh"]:
+    server = name.startswith("hashiked")  # the supervisor, or with Workers a worker
+    if server and sock.local[1] == ports["ssh"]:
         return "the SSH connection, server end"
-    if name == "hashiked" and peer == ports["pop3"]:
+    if server and peer == ports["pop3"]:
         return "server's onward connection to POP3 (plain text, on the server)"
     if name == "pop3":
         return "POP3 session, from hashiked"
@@ -196,6 +197,7 @@ def _run(tmp: Path) -> None:
             client.pid: "hashike",
             os.getpid(): "mail client",
         }
+        names |= {pid: "hashiked worker" for pid in children(hashiked.pid)}  # Workers (auto: per core)
         table = _mail_session(local, names)
         print("5. who listens where, and which connection is which (like netstat -tnp):")
         _print_table(table, names, {"ssh": ssh_port, "pop3": pop3_port, "local": local})

@@ -8,7 +8,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 
-__all__ = ["Socket", "tcp_sockets"]
+__all__ = ["Socket", "children", "tcp_sockets"]
 
 _STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
 
@@ -46,6 +46,15 @@ def _inodes(pid: int) -> set[str]:
     except OSError:
         pass
     return found
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux's /proc/PID/task/PID/children)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(word) for word in f.read().split()]
+    except OSError:
+        return []
 
 
 def tcp_sockets(pids: list[int]) -> list[Socket]:

@@ -109,8 +109,8 @@ Keepalives (see :mod:`hashike.aio.keepalive`): ``ClientAliveInterval time``
 client and drop it, with its ``-R`` listeners, when it stops answering;
 ``TCPKeepAlive yes|no`` sets SO_KEEPALIVE (default yes).
 
-Workers (see :mod:`hashike.cli.workers`): ``Workers n|auto`` (default 1: one
-process; ``auto`` is one per core) and ``WorkerDrainTimeout time`` (default
+Workers (see :mod:`hashike.cli.workers`): ``Workers n|auto`` (default auto: one
+per core; ``1`` is one process) and ``WorkerDrainTimeout time`` (default
 1h): how long a worker retired by SIGHUP may keep its connections.
 
 ``StatusSocket path|none`` (hashike's own, default none): the control socket
@@ -246,7 +246,7 @@ class ServerSettings(TransportSettings):
     client_alive_interval: int = 0  # seconds; 0: no keepalives
     client_alive_count_max: int = 3
     tcp_keep_alive: bool = True
-    workers: int = 1  # 0: auto, one per core
+    workers: int = 0  # 0: auto, one per core (the default), 1: one process
     worker_drain_timeout: int = 3600  # seconds
     status_socket: str | None = None  # StatusSocket
 

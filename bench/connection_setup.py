@@ -53,6 +53,7 @@ from bench.lab import (
     Lab,
     lab,
     loadavg,
+    output_options,
     process_table,
     read_line,
     start_server,
@@ -412,9 +413,7 @@ def _parser() -> argparse.ArgumentParser:
         help="start Python processes with this environment as it is (with PYTHONDONTWRITEBYTECODE=1, "
         "every start recompiles every module); default: a bytecode cache under the temporary directory",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown tables")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    output_options(p, "Markdown tables")
     return p
 
 

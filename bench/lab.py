@@ -9,6 +9,7 @@ process is bounded by a fixed deadline."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pwd
@@ -387,3 +388,10 @@ def start_server(the_lab: Lab, name: str, options: Sequence[str] = ()) -> Server
         the_lab.servers[name] = server
         the_lab.add_known_host(server.port)
     return the_lab.servers[name]
+
+
+def output_options(p: argparse.ArgumentParser, tables: str = "a Markdown table") -> None:
+    """--json, --keep and --quiet, as every benchmark that starts servers takes them."""
+    p.add_argument("--json", action="store_true", help=f"print JSON instead of {tables}")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -79,6 +79,7 @@ from bench.lab import (
     lab,
     loadavg,
     machine_busy,
+    output_options,
     own_cpu,
     process_table,
     start_server,
@@ -660,9 +661,7 @@ def _parser() -> argparse.ArgumentParser:
         default=list(MODES),
         help="comma-separated tunnels to measure: L, R, D (default all)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    output_options(p)
     return p
 
 

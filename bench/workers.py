@@ -54,6 +54,7 @@ from bench.lab import (
     descendants,
     lab,
     machine_busy,
+    output_options,
     own_cpu,
     process_table,
     start_server,
@@ -368,9 +369,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="bound of one transfer, s (default 60 + MiB * streams / 2)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    output_options(p)
     return p
 
 

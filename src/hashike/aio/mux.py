@@ -42,6 +42,7 @@ __all__ = [
     "MuxHandler",
     "MuxRequest",
     "MuxServer",
+    "bind_private",
     "check_socket_path",
     "listen_mux",
     "peer_uid",
@@ -110,19 +111,29 @@ def _check_directory(path: str) -> None:
         raise MuxError(f"Bad owner or permissions on {directory}")
 
 
+def bind_private(path: str) -> socket.socket:
+    """A Unix socket bound at ``path`` under umask 0177: 0600 from its first
+    instant, never a moment open to others. OSError if it cannot be bound."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    return sock
+
+
 def _bind(path: str) -> socket.socket:
     """A listening socket at ``path``, 0600 from the start, never replacing one there."""
     _check_directory(path)
     temporary = f"{path}.{os.urandom(8).hex()}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
     try:
-        sock.bind(temporary)
+        sock = bind_private(temporary)
     except OSError as exc:
-        sock.close()
         raise MuxError(f"ControlSocket {path}: {os.strerror(exc.errno or 0)}") from None
-    finally:
-        os.umask(old_umask)
     try:
         sock.listen(64)
         os.link(temporary, path)  # fails if a master is there: the link is atomic

@@ -32,7 +32,7 @@ from hashike.config.runtime_dir import RuntimeDirError, check_private
 from hashike.proto import server_status as ss
 from hashike.proto.errors import DecodeError
 
-from .mux import MuxError, check_socket_path, peer_uid
+from .mux import MuxError, bind_private, check_socket_path, peer_uid
 from .stats import SCHEMA
 
 __all__ = [
@@ -239,15 +239,10 @@ class StatusServer:
     async def start(self) -> None:
         """Raises StatusError (one line)."""
         _prepare(self.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
         try:
-            sock.bind(self.path)
+            sock = bind_private(self.path)
         except OSError as exc:
-            sock.close()
             raise StatusError(f"StatusSocket {self.path}: {os.strerror(exc.errno or 0)}") from None
-        finally:
-            os.umask(old_umask)
         self._server = await asyncio.start_unix_server(self._serve, sock=sock)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -97,9 +97,7 @@ class _ForwardedBridge(SocketBridge):
             transport.close()
             return
         self.bind(channel_id)
-        # Counted until its channel closes (SocketBridge.channel_closed).
-        self.stats = self._listener_stats
-        self.stats.opened(self, address_text(peer))
+        self.count(self._listener_stats, address_text(peer))
         self.pump.flush()
 
 

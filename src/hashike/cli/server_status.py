@@ -8,14 +8,13 @@ document (README, "hashike status"). Every string in it came from a peer
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Any
 
 from hashike.aio.server_status import StatusError, query
 from hashike.proto.text import escape_text
 
-from .status import WATCH_INTERVAL, _size
+from .status import WATCH_INTERVAL, _size, show
 
 __all__ = ["render", "show_server"]
 
@@ -56,17 +55,6 @@ def render(document: dict[str, Any]) -> Any:
     return table
 
 
-def _show(document: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(document, indent=2))
-        return
-    from rich.console import Console
-
-    # Without a terminal: one plain snapshot, wide enough not to wrap rows.
-    console = Console() if sys.stdout.isatty() else Console(width=200, color_system=None)
-    console.print(render(document))
-
-
 async def _watch(path: str) -> None:
     from rich.live import Live
 
@@ -82,7 +70,7 @@ def show_server(path: str, *, as_json: bool, watch: bool, prog: str) -> int:
         if watch:
             asyncio.run(_watch(path))
         else:
-            _show(asyncio.run(query(path)), as_json)
+            show(asyncio.run(query(path)), as_json, render)
     except StatusError as exc:
         print(f"{prog}: {escape_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,8 @@ def _state(info: dict[str, Any]) -> str:
     return ", ".join(words)
 
 
-def show(document: dict[str, Any], as_json: bool) -> None:
+def show(document: dict[str, Any], as_json: bool, view: Callable[[dict[str, Any]], Any] = render) -> None:
+    """``document`` as JSON, or as ``view`` draws it (hashiked's status has its own)."""
     if as_json:
         print(json.dumps(document, indent=2))
         return
@@ -155,7 +157,7 @@ def show(document: dict[str, Any], as_json: bool) -> None:
 
     # Without a terminal: one plain snapshot, wide enough not to wrap rows.
     console = Console() if sys.stdout.isatty() else Console(width=200, color_system=None)
-    console.print(render(document))
+    console.print(view(document))
 
 
 async def watch(explicit: str | None) -> None:

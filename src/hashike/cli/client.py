@@ -345,7 +345,7 @@ async def _session(settings: ClientSettings, invocation: _Invocation) -> int:
             return await persist_master(master, stop.event)
         if (invocation.no_command or settings.session_type == "none") and settings.reconnect != 0:
             again = functools.partial(connect_through, settings, _login, invocation.config_file)
-            follow = master.follow if master is not None else (lambda _client, _supervisor: None)
+            follow = master.follow if master is not None else (lambda _client: None)
             return await stay_connected(client, settings, stop.event, again, table, follow)
         if invocation.no_command or settings.session_type == "none":
             return await _forward_only(client, settings, stop)

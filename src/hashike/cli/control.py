@@ -41,7 +41,6 @@ from hashike.aio.client import SSHClient
 from hashike.aio.mux import MuxClient, MuxError, MuxRequest, MuxServer, listen_mux
 from hashike.aio.remote import RemoteForwardFailed
 from hashike.aio.session_client import Process, SessionRequestFailed
-from hashike.aio.supervisor import Supervisor
 from hashike.config.forward import Forward
 from hashike.config.runtime_dir import RuntimeDirError, runtime_dir
 from hashike.config.ssh_config import ClientSettings
@@ -323,7 +322,6 @@ class Master:
     following: set[asyncio.Task[None]] = field(default_factory=set)  # _follow_size tasks
     entry: str | None = None  # our symlink in the runtime directory, for hashike status
     started: float = field(default_factory=time.time)
-    supervisor: Supervisor | None = None  # under Reconnect: its state and count, for status
     status_only: bool = False  # not a master: the socket answers hashike status alone
 
     async def forward(self, request: mux.ForwardRequest) -> mux.MuxMessage:
@@ -400,22 +398,22 @@ class Master:
     def stop_listening(self) -> None:
         log.debug("mux: stopped listening on %s", self.settings.control_path)
 
-    def follow(self, client: SSHClient, supervisor: Supervisor) -> None:
+    def follow(self, client: SSHClient) -> None:
         """Reconnect made ``client`` the connection: sessions, -O forward and
         status go to it from now on."""
         self.client = self.table.client = client
-        self.supervisor = supervisor
 
     def status(self) -> dict[str, Any]:
         s, now = self.settings, time.time()
         connection = {"host": s.host, "hostname": s.hostname, "user": s.user, "port": s.port}
         connection |= {"state": self._state(now), "started": self.started, "uptime": now - self.started}
-        supervisor = self.supervisor
+        supervisor = self.table.supervisor  # under Reconnect: its state and count
         connection |= {"reconnects": supervisor.reconnects if supervisor else 0, "rtt": self.client.rtt}
         return stats.snapshot(connection)
 
     def _state(self, now: float) -> str:
-        retry_at = self.supervisor.retry_at if self.supervisor else None
+        supervisor = self.table.supervisor
+        retry_at = supervisor.retry_at if supervisor else None
         if retry_at is not None:
             return f"reconnecting in {max(0, math.ceil(retry_at - now))} s"
         return "closed" if self.client.core.closed else "connected"

@@ -32,7 +32,7 @@ __all__ = ["stay_connected"]
 
 EXIT_FAILURE = 255
 Login = Callable[[], Awaitable[tuple[SSHClient, ClientSettings]]]
-Follow = Callable[[SSHClient, Supervisor], None]
+Follow = Callable[[SSHClient], None]
 
 
 def _allocated(spec: RemoteSpec, listener: RemoteListener) -> None:
@@ -75,7 +75,7 @@ async def _follow(supervisor: Supervisor, first: SSHClient, follow: Follow) -> i
     notify = notifier()
     try:
         async for client in supervisor:
-            follow(client, supervisor)
+            follow(client)
             if client is not first:  # the first one feeds the watchdog already (announce_ready)
                 client.keepalive.on_reply.append(lambda _rtt: notify.alive())
             await client.wait_closed()

@@ -59,7 +59,7 @@ class ForwardTable:
             return False
         listener.close()
         if fwd.kind == "remote" and self.supervisor is not None:
-            with contextlib.suppress(ValueError):  # one given at start that failed is not there
+            with contextlib.suppress(ValueError):  # not listed there: nothing to forget
                 self.supervisor.remote.remove(remote_spec(fwd))
         return True
 

@@ -34,7 +34,7 @@ from hashike.proto.errors import SSHError
 from hashike.proto.events import ChannelOpenRequested, GlobalRequestReplied
 from hashike.proto.forwarding import decode_allocated_port, encode_streamlocal_forward, encode_tcpip_forward
 
-from .forward import Target, connect_target
+from .forward import Target, address_text, connect_target
 from .pump import CorePump
 from .rsocks import ReverseSocks
 from .socks import HANDSHAKE_TIMEOUT
@@ -196,7 +196,7 @@ class RemoteForwards:
             return
         listener.connections += 1
         target = listener.target
-        peer = event.socket_path or f"{event.orig_host}:{event.orig_port}"  # where it came from, there
+        peer = event.socket_path or address_text((event.orig_host, event.orig_port))  # from, over there
         if target is None:  # reverse dynamic: the SOCKS client names the target
             self._pump.core.channels.accept_open(event.channel_id)
             socks = ReverseSocks(self._pump, event.channel_id, listener.handshake_timeout)

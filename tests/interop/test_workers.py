@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from hashike.cli.netstat import children
 from tests.helpers import eventually_sync
 from tests.interop.conftest import free_port
 from tests.interop.test_forward_openssh_to_hashiked import Hashiked, keygen, public_line, start_hashiked
@@ -84,10 +85,6 @@ def held_now(server: Hashiked, snapshot: list[int]) -> list[int]:
     one read of /proc is both waited on and checked."""
     snapshot[:] = worker_sockets(server)
     return snapshot
-
-
-def children(pid: int) -> set[int]:
-    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
 def start_transfer(ssh_client: SshClient, server: Hashiked, key: Path) -> subprocess.Popen[bytes]:

@@ -41,9 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-S", dest="control_path", metavar="PATH", help="ask only the master on this control socket"
     )
-    p.add_argument(
-        "--server", metavar="SOCKET", help="ask the hashiked on this StatusSocket (cli/server_status.py)"
-    )
+    p.add_argument("--server", metavar="SOCKET", help="ask the hashiked listening on this StatusSocket")
     p.add_argument("--json", action="store_true", help="print the documented JSON schema (README)")
     p.add_argument("--watch", action="store_true", help="refresh every second until Ctrl-C")
     return p

@@ -132,6 +132,7 @@ class Side:
     runs_mbps: list[float] = field(default_factory=list)
     runs_cpu: list[dict[str, list[float]]] = field(default_factory=list)  # unit -> its processes'
     runs_client_cpu: list[float] = field(default_factory=list)
+    runs_faults: list[int] = field(default_factory=list)  # page faults of every server process
     runs_background: list[float] = field(default_factory=list)
     error: str | None = None
 
@@ -169,7 +170,13 @@ def measure(side: Side, buffer: memoryview, nbytes: int, timeout: float) -> None
         start = before[pid].cpu if pid in before else 0.0
         return after[pid].cpu - start if pid in after else 0.0
 
-    cpu = {u.label: [round(spent(p), 3) for p in u.pids] for u in units(side.server, after)}
+    def faulted(pid: int) -> int:
+        start = before[pid].faults if pid in before else 0
+        return after[pid].faults - start if pid in after else 0
+
+    server_units = units(side.server, after)
+    cpu = {u.label: [round(spent(p), 3) for p in u.pids] for u in server_units}
+    side.runs_faults.append(sum(faulted(p) for u in server_units for p in u.pids))
     clients = sum(tree_cpu(t.process.pid, after) - tree_cpu(t.process.pid, before) for t in side.tunnels)
     ours = sum(map(sum, cpu.values())) + clients + (own1 - own0)
     side.runs_mbps.append(round(len(side.tunnels) * nbytes / elapsed / 1e6, 1))
@@ -188,6 +195,7 @@ class Result:
     ratio: float | None  # over sshd's
     server_cpu_s: float | None  # all server-side processes, median of the runs
     server_cpu_s_per_gib: float | None
+    server_faults_per_gib: float | None  # minor + major, all server-side processes
     client_cpu_s_per_gib: float | None  # the ssh processes, for reference
     process_cpu_s: dict[str, list[float]]  # unit -> each process's CPU s, mean per run
     peak_rss_kib: dict[str, int]  # unit -> VmHWM summed over its processes
@@ -235,6 +243,7 @@ def result(side: Side, nbytes: int) -> Result:
     mean = _mean_per_process(side.runs_cpu)
     cpu = _median(totals)
     client = _median(side.runs_client_cpu)
+    faults = _median(side.runs_faults)
     background = _median(side.runs_background)
     return Result(
         server=side.server.name,
@@ -242,6 +251,7 @@ def result(side: Side, nbytes: int) -> Result:
         ratio=None,
         server_cpu_s=None if cpu is None else round(cpu, 2),
         server_cpu_s_per_gib=None if cpu is None else round(cpu / gib, 2),
+        server_faults_per_gib=None if faults is None else round(faults / gib),
         client_cpu_s_per_gib=None if client is None else round(client / gib, 2),
         process_cpu_s=mean,
         peak_rss_kib=peak,
@@ -333,9 +343,9 @@ def _spread(values: dict[str, Any], fmt: str) -> str:
 
 def markdown(results: Sequence[Result]) -> str:
     lines = [
-        "| server | MB/s | vs sshd | server CPU s | CPU s/GiB | CPU s per process "
+        "| server | MB/s | vs sshd | server CPU s | CPU s/GiB | faults/GiB | CPU s per process "
         "| peak RSS MiB (VmHWM) | peak KiB per connection (connections held) |",
-        "|---|---:|---:|---:|---:|---|---|---|",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in results:
         cpu = {k: "+".join(f"{x:.2f}" for x in v) for k, v in r.process_cpu_s.items()}
@@ -345,7 +355,8 @@ def markdown(results: Sequence[Result]) -> str:
         lines.append(
             f"| {r.server} | {_cell(r.mbps, ',.0f')} | {_cell(r.ratio, '.2f')} "
             f"| {_cell(r.server_cpu_s, '.2f')} | {_cell(r.server_cpu_s_per_gib, '.2f')} "
-            f"| {_spread(cpu, 's')}{error} | {_spread(rss, '.1f')} | {each} |"
+            f"| {_cell(r.server_faults_per_gib, ',.0f')} | {_spread(cpu, 's')}{error} "
+            f"| {_spread(rss, '.1f')} | {each} |"
         )
     return "\n".join(lines)
 

@@ -38,6 +38,7 @@ def test_two_streams_against_hashiked_workers_and_sshd() -> None:
         assert r["error"] is None, (name, r["error"])
         assert len(r["runs_mbps"]) == 1 and r["mbps"] > 0, (name, r)
         assert r["server_cpu_s_per_gib"] is not None, (name, r)
+        assert r["server_faults_per_gib"] is not None, (name, r)
         assert sum(r["connections"].values()) == 2, (name, r["connections"])
         assert set(r["per_connection_kib"]) == {u for u, n in r["connections"].items() if n}, (name, r)
         assert all(kib > 0 for kib in r["peak_rss_kib"].values()), (name, r)

@@ -296,3 +296,65 @@ def test_burst_buffers_are_given_back() -> None:
     writer.write(b"\x02")
     reader.feed(writer.take())
     assert _read_all(reader) == [b"\x02"]
+
+
+# ------------------------------------------------------ receiving in place
+
+
+def _receive_into(reader: PacketReader, wire: bytes, step: int) -> list[bytes]:
+    """Write ``wire`` into the reader's own buffer() in pieces of at most
+    ``step`` bytes, as recv_into would, opening packets after each."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(wire):
+        room = reader.buffer()
+        n = min(step, len(room), len(wire) - pos)
+        room[:n] = wire[pos : pos + n]
+        del room  # as asyncio drops it after buffer_updated
+        reader.commit(n)
+        pos += n
+        out += _read_all(reader)
+    return out
+
+
+@pytest.mark.parametrize(("cipher", "mac"), CIPHER_MACS)
+@pytest.mark.parametrize("step", [1, 7, 4096, 1 << 20])
+def test_packets_received_into_the_buffer(cipher: str, mac: str | None, step: int) -> None:
+    writer, reader = PacketWriter(os.urandom), PacketReader()
+    _keyed(writer, reader, cipher, mac)
+    payloads = [b"\x02" * n for n in (1, 300, 40_000, 5)] * (1 if step < 4096 else 20)
+    for p in payloads:
+        writer.write(p)
+    assert _receive_into(reader, writer.take(), step) == payloads
+    assert reader.buffered == 0
+
+
+def test_the_offered_room_follows_the_packets_seen() -> None:
+    writer, reader = PacketWriter(os.urandom), PacketReader()
+    # Before any packet: a few KiB, so an unauthenticated connection is cheap.
+    assert len(reader.buffer()) == 16 * 1024
+    writer.write(b"\x5e" * 32_000)
+    wire = writer.take()
+    assert _receive_into(reader, wire, 1 << 20) == [b"\x5e" * 32_000]
+    # After 32 KiB packets, room for eight of them in one read; never past 512 KiB.
+    assert len(reader.buffer()) == 8 * len(wire)
+    writer.write(b"\x5e" * MAX_PAYLOAD)
+    assert len(_receive_into(reader, writer.take(), 1 << 20)) == 1
+    assert len(reader.buffer()) == 512 * 1024
+
+
+def test_a_held_tail_moves_into_the_buffer_first() -> None:
+    writer, reader = PacketWriter(os.urandom), PacketReader()
+    writer.write(b"\x02" * 10)
+    writer.write(b"\x03" * 10)
+    wire = writer.take()
+    reader.feed(wire[:30])  # bytes: held in place, with a partial second packet
+    assert _read_all(reader) == [b"\x02" * 10]
+    assert _receive_into(reader, wire[30:], 100) == [b"\x03" * 10]
+
+
+def test_committing_more_than_the_room_is_refused() -> None:
+    reader = PacketReader()
+    room = len(reader.buffer())
+    with pytest.raises(ValueError, match="more than the buffer had room for"):
+        reader.commit(room + 1)

@@ -68,8 +68,13 @@ OpenHandler = Callable[[ChannelOpenRequested], None]
 GlobalHandler = Callable[[GlobalRequestReceived], None]
 
 
-class CorePump(asyncio.Protocol, Generic[CoreT]):
-    """asyncio Protocol that drives one sans-IO connection core."""
+class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
+    """asyncio Protocol that drives one sans-IO connection core.
+
+    A socket transport reads straight into the core's packet buffer
+    (``get_buffer``/``buffer_updated``): no ``bytes`` per read, no copy
+    before a packet is opened. Transports that only know ``data_received``
+    (pipes, for ProxyCommand) use that."""
 
     # RFC 4254 §5.1: the reason and description for an open of a type that
     # no handler takes. Each side says what OpenSSH's says.
@@ -141,6 +146,14 @@ class CorePump(asyncio.Protocol, Generic[CoreT]):
     def data_received(self, data: bytes) -> None:
         self.input_at = self._loop.time()
         self.core.receive_data(data)
+        self.process()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.core.receive_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.input_at = self._loop.time()
+        self.core.receive_into(nbytes)
         self.process()
 
     def eof_received(self) -> bool | None:

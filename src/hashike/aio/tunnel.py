@@ -41,7 +41,8 @@ WRITE_LOW_WATER = WRITE_HIGH_WATER // 4
 # How long a ProxyCommand may take to go after SIGHUP before it is killed.
 PROXY_EXIT_GRACE = 2.0
 
-P = TypeVar("P", bound=asyncio.Protocol)
+# The inner protocol is a connection pump; it takes data_received.
+P = TypeVar("P", bound=CorePump[Any])
 
 
 class ChannelTransport(asyncio.Transport):
@@ -52,7 +53,7 @@ class ChannelTransport(asyncio.Transport):
         self.pump = pump
         self.channel_id: int | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._protocol: asyncio.Protocol | None = None
+        self._protocol: CorePump[Any] | None = None
         self._out: deque[memoryview] = deque()  # written, not yet within the window
         self._out_size = 0
         self._write_paused = False  # we told the protocol to pause
@@ -169,13 +170,13 @@ class ChannelTransport(asyncio.Transport):
 
     # --- asyncio.Transport, for the inner protocol ----------------------------------
 
-    def start(self, protocol: asyncio.Protocol) -> None:
+    def start(self, protocol: CorePump[Any]) -> None:
         self._protocol = protocol
         protocol.connection_made(self)
         self._deliver()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        assert isinstance(protocol, asyncio.Protocol)
+        assert isinstance(protocol, CorePump)
         self._protocol = protocol
 
     def get_protocol(self) -> asyncio.BaseProtocol:
@@ -250,7 +251,7 @@ async def open_tunnel(pump: CorePump[Any], host: str, port: int, factory: Callab
 class _ProxyProtocol(asyncio.SubprocessProtocol):
     """The subprocess side: stdout is the connection's input."""
 
-    def __init__(self, inner: asyncio.Protocol, transport: ProxyCommandTransport) -> None:
+    def __init__(self, inner: CorePump[Any], transport: ProxyCommandTransport) -> None:
         self.inner = inner
         self.transport = transport
 

@@ -23,6 +23,7 @@ validity interval at a ``now`` the caller passes in, and the principals.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hashike.proto.errors import DecodeError
@@ -36,6 +37,7 @@ from hashike.proto.hostkey import (
 from hashike.proto.wire import Reader, encode_string, encode_uint32, encode_uint64
 
 __all__ = [
+    "host_key_table",
     "CERT_ALGORITHMS",
     "CERT_KEY_TYPES",
     "FOREVER",
@@ -357,3 +359,23 @@ def sign_certificate(key: PublicKey, ca: PrivateKey, fields: CertificateFields) 
     )
     signature = ca.sign(body, ca.signature_algorithms()[0])
     return Certificate.from_blob(body + encode_string(signature))
+
+
+def host_key_table(
+    keys: Sequence[PrivateKey], certificates: Sequence[Certificate]
+) -> dict[str, tuple[PrivateKey, bytes]]:
+    """Server: host key algorithm -> (the key that signs, the K_S blob sent).
+    A certificate (sshd's HostCertificate) adds its own algorithm names for
+    the key it certifies; one that certifies none of ours is left out."""
+    table: dict[str, tuple[PrivateKey, bytes]] = {}
+    for key in keys:
+        for algorithm in key.signature_algorithms():
+            table.setdefault(algorithm, (key, key.public_key.blob))
+    for cert in certificates:
+        for key in keys:
+            if key.public_key != cert.key:
+                continue
+            for algorithm, (cert_type, plain) in CERT_ALGORITHMS.items():
+                if cert_type == cert.key_type and plain in key.signature_algorithms():
+                    table.setdefault(algorithm, (key, cert.blob))
+    return table

@@ -132,6 +132,16 @@ class _Connection:
         self._transport.receive_data(data)
         self._after_input()
 
+    def receive_buffer(self) -> memoryview:
+        """Free space to receive into (``recv_into``); valid until the next
+        call. Pair each with :meth:`receive_into` (asyncio's BufferedProtocol)."""
+        return self._transport.receive_buffer()
+
+    def receive_into(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last :meth:`receive_buffer`."""
+        self._transport.receive_into(n)
+        self._after_input()
+
     @_unless_closed
     def receive_eof(self) -> None:
         self._transport.receive_eof()

@@ -40,6 +40,11 @@ _PAD_POOL = 4096
 _SHRUNK = 64 * 1024  # what a buffer shrinks back to after a burst
 _BURST = 4 * 1024 * 1024  # a buffer larger than this is given back once empty
 _INITIAL_PLAIN = 2048  # a KEXINIT fits
+# What PacketReader.buffer offers to one read: before authentication a few
+# KiB (an unauthenticated connection must stay cheap), then room for a batch
+# of packets, so that a 256 KiB read is one syscall for eight 32 KiB packets.
+_MIN_READ = 16 * 1024
+_MAX_READ = 512 * 1024
 
 
 def _grown(size: int, need: int) -> bytearray:
@@ -156,6 +161,7 @@ class PacketReader:
         self._held_pos = 0
         self._plain = bytearray(_INITIAL_PLAIN)
         self._length: int | None = None  # packet_length of the packet being awaited
+        self._largest = 0  # the largest packet opened so far, wire bytes
 
     def set_opener(self, opener: Opener, reset_seq: bool) -> None:
         """Install new keys after receiving NEWKEYS (RFC 4253 §7.3)."""
@@ -179,17 +185,47 @@ class PacketReader:
 
     def _append(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
-        if self._end + n > len(self._buf):
-            live = self._end - self._start
-            if self._start:
-                with memoryview(self._buf) as bv:
-                    bv[:live] = bv[self._start : self._end]  # memmove
-                self._start, self._end = 0, live
-            if live + n > len(self._buf):
-                size = max(live + n, 2 * len(self._buf))
-                self._buf.extend(bytes(size - len(self._buf)))
+        self._make_room(n)
         with memoryview(self._buf) as bv:
             bv[self._end : self._end + n] = data
+        self._end += n
+
+    def _make_room(self, n: int) -> None:
+        """At least ``n`` free bytes after the unopened ones."""
+        if self._end + n <= len(self._buf):
+            return
+        live = self._end - self._start
+        if live + n > len(self._buf):
+            # A new buffer rather than a resize: a view of the old one may
+            # still be alive (the runtime's, from the last buffer()).
+            grown = bytearray(max(live + n, 2 * len(self._buf)))
+            grown[:live] = memoryview(self._buf)[self._start : self._end]
+            self._buf = grown
+        elif self._start:
+            with memoryview(self._buf) as bv:
+                bv[:live] = bv[self._start : self._end]  # memmove
+        self._start, self._end = 0, live
+
+    def buffer(self) -> memoryview:
+        """Free space for the runtime to receive into (``recv_into``), then
+        :meth:`commit` what it wrote: wire bytes land where they are opened
+        from, with no ``bytes`` object per read and no copy. Sized to the
+        packets seen so far (eight of the largest, within _MIN_READ and
+        _MAX_READ): small before authentication, one read for a batch of
+        packets after. Valid until the next call of any method here."""
+        if self._held is not None:
+            self._append(self._held[self._held_pos :])
+            self._held = None
+        if self._start == self._end:
+            self._start = self._end = 0
+        want = min(max(8 * self._largest, _MIN_READ), _MAX_READ)
+        self._make_room(want)
+        return memoryview(self._buf)[self._end : self._end + want]
+
+    def commit(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last :meth:`buffer`."""
+        if not 0 <= n <= len(self._buf) - self._end:
+            raise ValueError(f"committed {n} bytes, more than the buffer had room for")
         self._end += n
 
     @property
@@ -245,6 +281,8 @@ class PacketReader:
                 if len(self._buf) > _BURST:  # give back a burst's memory
                     self._buf = bytearray(_SHRUNK)
         length = wire - 4 - self._opener.tag_size
+        if wire > self._largest:
+            self._largest = wire
         self._length = None
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.packets += 1

@@ -45,8 +45,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 
-from hashike.proto.certs import CERT_ALGORITHMS, Certificate, plain_algorithm, public_key_from_blob
-from hashike.proto.ciphers import CIPHERS, MACS, make_opener, make_sealer
+from hashike.proto.certs import Certificate, host_key_table, plain_algorithm, public_key_from_blob
+from hashike.proto.ciphers import make_opener, make_sealer
 from hashike.proto.config import SUPPORTED_HOST_KEY_ALGORITHMS, TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import KeyExchangeFailed, LocalProtocolError, RemoteProtocolError, SSHError
@@ -63,8 +63,8 @@ from hashike.proto.events import (
 )
 from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.kex import KEX_METHODS
-from hashike.proto.kex.base import derive_key, exchange_hash, exchange_hash_input
-from hashike.proto.kex.exchange import Exchange
+from hashike.proto.kex.base import exchange_hash, exchange_hash_input
+from hashike.proto.kex.exchange import Exchange, Keys
 from hashike.proto.kex.negotiate import (
     EXT_INFO_C,
     EXT_INFO_S,
@@ -92,6 +92,7 @@ __all__ = [
 # stops reading its sockets while ``send_blocked`` is true, so this bound is
 # only reached by a runtime that ignores it.
 MAX_DEFERRED_BYTES = 16 * 1024 * 1024
+_SCRATCH = 4096
 # Our output the runtime has not taken (data_to_send) beyond which input is
 # held rather than processed, and the unprocessed input beyond which a peer
 # that keeps sending is disconnected (see Transport.input_held).
@@ -133,26 +134,6 @@ class _Phase(enum.Enum):
     ESTABLISHED = "established"  # after the first NEWKEYS
 
 
-def _host_key_table(
-    keys: Sequence[PrivateKey], certificates: Sequence[Certificate]
-) -> dict[str, tuple[PrivateKey, bytes]]:
-    """Server: host key algorithm -> (the key that signs, the K_S blob sent).
-    A certificate (sshd's HostCertificate) adds its own algorithm names for
-    the key it certifies; one that certifies none of ours is left out."""
-    table: dict[str, tuple[PrivateKey, bytes]] = {}
-    for key in keys:
-        for algorithm in key.signature_algorithms():
-            table.setdefault(algorithm, (key, key.public_key.blob))
-    for cert in certificates:
-        for key in keys:
-            if key.public_key != cert.key:
-                continue
-            for algorithm, (cert_type, plain) in CERT_ALGORITHMS.items():
-                if cert_type == cert.key_type and plain in key.signature_algorithms():
-                    table.setdefault(algorithm, (key, cert.blob))
-    return table
-
-
 class Transport:
     """One side of the transport layer. Owned by a Client/ServerConnection."""
 
@@ -172,7 +153,7 @@ class Transport:
         self._rng = rng
         self._deliver = deliver
         self._events = events
-        self._host_keys = _host_key_table(host_keys, host_certificates)
+        self._host_keys = host_key_table(host_keys, host_certificates)
         if not is_client and not self._host_key_algorithms():
             raise LocalProtocolError("server has no host key for any configured host key algorithm")
         self.state = State.VERSION
@@ -196,6 +177,11 @@ class Transport:
         # True while input waits because our output is over MAX_UNSENT_BYTES:
         # the runtime takes data_to_send(), then calls receive_data(b"").
         self.input_held = False
+        # receive_buffer()'s while the version lines are read (RFC 4253 §4.2
+        # bounds a line at 255 bytes; banner lines before it are bounded by
+        # the version reader).
+        self._scratch = bytearray(_SCRATCH)
+        self._into_scratch = False
         self._enter(_Phase.INITIAL)
         self._start_kex()
 
@@ -219,6 +205,31 @@ class Transport:
                 )
                 self.state = State.KEXINIT_SENT
             self._reader.feed(data)
+            self._process_input()
+        except SSHError as exc:
+            self.fail(exc)
+
+    def receive_buffer(self) -> memoryview:
+        """Where the runtime may receive the next bytes (``recv_into``);
+        then :meth:`receive_into` with the count. Packets are opened where
+        they land. Before the version exchange ends (and after the end) the
+        bytes go through a small scratch buffer and :meth:`receive_data`."""
+        if self.state is State.VERSION or self.state in ENDED:
+            self._into_scratch = True
+            return memoryview(self._scratch)
+        self._into_scratch = False
+        return self._reader.buffer()
+
+    def receive_into(self, n: int) -> None:
+        """``n`` bytes were written at the start of the last :meth:`receive_buffer`."""
+        if self._into_scratch:
+            with memoryview(self._scratch) as scratch:
+                self.receive_data(scratch[:n])
+            return
+        if self.state in ENDED:
+            return
+        try:
+            self._reader.commit(n)
             self._process_input()
         except SSHError as exc:
             self.fail(exc)
@@ -623,32 +634,12 @@ class Transport:
         kex.keys = (k, h)
         self._send_newkeys()
 
-    def _derived(self, kex: Exchange) -> tuple[tuple[bytes, bytes, bytes], tuple[bytes, bytes, bytes]]:
-        """RFC 4253 §7.2: (iv, key, mac key) for client->server and server->client."""
-        assert kex.negotiated is not None and kex.keys is not None
-        if kex.derived is not None:
-            return kex.derived
-        n = kex.negotiated
-        k, h = kex.keys
+    def _derived(self, kex: Exchange) -> tuple[Keys, Keys]:
+        """RFC 4253 §7.2: the first H names the session for ever."""
+        assert kex.keys is not None
         if self.session_id is None:
-            self.session_id = h  # the first H names the session for ever (§7.2)
-        algorithm = KEX_METHODS[n.kex].hash
-
-        def derive(letter: bytes, size: int) -> bytes:
-            assert self.session_id is not None
-            return derive_key(algorithm, k, h, letter, self.session_id, size) if size else b""
-
-        def direction(cipher: str, mac: str | None, letters: bytes) -> tuple[bytes, bytes, bytes]:
-            spec = CIPHERS[cipher]
-            mac_size = MACS[mac].key_size if mac else 0
-            return (
-                derive(letters[0:1], spec.iv_size),
-                derive(letters[1:2], spec.key_size),
-                derive(letters[2:3], mac_size),
-            )
-
-        kex.derived = direction(n.cipher_c2s, n.mac_c2s, b"ACE"), direction(n.cipher_s2c, n.mac_s2c, b"BDF")
-        return kex.derived
+            self.session_id = kex.keys[1]
+        return kex.derive(self.session_id)
 
     def _send_newkeys(self) -> None:
         kex = self._kex

@@ -272,7 +272,7 @@ def test_packet_reader_mutated_packets(
         reader.set_opener(make_opener(cipher, mac, key, iv, mac_key), reset_seq=False)
     for p in originals:
         writer.write(p)
-    wire = writer.take()
+    wire = bytes(writer.take())
     damaged = data.draw(mutated(wire))
     opened: list[bytes] = []
     try:

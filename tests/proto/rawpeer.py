@@ -148,7 +148,7 @@ class RawPeer:
         plain = bytearray(encode_uint32(1 + len(payload) + pad) + bytes([pad]) + payload + self.rng(pad))
         out = bytearray(len(plain) + sealer.tag_size + 16)
         sealer.seal(self.writer.seq, memoryview(plain), memoryview(out))
-        self._queued += self.writer.take() + bytes(out[: len(plain) + sealer.tag_size])
+        self._queued += bytes(self.writer.take()) + bytes(out[: len(plain) + sealer.tag_size])
         self.writer.seq = (self.writer.seq + 1) & 0xFFFFFFFF
         self.sent_types.append(payload[0] if payload else -1)
         self.sent_since_newkeys += 1
@@ -183,7 +183,8 @@ class RawPeer:
 
     # ----------------------------------------------------------------- input
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
+        data = bytes(data)  # the core's output is a view of a buffer it reuses
         if self.peer_version is None:
             done = self._version.feed(data)
             if done is None:

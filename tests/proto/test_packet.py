@@ -256,7 +256,7 @@ def test_any_buffer_type_and_a_held_tail(kind: type[bytes] | type[bytearray] | t
     assert reader.next_payload() is None
 
 
-def test_the_payload_view_is_reused() -> None:
+def test_a_held_payload_view_outlives_the_next_packet() -> None:
     writer, reader = PacketWriter(os.urandom), PacketReader()
     writer.write(b"\x02first")
     writer.write(b"\x02other")
@@ -265,7 +265,7 @@ def test_the_payload_view_is_reused() -> None:
     assert first is not None and bytes(first) == b"\x02first"
     second = reader.next_payload()
     assert second is not None and bytes(second) == b"\x02other"
-    assert bytes(first) == b"\x02other"  # same buffer: the caller copies what it keeps
+    assert bytes(first) == b"\x02first"  # not overwritten while held (tests/proto/test_arena.py)
 
 
 def test_the_input_buffer_compacts_and_grows() -> None:
@@ -288,12 +288,12 @@ def test_burst_buffers_are_given_back() -> None:
     payload = b"\x5e" * MAX_PAYLOAD
     for _ in range(17):  # more than 4 MiB
         writer.write(payload)
-    wire = writer.take()
-    assert len(writer._out) == 64 * 1024  # the output buffer shrank back
+    wire = bytes(writer.take())
     reader.feed(bytearray(wire))  # copied into the input buffer, which grows
     assert len(_read_all(reader)) == 17
     assert len(reader._buf) == 64 * 1024  # and shrank back once drained
     writer.write(b"\x02")
+    assert len(writer._out) == 64 * 1024  # the output buffer shrank back at the next packet
     reader.feed(writer.take())
     assert _read_all(reader) == [b"\x02"]
 
@@ -301,7 +301,7 @@ def test_burst_buffers_are_given_back() -> None:
 # ------------------------------------------------------ receiving in place
 
 
-def _receive_into(reader: PacketReader, wire: bytes, step: int) -> list[bytes]:
+def _receive_into(reader: PacketReader, wire: bytes | memoryview, step: int) -> list[bytes]:
     """Write ``wire`` into the reader's own buffer() in pieces of at most
     ``step`` bytes, as recv_into would, opening packets after each."""
     out: list[bytes] = []

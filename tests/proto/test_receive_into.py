@@ -13,7 +13,7 @@ from tests.proto.authkit import logged_in
 from tests.proto.pair import ConnectionPair, events_of
 
 
-def _into(core: ServerConnection | ClientConnection, data: bytes, rng: random.Random) -> None:
+def _into(core: ServerConnection | ClientConnection, data: bytes | memoryview, rng: random.Random) -> None:
     """``data`` written into the core's own buffers in random pieces, as recv_into would."""
     pos = 0
     while pos < len(data):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from hashike.proto.errors import ChannelOpenFailed
 from hashike.proto.events import ChannelRequestReceived
-from hashike.proto.inbox import exported
+from hashike.proto.packet import exported
 
 from .flow import Credit, Outflow
 
@@ -53,8 +53,8 @@ class SocketBridge(asyncio.Protocol):
         self._eof_sent = False
         self._remote_eof = False
         self._credit = Credit()  # for what we write to the socket
-        # Received this batch, written at its end: views of the core's inbox,
-        # valid while held (proto/inbox.py), dropped once written.
+        # Received this batch, written at its end: views of the core's arena,
+        # valid while held (proto/packet.py), dropped once written.
         self._writes: list[bytes | memoryview] = []
         self._joined = bytearray()  # reused to make a batch's pieces one write
         self._closed = False

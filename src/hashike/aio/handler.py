@@ -20,7 +20,7 @@ class ChannelHandler(Protocol):
     def channel_data(self, data: bytes | memoryview, extended: int | None) -> None:
         """Data (or extended data, RFC 4254 §5.2) arrived: a view that is
         valid while held, of a buffer reused once it is dropped
-        (proto/inbox.py); copy it to keep it beyond this batch of input."""
+        (proto/packet.py); copy it to keep it beyond this batch of input."""
 
     def channel_eof(self) -> None:
         """The peer will send no more data (RFC 4254 §5.3)."""

@@ -186,7 +186,9 @@ class ChannelTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing or self._gone or not data:
             return
-        view = memoryview(bytes(data) if isinstance(data, bytearray) else data)
+        # Kept until the outer window takes it: a copy unless immutable (the
+        # core's output is a view of a buffer it reuses once we let go).
+        view = memoryview(data if isinstance(data, bytes) else bytes(data))
         self._out.append(view)
         self._out_size += len(view)
         self.pump_data()

@@ -74,7 +74,6 @@ from hashike.proto.events import (
     GlobalRequestReceived,
     GlobalRequestReplied,
 )
-from hashike.proto.inbox import Inbox
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.replies import ReplyQueue
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string
@@ -246,7 +245,6 @@ class Channels:
         # larger if it said so in EXT_INFO). The connection may update this.
         self.peer_max_packet = peer_max_packet
         self._channels: dict[int, _Chan] = {}
-        self._inbox = Inbox()  # ChannelData's views: see proto/inbox.py for their lifetime
         self._free: list[int] = []  # heap of freed ids below _next_id
         self._released: list[int] = []  # freed, reusable after recycle()
         self._next_id = 0
@@ -511,17 +509,18 @@ class Channels:
 
     def handle(self, msg: int, payload: memoryview) -> None:
         """One message numbered 80-100; ``payload`` starts with its message
-        byte and is only read during the call (it may point into the
-        transport's reusable buffer). Raises :class:`RemoteProtocolError` if
-        the peer broke the protocol."""
+        byte. Channel data is reported as a slice of it, uncopied: the
+        packet reader keeps it unchanged while a view is held
+        (proto/packet.py). Raises :class:`RemoteProtocolError` if the peer
+        broke the protocol."""
         handler = self._handlers.get(msg)
         if handler is None:
             raise LocalProtocolError(f"message {msg} is not a connection protocol message")
         handler(payload)
 
     def _on_data(self, payload: memoryview) -> None:
-        # The data path: unpack the fixed header in place and slice; the one
-        # copy is bytes() of the slice for the event.
+        # The data path: unpack the fixed header in place and slice; the
+        # event's data is that slice, uncopied.
         if len(payload) < 9:
             raise DecodeError("CHANNEL_DATA truncated")
         _, cid, n = _DATA_HEAD.unpack_from(payload)
@@ -559,7 +558,9 @@ class Channels:
             return  # §5.3: data racing our CLOSE; nobody will read it, nor acknowledge it
         if n:
             c.unacked += n
-            self._events.append(ChannelData(channel_id=cid, data=self._inbox.keep(data), extended=extended))
+            # The view is of the packet reader's arena, valid while held
+            # (proto/packet.py): the data goes on uncopied.
+            self._events.append(ChannelData(channel_id=cid, data=data, extended=extended))
 
     def _on_window_adjust(self, payload: memoryview) -> None:
         r = Reader(payload, 1)

@@ -161,8 +161,10 @@ class _Connection:
             self._channels.recycle()  # the runtime now knows which ids closed
         return events
 
-    def data_to_send(self) -> bytes:
-        """Everything the core wants on the wire, coalesced into one write."""
+    def data_to_send(self) -> bytes | memoryview:
+        """Everything the core wants on the wire, coalesced into one write.
+        A view is not overwritten while it is held (proto/packet.py): a
+        transport may keep it, at the cost of a new buffer."""
         return self._transport.data_to_send()
 
     @_unless_closed

@@ -242,7 +242,7 @@ class ChannelOpenRefused:
 class ChannelData:
     """Data from the peer. Call ``acknowledge(channel_id, len(data))`` once it
     has been written onward; that is what reopens the peer's window. ``data``
-    is a view of a reused buffer (proto/inbox.py): drop it once written
+    is a view of the packet reader's arena (proto/packet.py): drop it once written
     onward, and copy it (``bytes(data)``) to keep it."""
 
     channel_id: int

@@ -4,9 +4,20 @@ Theory of operation. :class:`PacketWriter` assembles each packet in one
 plaintext buffer and seals it straight into a growing output buffer, so many
 packets leave in one socket write (profiles of Python SSH clients show one
 ``send()`` per packet dominating their cost). :class:`PacketReader` buffers
-wire bytes, checks ``packet_length`` *before* waiting for or allocating
-anything, and opens each packet into a second buffer; the payload it returns
-is a memoryview into that buffer, valid until the next call.
+wire bytes (the runtime may receive straight into its buffer), checks
+``packet_length`` *before* waiting for or allocating anything, and opens
+each packet into an arena; the payload it returns is a memoryview of it.
+
+Lifetime rule: a payload view stays valid for as long as anyone holds it, so
+channel data goes on to its consumer with no copy after decryption. The
+arena is rewritten from the start only when no view of it is alive
+(:func:`exported` asks CPython, which refuses to resize a buffer that has
+exports); while views are alive, new packets go after them, or into a new
+arena when it is full (the old one lives on with its views). A runtime that
+drops its views once it has written them onward, before it feeds the next
+input, reuses one arena for ever; one that keeps them costs an allocation,
+never a corruption. The same rule lets :meth:`PacketWriter.take` hand out a
+view of the output buffer rather than a copy.
 
 Every buffer starts small and grows to the largest packet actually seen, so
 that a connection that has not authenticated (and may never) costs a few KiB,
@@ -24,7 +35,14 @@ from collections.abc import Callable
 from hashike.proto.ciphers import NONE_OPENER, NONE_SEALER, Opener, Sealer
 from hashike.proto.errors import RemoteProtocolError
 
-__all__ = ["MAX_PACKET_LENGTH", "MAX_PAYLOAD", "MIN_PACKET_LENGTH", "PacketReader", "PacketWriter"]
+__all__ = [
+    "MAX_PACKET_LENGTH",
+    "MAX_PAYLOAD",
+    "MIN_PACKET_LENGTH",
+    "PacketReader",
+    "PacketWriter",
+    "exported",
+]
 
 # OpenSSH accepts packets up to 256 KiB (PACKET_MAX_SIZE); RFC 4253 §6.1 asks
 # for at least 35000. This bounds every allocation driven by the peer.
@@ -45,6 +63,28 @@ _INITIAL_PLAIN = 2048  # a KEXINIT fits
 # of packets, so that a 256 KiB read is one syscall for eight 32 KiB packets.
 _MIN_READ = 16 * 1024
 _MAX_READ = 512 * 1024
+
+
+# The reader's arena grows to what one batch of input opens into (a 512 KiB
+# read and a packet left over from the last), and no further: a runtime that
+# keeps its views gets arenas of this size.
+_MAX_ARENA = 1024 * 1024
+
+
+def exported(buf: bytearray) -> bool:
+    """True while a memoryview of ``buf`` (or of a slice of one) is alive.
+
+    Removing and restoring the last byte is a resize, which CPython refuses
+    with BufferError while the buffer is exported. Shrinking by one byte never
+    reallocates, and putting it back fits the same allocation."""
+    if not buf:
+        return False
+    try:
+        last = buf.pop()
+    except BufferError:
+        return True
+    buf.append(last)
+    return False
 
 
 def _grown(size: int, need: int) -> bytearray:
@@ -68,6 +108,7 @@ class PacketWriter:
         self._pad_pos = 0
         self._plain = bytearray(_INITIAL_PLAIN)
         self._out = bytearray()
+        self._taken = False  # a view of _out was handed out by take()
         # Bytes sealed but not yet taken by the runtime; a plain attribute, read
         # once per input packet by the transport's output bound.
         self.pending = 0
@@ -109,6 +150,8 @@ class PacketWriter:
         wire = total + sealer.tag_size
         if total > len(self._plain):
             self._plain = _grown(len(self._plain), total)
+        if self._taken:
+            self._reuse()
         need = self.pending + wire + _SLACK
         if need > len(self._out):
             self._out.extend(bytes(max(need - len(self._out), len(self._out))))
@@ -128,16 +171,26 @@ class PacketWriter:
         self.packets += 1
         self.bytes += wire
 
-    def take(self) -> bytes:
-        """Everything sealed so far, in one piece, for one socket write."""
+    def take(self) -> bytes | memoryview:
+        """Everything sealed so far, in one piece, for one socket write: a
+        view of the output buffer, which is not written again while the
+        view is held (the lifetime rule above)."""
         if not self.pending:
             return b""
-        with memoryview(self._out) as ov:
-            data = bytes(ov[: self.pending])
+        data = memoryview(self._out)[: self.pending]
         self.pending = 0
-        if len(self._out) > _BURST:  # give back a burst's memory
-            self._out = bytearray(_SHRUNK)
+        self._taken = True
         return data
+
+    def _reuse(self) -> None:
+        """Before the first packet after a take(): a fresh output buffer if
+        the last one is still held (a transport that queued the view), or
+        was a burst's, whose memory is given back."""
+        self._taken = False
+        if len(self._out) > _BURST:
+            self._out = bytearray(_SHRUNK)
+        elif exported(self._out):
+            self._out = bytearray(len(self._out))
 
 
 class PacketReader:
@@ -159,7 +212,10 @@ class PacketReader:
         # copy; its unread tail moves into _buf on the next feed.
         self._held: memoryview | None = None
         self._held_pos = 0
-        self._plain = bytearray(_INITIAL_PLAIN)
+        # Opened packets: _arena[:_fill] may be held by views (see the lifetime rule).
+        self._arena = bytearray(_INITIAL_PLAIN)
+        self._fill = 0
+        self._payload_at = 0  # where the last opened packet's plaintext starts
         self._length: int | None = None  # packet_length of the packet being awaited
         self._largest = 0  # the largest packet opened so far, wire bytes
 
@@ -171,7 +227,14 @@ class PacketReader:
         if reset_seq:
             self.seq = 0
 
+    def _new_batch(self) -> None:
+        # Once per read, not per packet: the views of the last batch have
+        # normally been written onward and dropped by now.
+        if self._fill and not exported(self._arena):
+            self._fill = 0
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._new_batch()
         if self._held is not None:
             self._append(self._held[self._held_pos :])
             self._held = None
@@ -213,6 +276,7 @@ class PacketReader:
         packets seen so far (eight of the largest, within _MIN_READ and
         _MAX_READ): small before authentication, one read for a batch of
         packets after. Valid until the next call of any method here."""
+        self._new_batch()
         if self._held is not None:
             self._append(self._held[self._held_pos :])
             self._held = None
@@ -241,27 +305,44 @@ class PacketReader:
             raise RemoteProtocolError(f"bad packet length {length}")
 
     def _open(self, src: memoryview, pos: int, end: int) -> int:
-        """Open the packet starting at ``src[pos]`` into _plain; its wire size,
-        or 0 while ``src[pos:end]`` does not hold all of it yet."""
+        """Open the packet starting at ``src[pos]`` into the arena; its wire
+        size, or 0 while ``src[pos:end]`` does not hold all of it yet."""
         opener = self._opener
         if self._length is None:
             if end - pos < 4:
                 return 0
             length = opener.packet_length(self.seq, src[pos : pos + 4])
             self._check_length(length)
-            if length + _SLACK > len(self._plain):
-                self._plain = _grown(len(self._plain), length + _SLACK)
             self._length = length
-        wire = 4 + self._length + opener.tag_size
+        length = self._length
+        wire = 4 + length + opener.tag_size
         if end - pos < wire:
             return 0
-        opener.open(self.seq, src[pos : pos + wire], memoryview(self._plain))
+        at = self._room(length + _SLACK)
+        with memoryview(self._arena) as av:
+            opener.open(self.seq, src[pos : pos + wire], av[at : at + length + _SLACK])
+        self._payload_at = at
+        self._fill = at + length
         return wire
+
+    def _room(self, need: int) -> int:
+        """Where in the arena ``need`` bytes can be written without touching
+        a view that may still be held."""
+        arena = self._arena
+        if self._fill + need <= len(arena):
+            return self._fill
+        if need <= len(arena) and not exported(arena):
+            return 0
+        # Too small, or full with live views: a new arena; the old one is
+        # freed with its last view.
+        size = max(need, min(2 * len(arena), _MAX_ARENA))
+        self._arena = bytearray(size)
+        return 0
 
     def next_payload(self) -> memoryview | None:
         """The next packet's payload, or None until more bytes arrive.
 
-        The returned view points into a buffer the next call overwrites."""
+        The view stays valid while it is held (the lifetime rule above)."""
         held = self._held
         if held is not None:
             wire = self._open(held, self._held_pos, len(held))
@@ -287,8 +368,9 @@ class PacketReader:
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         self.packets += 1
         self.bytes += wire
-        pad = self._plain[0]
+        at = self._payload_at
+        pad = self._arena[at]
         # RFC 4253 §6: at least four bytes of padding, and a non-empty payload.
         if pad < 4 or pad >= length - 1:
             raise RemoteProtocolError(f"bad padding length {pad} in a packet of {length}")
-        return memoryview(self._plain)[1 : length - pad]
+        return memoryview(self._arena)[at + 1 : at + length - pad]

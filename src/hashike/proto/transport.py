@@ -295,7 +295,7 @@ class Transport:
         self.state = State.CLOSED
         self._events.append(Disconnected(reason=reason, description=description, by_peer=False))
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytes | memoryview:
         prefix, self._prefix = self._prefix, b""
         return prefix + self._writer.take() if prefix else self._writer.take()
 

@@ -105,15 +105,19 @@ class SocketBridge(asyncio.Protocol):
             self.pump.call_after_batch(self.flush_writes)
         self._writes.append(data)
         self.bytes_in += len(data)
-        n = self._credit.grant(len(data))
-        if n:
-            self.channels.acknowledge(self.channel_id, n)
 
     def flush_writes(self) -> None:
+        """Write the batch, then give its window back: once per batch, and
+        held (Credit) if the write filled the socket's buffer."""
         writes, self._writes = self._writes, []
         transport = self.transport
-        if writes and transport is not None and not transport.is_closing():
-            transport.write(writes[0] if len(writes) == 1 else self._coalesce(writes))
+        if not writes or transport is None or transport.is_closing():
+            return
+        data = writes[0] if len(writes) == 1 else self._coalesce(writes)
+        transport.write(data)
+        n = self._credit.grant(len(data))
+        if n and self.channel_id is not None:
+            self.channels.acknowledge(self.channel_id, n)
 
     def _coalesce(self, writes: list[bytes | memoryview]) -> memoryview:
         """The pieces, copied end to end into one reused buffer. A fresh

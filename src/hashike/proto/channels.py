@@ -122,6 +122,8 @@ class ChannelState(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # we sent CHANNEL_CLOSE, the peer's has not arrived
 
+    __hash__ = object.__hash__  # as transport.State's: looked up per packet
+
 
 # Messages about a channel the peer may send in each of our states (RFC 4254
 # §5). PENDING is the peer's own open that we have not answered: it may send
@@ -258,7 +260,7 @@ class Channels:
             MsgType.CHANNEL_OPEN_CONFIRMATION: self._on_open_confirmation,
             MsgType.CHANNEL_OPEN_FAILURE: self._on_open_failure,
             MsgType.CHANNEL_WINDOW_ADJUST: self._on_window_adjust,
-            MsgType.CHANNEL_DATA: self._on_data,
+            MsgType.CHANNEL_DATA: self.handle_data,
             MsgType.CHANNEL_EXTENDED_DATA: self._on_extended_data,
             MsgType.CHANNEL_EOF: self._on_eof,
             MsgType.CHANNEL_CLOSE: self._on_close,
@@ -518,9 +520,10 @@ class Channels:
             raise LocalProtocolError(f"message {msg} is not a connection protocol message")
         handler(payload)
 
-    def _on_data(self, payload: memoryview) -> None:
-        # The data path: unpack the fixed header in place and slice; the
-        # event's data is that slice, uncopied.
+    def handle_data(self, payload: memoryview) -> None:
+        """CHANNEL_DATA (RFC 4254 §5.2), as :meth:`handle` takes it: the
+        transport calls this directly on its data path. The fixed header is
+        unpacked in place and the event's data is a slice, uncopied."""
         if len(payload) < 9:
             raise DecodeError("CHANNEL_DATA truncated")
         _, cid, n = _DATA_HEAD.unpack_from(payload)

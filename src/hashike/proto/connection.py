@@ -109,6 +109,7 @@ class _Connection:
                 peer_max_packet=t.peer_max_packet,
                 closed=lambda: self.closed,
             )
+            t.data_handler = self._channels.handle_data
         return self._channels
 
     @property

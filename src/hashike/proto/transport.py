@@ -93,6 +93,7 @@ __all__ = [
 # only reached by a runtime that ignores it.
 MAX_DEFERRED_BYTES = 16 * 1024 * 1024
 _SCRATCH = 4096
+_CHANNEL_DATA = int(MsgType.CHANNEL_DATA)
 # Our output the runtime has not taken (data_to_send) beyond which input is
 # held rather than processed, and the unprocessed input beyond which a peer
 # that keeps sending is disconnected (see Transport.input_held).
@@ -119,6 +120,11 @@ class State(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"  # a DISCONNECT was sent or received, or the peer hung up
     ERROR = "error"  # a protocol error ended it (we sent DISCONNECT with the error's reason)
+
+    # Members are singletons: identity is their equality, so the identity
+    # hash serves, and in C. Enum's own __hash__ is Python code, run several
+    # times per packet by the dispatch table's lookups.
+    __hash__ = object.__hash__
 
 
 # The states in which nothing more is read or sent (the connection's lifecycle
@@ -152,6 +158,9 @@ class Transport:
         self.is_client = is_client
         self._rng = rng
         self._deliver = deliver
+        # The owner's handler of CHANNEL_DATA once it may take it (after
+        # authentication): the data path skips the table for it.
+        self.data_handler: Callable[[memoryview], None] | None = None
         self._events = events
         self._host_keys = host_key_table(host_keys, host_certificates)
         if not is_client and not self._host_key_algorithms():
@@ -241,15 +250,25 @@ class Transport:
         without bound, the CVE-2025-26466 class). The data path pays one
         comparison per packet."""
         reader, writer = self._reader, self._writer
+        data_handler, data = self.data_handler, False
+        self.input_held = False
         while self.state not in ENDED:
             if writer.pending > MAX_UNSENT_BYTES:
                 self._hold_input()
-                return
+                break
             payload = reader.next_payload()
             if payload is None:
                 break
-            self._dispatch(payload)
-        self.input_held = False
+            if payload[0] == _CHANNEL_DATA and data_handler is not None and self.state is State.OPEN:
+                # The data path: CHANNEL_DATA in the OPEN state, where the
+                # table would send it to the owner, goes there directly;
+                # the rekey limit (§9) is checked once per batch.
+                data_handler(payload)
+                data = True
+            else:
+                self._dispatch(payload)
+        if data:
+            self._maybe_rekey()
 
     def _hold_input(self) -> None:
         self.input_held = True

@@ -358,3 +358,23 @@ def test_committing_more_than_the_room_is_refused() -> None:
     room = len(reader.buffer())
     with pytest.raises(ValueError, match="more than the buffer had room for"):
         reader.commit(room + 1)
+
+
+@pytest.mark.parametrize(("cipher", "mac"), CIPHER_MACS)
+def test_a_reserved_payload_is_sealed_where_it_lies(cipher: str, mac: str | None) -> None:
+    writer, reader = PacketWriter(os.urandom), PacketReader()
+    _keyed(writer, reader, cipher, mac)
+    head, data = b"\x5e" + bytes(8), os.urandom(100_000)
+    room = writer.reserve(len(head), len(data))
+    assert len(room) == len(data)
+    room[:] = data
+    del room
+    writer.write(head, reserved=len(data))
+    writer.write(b"\x02after")  # the next packet is built in the same buffer
+    reader.feed(bytes(writer.take()))
+    assert _read_all(reader) == [head + data, b"\x02after"]
+
+
+def test_a_reservation_past_the_largest_payload_is_refused() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        PacketWriter(os.urandom).reserve(9, MAX_PAYLOAD)

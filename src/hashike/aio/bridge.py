@@ -40,8 +40,16 @@ log = logging.getLogger("hashike")
 WRITE_HIGH_WATER = 1024 * 1024
 
 
-class SocketBridge(asyncio.Protocol):
-    """asyncio Protocol for the local end of a forwarded connection."""
+class SocketBridge(asyncio.BufferedProtocol):
+    """asyncio Protocol for the local end of a forwarded connection.
+
+    The socket is read straight into the packet being built
+    (Channels.data_buffer) when the channel can take a large packet now: one
+    read is one CHANNEL_DATA, sealed where it lies, with no ``bytes`` per read
+    and no copy. Otherwise (before the open, a small window or small
+    packets, a kex, a subclass's handshake) a read goes to
+    :meth:`data_received`, which sends what the window allows and keeps the
+    rest."""
 
     def __init__(self, pump: CorePump[Any], channel_id: int | None = None) -> None:
         self.pump = pump
@@ -57,6 +65,7 @@ class SocketBridge(asyncio.Protocol):
         # valid while held (proto/packet.py), dropped once written.
         self._writes: list[bytes | memoryview] = []
         self._joined = bytearray()  # reused to make a batch's pieces one write
+        self._direct = False  # get_buffer gave a packet's room, not the scratch
         self._closed = False
         self.bytes_in = 0
         self.bytes_out = 0
@@ -209,6 +218,42 @@ class SocketBridge(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._out.add(data)
         self.pump_data()
+        self.pump.flush()
+
+    def _sending(self) -> bool:
+        """The channel is open and takes data now: nothing waits before it."""
+        return self.open and not self._closed and self._out.pending is None and self.pump.can_send()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        self._direct = False
+        if self._sending():
+            assert self.channel_id is not None
+            direct = self.channels.data_buffer(self.channel_id)
+            if direct is not None:
+                self._direct = True
+                return direct
+        return memoryview(self.pump.read_scratch())
+
+    def buffer_updated(self, nbytes: int) -> None:
+        cid = self.channel_id
+        if self._direct and cid is not None:
+            self.channels.send_buffer(cid, nbytes)
+            self.bytes_out += nbytes
+        elif self._sending() and cid is not None:
+            # Small packets: send_data copies the read into them; only what
+            # the window does not take is kept (copied: the scratch is shared).
+            with memoryview(self.pump.read_scratch()) as scratch:
+                data = scratch[:nbytes]
+                sent = self.channels.send_data(cid, data)
+                self.bytes_out += sent
+                if sent < nbytes:
+                    self._out.add(bytes(data[sent:]))
+                data.release()
+        else:
+            with memoryview(self.pump.read_scratch()) as scratch:
+                self.data_received(bytes(scratch[:nbytes]))
+            return
+        self.pump_data()  # stops reading if the connection cannot send now
         self.pump.flush()
 
     def eof_received(self) -> bool:

@@ -58,6 +58,8 @@ log = logging.getLogger("hashike")
 
 # How often the core is told the time (RekeyLimit's time part).
 TIMER_INTERVAL = 30.0
+# The read size of read_scratch: asyncio's own for a socket.
+READ_SCRATCH = 256 * 1024
 
 CoreT = TypeVar("CoreT", ClientConnection, ServerConnection)
 Route = Callable[[Any], None]
@@ -104,6 +106,7 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
         self._continue_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._after_batch: list[Callable[[], None]] = []
+        self._scratch: bytearray | None = None
         self.routes: dict[type, Route] = {**self._channel_routes(), **self.side_routes()}
 
     def side_routes(self) -> dict[type, Route]:
@@ -111,6 +114,15 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
         (client, server) gives one for every such event type, even if only
         to ignore it, so that no event type is forgotten."""
         raise NotImplementedError
+
+    def read_scratch(self) -> bytearray:
+        """A buffer this connection's local sockets are read into when a read
+        cannot go straight into a packet (aio/bridge.py). Its contents are
+        consumed before the read returns, so one serves every bridge; made
+        at the first use: a connection that forwards nothing costs nothing."""
+        if self._scratch is None:
+            self._scratch = bytearray(READ_SCRATCH)
+        return self._scratch
 
     def call_after_batch(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once the events of this batch of input are handled."""

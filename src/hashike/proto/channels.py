@@ -49,7 +49,6 @@ something that needs the peer (``open``, ``global_request``) raise
 
 from __future__ import annotations
 
-import enum
 import heapq
 import struct
 from collections import deque
@@ -57,6 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hashike.proto.channel_states import CHANNEL_MESSAGES, PEER_MAY_SEND, Channel, ChannelState
 from hashike.proto.channel_types import decode_open_extra, encode_tcpip
 from hashike.proto.constants import MsgType, OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed, DecodeError, LocalProtocolError, RemoteProtocolError
@@ -116,48 +116,6 @@ def _msg(msg: int, *uint32s: int) -> bytes:
     return struct.pack(f">B{len(uint32s)}I", msg, *uint32s)
 
 
-class ChannelState(enum.Enum):
-    OPENING = "opening"  # we sent CHANNEL_OPEN, no answer yet
-    PENDING = "pending"  # the peer sent CHANNEL_OPEN, the runtime has not answered
-    OPEN = "open"
-    CLOSING = "closing"  # we sent CHANNEL_CLOSE, the peer's has not arrived
-
-    __hash__ = object.__hash__  # as transport.State's: looked up per packet
-
-
-# Messages about a channel the peer may send in each of our states (RFC 4254
-# §5). PENDING is the peer's own open that we have not answered: it may send
-# nothing on it yet (it has no id of ours to name). In CLOSING, what races our
-# CLOSE is still checked, then dropped (§5.3).
-_ESTABLISHED = frozenset(
-    (
-        MsgType.CHANNEL_WINDOW_ADJUST,
-        MsgType.CHANNEL_DATA,
-        MsgType.CHANNEL_EXTENDED_DATA,
-        MsgType.CHANNEL_EOF,
-        MsgType.CHANNEL_CLOSE,
-        MsgType.CHANNEL_REQUEST,
-        MsgType.CHANNEL_SUCCESS,
-        MsgType.CHANNEL_FAILURE,
-    )
-)
-# Every message the channel table handles (RFC 4254 §4, §5); the rest of the
-# connection protocol's range is unassigned (RFC 4250 §4.1.2).
-CHANNEL_MESSAGES = (
-    frozenset(
-        (MsgType.GLOBAL_REQUEST, MsgType.REQUEST_SUCCESS, MsgType.REQUEST_FAILURE, MsgType.CHANNEL_OPEN)
-    )
-    | _ESTABLISHED
-    | frozenset((MsgType.CHANNEL_OPEN_CONFIRMATION, MsgType.CHANNEL_OPEN_FAILURE))
-)
-PEER_MAY_SEND: dict[ChannelState, frozenset[int]] = {
-    ChannelState.OPENING: frozenset((MsgType.CHANNEL_OPEN_CONFIRMATION, MsgType.CHANNEL_OPEN_FAILURE)),
-    ChannelState.PENDING: frozenset(),
-    ChannelState.OPEN: _ESTABLISHED,
-    ChannelState.CLOSING: _ESTABLISHED,
-}
-
-
 class EventSink(Protocol):
     """Where events go: a ``list[object]``, or a connection's list of a wider
     event union that includes :data:`ChannelEvent`."""
@@ -166,25 +124,20 @@ class EventSink(Protocol):
 
 
 Send = Callable[[bytes, bytes | memoryview], None]
-# A reply to one of the peer's want_reply requests: None while the runtime
-# decides, (success, data) once decided, waiting for earlier replies to go.
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Channel:
-    """A snapshot of one channel, from :meth:`Channels.channel`."""
+class DirectSend(Protocol):
+    """The transport's reserve/commit sends (Transport.reserve, send_reserved)."""
 
-    channel_id: int
-    kind: str
-    state: ChannelState
-    remote_id: int | None  # None until the peer confirmed our open
-    local_window: int  # what the peer may still send us
-    remote_window: int  # what we may still send the peer
-    local_max_packet: int
-    remote_max_packet: int
-    eof_sent: bool
-    eof_received: bool
-    close_sent: bool
+    def reserve(self, offset: int, n: int) -> memoryview | None: ...
+
+    def send_reserved(self, head: bytes, n: int) -> None: ...
+
+
+# The smallest data buffer() offers: a read per packet pays a system call and
+# a loop iteration, which for OpenSSH's 32 KiB packets costs more than the
+# copy it saves (send_data copies one 256 KiB read into eight packets).
+DIRECT_MIN = 64 * 1024
 
 
 # ------------------------------------------------------------------ state
@@ -232,12 +185,14 @@ class Channels:
         max_channels: int = 4096,
         peer_max_packet: int = 35000,
         closed: Callable[[], bool] = lambda: False,
+        direct: DirectSend | None = None,
     ) -> None:
         _check_uint32("window", window)
         self._check_max_packet(max_packet)
         if max_channels < 1:
             raise ValueError("max_channels must be at least 1")
         self._send = send
+        self._direct = direct
         self._events = events
         self._closed = closed  # the connection's: see "Lifecycle" above
         self.window = window
@@ -405,6 +360,30 @@ class Channels:
             offset += n
         c.remote_window -= total
         return total
+
+    def data_buffer(self, channel_id: int) -> memoryview | None:
+        """Room for the next CHANNEL_DATA of ``channel_id`` inside the packet
+        being built, as much as the peer's window and maximum packet allow:
+        the runtime reads its socket into it, then :meth:`send_buffer`.
+        None when that is less than :data:`DIRECT_MIN` (use send_data), or
+        sends are blocked, or the channel is closed."""
+        c = self._sendable(channel_id, "send data")
+        if c is None or self._direct is None:
+            return None
+        n = min(c.remote_window, c.remote_max_packet, self.peer_max_packet - _PACKET_OVERHEAD)
+        if n < DIRECT_MIN:
+            return None
+        return self._direct.reserve(_DATA_HEAD.size, n)
+
+    def send_buffer(self, channel_id: int, n: int) -> None:
+        """Send the first ``n`` bytes written into the last :meth:`data_buffer`."""
+        c = self._sendable(channel_id, "send data")
+        if c is None or self._direct is None:
+            raise LocalProtocolError(f"no data buffer of channel {channel_id} to send")
+        if not 0 < n <= min(c.remote_window, c.remote_max_packet):
+            raise LocalProtocolError(f"cannot send {n} bytes on channel {channel_id}")
+        self._direct.send_reserved(_DATA_HEAD.pack(MsgType.CHANNEL_DATA, c.remote_id, n), n)
+        c.remote_window -= n
 
     def send_eof(self, channel_id: int) -> None:
         """RFC 4254 §5.3: we send no more data; the peer still may."""

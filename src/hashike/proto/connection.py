@@ -108,6 +108,7 @@ class _Connection:
                 max_packet=HASHIKE_MAX_PACKET if hashike_peer else OPENSSH_MAX_PACKET,
                 peer_max_packet=t.peer_max_packet,
                 closed=lambda: self.closed,
+                direct=t,
             )
             t.data_handler = self._channels.handle_data
         return self._channels

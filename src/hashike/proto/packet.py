@@ -54,6 +54,7 @@ _MAX_TAG = 64  # hmac-sha2-512
 _SLACK = 16  # update_into wants block_size - 1 spare bytes
 
 _HEAD = struct.Struct(">IB")
+_MAX_PADDING = 4 + 16 + 4  # at most block_size + 3 bytes, and 4 for the length
 _PAD_POOL = 4096
 _SHRUNK = 64 * 1024  # what a buffer shrinks back to after a burst
 _BURST = 4 * 1024 * 1024  # a buffer larger than this is given back once empty
@@ -131,13 +132,29 @@ class PacketWriter:
         self._pad_pos += n
         return self._pad[start : self._pad_pos]
 
-    def write(self, payload: bytes | bytearray | memoryview, data: bytes | memoryview = b"") -> None:
-        """Queue one packet whose payload is ``payload`` followed by ``data``.
+    def reserve(self, offset: int, n: int) -> memoryview:
+        """Room for ``n`` bytes at ``offset`` into the next packet's payload,
+        in the plaintext buffer itself: the runtime receives channel data
+        straight into it (``recv_into``), then :meth:`write` with
+        ``reserved`` seals it where it lies. Nothing else may be written in
+        between; the view is valid until then."""
+        if offset + n > MAX_PAYLOAD:
+            raise ValueError(f"payload of {offset + n} bytes exceeds {MAX_PAYLOAD}")
+        total = 5 + offset + n + _MAX_PADDING
+        if total > len(self._plain):
+            self._plain = _grown(len(self._plain), total)
+        return memoryview(self._plain)[5 + offset : 5 + offset + n]
+
+    def write(
+        self, payload: bytes | bytearray | memoryview, data: bytes | memoryview = b"", *, reserved: int = 0
+    ) -> None:
+        """Queue one packet whose payload is ``payload`` followed by ``data``,
+        or by the ``reserved`` bytes already in place (:meth:`reserve`).
 
         Passing channel data separately lets the caller avoid building the
         concatenated payload: it is copied once, into the plaintext buffer."""
         sealer = self._sealer
-        n = len(payload) + len(data)
+        n = len(payload) + (reserved or len(data))
         if n > MAX_PAYLOAD:
             raise ValueError(f"payload of {n} bytes exceeds {MAX_PAYLOAD}")
         block = sealer.block_size
@@ -161,7 +178,7 @@ class PacketWriter:
         with memoryview(self._plain) as pv, memoryview(self._out) as ov:
             _HEAD.pack_into(pv, 0, packet_length, pad)
             pv[5 : 5 + len(payload)] = payload
-            if data:
+            if data and not reserved:
                 pv[5 + len(payload) : 5 + n] = data
             pv[5 + n : total] = self._padding(pad)
             sealer.seal(self.seq, pv[:total], ov[self.pending : self.pending + wire + _SLACK])

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 
 from hashike.proto.certs import Certificate, host_key_table, plain_algorithm, public_key_from_blob
 from hashike.proto.ciphers import make_opener, make_sealer
-from hashike.proto.config import SUPPORTED_HOST_KEY_ALGORITHMS, TransportConfig
+from hashike.proto.config import TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import KeyExchangeFailed, LocalProtocolError, RemoteProtocolError, SSHError
 from hashike.proto.events import (
@@ -60,6 +60,13 @@ from hashike.proto.events import (
     PeerVersionReceived,
     PongReceived,
     UnimplementedReceived,
+)
+from hashike.proto.ext_info import (
+    DEFAULT_PEER_MAX_PACKET,
+    EXT_MAX_PACKET,
+    decode_ext_info,
+    encode_ext_info,
+    peer_max_packet,
 )
 from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.kex import KEX_METHODS
@@ -74,12 +81,14 @@ from hashike.proto.kex.negotiate import (
     Negotiated,
     negotiate,
 )
-from hashike.proto.packet import MAX_PACKET_LENGTH, MAX_PAYLOAD, PacketReader, PacketWriter
+from hashike.proto.packet import MAX_PAYLOAD, PacketReader, PacketWriter
 from hashike.proto.version import PeerVersion, VersionParser, identification_line
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string, encode_uint32
 
 __all__ = [
+    "DEFAULT_PEER_MAX_PACKET",
     "ENDED",
+    "EXT_MAX_PACKET",
     "MAX_DEFERRED_BYTES",
     "MAX_HELD_INPUT",
     "MAX_UNSENT_BYTES",
@@ -104,10 +113,6 @@ MAX_HELD_INPUT = 1024 * 1024
 MAX_PACKETS_DURING_REKEY = 16384
 # IGNORE/DEBUG/UNIMPLEMENTED packets tolerated inside the first exchange.
 MAX_CHATTER_DURING_KEX = 256
-# Our own transport extension (RFC 8308 §2.2 naming): the largest packet we
-# accept, so two hashike peers can use packets beyond RFC 4253's 35000 bytes.
-EXT_MAX_PACKET = "max-packet-length@hashike.dev"
-DEFAULT_PEER_MAX_PACKET = 35000  # RFC 4253 §6.1
 
 Deliver = Callable[[int, memoryview], None]
 
@@ -219,10 +224,9 @@ class Transport:
             self.fail(exc)
 
     def receive_buffer(self) -> memoryview:
-        """Where the runtime may receive the next bytes (``recv_into``);
-        then :meth:`receive_into` with the count. Packets are opened where
-        they land. Before the version exchange ends (and after the end) the
-        bytes go through a small scratch buffer and :meth:`receive_data`."""
+        """Where the runtime may receive the next bytes (``recv_into``), for
+        :meth:`receive_into`: packets are opened where they land. Before the
+        version exchange ends (and after the end), a scratch buffer."""
         if self.state is State.VERSION or self.state in ENDED:
             self._into_scratch = True
             return memoryview(self._scratch)
@@ -234,8 +238,6 @@ class Transport:
         if self._into_scratch:
             with memoryview(self._scratch) as scratch:
                 self.receive_data(scratch[:n])
-            return
-        if self.state in ENDED:
             return
         try:
             self._reader.commit(n)
@@ -411,20 +413,9 @@ class Transport:
         # (the reader counts packets from each NEWKEYS on).
         if self._kex_count != 1 or self._reader.packets != 1:
             raise RemoteProtocolError("EXT_INFO outside the places RFC 8308 §2.4 allows")
-        # RFC 8308 §2.3
-        r = Reader(payload, 1)
-        count = r.uint32()
-        if count > 64:
-            raise RemoteProtocolError(f"EXT_INFO with {count} extensions")
-        extensions: dict[str, bytes] = {}
-        for _ in range(count):
-            name = r.ascii(256)
-            extensions[name] = r.string(64 * 1024)
-        r.check_end()
+        extensions = decode_ext_info(payload)
         self.peer_extensions.update(extensions)
-        value = extensions.get(EXT_MAX_PACKET)
-        if value is not None and value.isdigit():
-            self.peer_max_packet = max(DEFAULT_PEER_MAX_PACKET, min(int(value), MAX_PACKET_LENGTH))
+        self.peer_max_packet = peer_max_packet(extensions)
         self._events.append(ExtInfoReceived(extensions=extensions))
         self._maybe_rekey()
 
@@ -469,6 +460,21 @@ class Transport:
             self._deferred_bytes += size
             return
         self._writer.write(payload, data)
+        self._maybe_rekey()
+
+    def reserve(self, offset: int, n: int) -> memoryview | None:
+        """Room in the next packet's payload for the runtime to receive
+        channel data into (:meth:`PacketWriter.reserve`), or None while
+        sends are blocked (a kex queues them, RFC 4253 §7.1)."""
+        if self.send_blocked:
+            return None
+        return self._writer.reserve(offset, n)
+
+    def send_reserved(self, head: bytes, n: int) -> None:
+        """Send ``head`` then the ``n`` bytes written into the last :meth:`reserve`."""
+        if self.send_blocked:
+            raise LocalProtocolError("cannot send a reserved packet while sends are blocked")
+        self._writer.write(head, reserved=n)
         self._maybe_rekey()
 
     def send_ignore(self, data: bytes = b"") -> None:
@@ -672,21 +678,8 @@ class Transport:
         self._writer.set_sealer(make_sealer(cipher, mac, key, iv, mac_key), reset_seq=self.strict)
         if self._kex_count == 0 and n.peer_wants_ext_info:
             # RFC 8308 §2.4: EXT_INFO goes right after our first NEWKEYS.
-            self._writer.write(self._ext_info())
+            self._writer.write(encode_ext_info(self.is_client))
         self.state = State.AWAIT_NEWKEYS
-
-    def _ext_info(self) -> bytes:
-        extensions: list[tuple[str, bytes]] = [(EXT_MAX_PACKET, str(MAX_PACKET_LENGTH).encode())]
-        if not self.is_client:
-            # RFC 8308 §3.1: what user authentication accepts, which is every
-            # signature algorithm we verify (never ssh-rsa).
-            sig_algs = ",".join(SUPPORTED_HOST_KEY_ALGORITHMS)
-            extensions = [("server-sig-algs", sig_algs.encode()), ("ping@openssh.com", b"0"), *extensions]
-        return (
-            encode_byte(MsgType.EXT_INFO)
-            + encode_uint32(len(extensions))
-            + b"".join(encode_string(name) + encode_string(value) for name, value in extensions)
-        )
 
     def _on_newkeys(self, payload: memoryview) -> None:
         kex = self._kex

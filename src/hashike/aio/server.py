@@ -100,6 +100,9 @@ class ServerOptions:
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     keepalive: KeepaliveOptions = field(default_factory=KeepaliveOptions)  # ClientAlive*, TCPKeepAlive
+    # PrivilegeSeparation: a login is the OS account of its name, served by a
+    # process of its own running as that account (aio/privsep.py).
+    privilege_separation: bool = False
 
 
 class _ServerPump(CorePump[ServerConnection]):

@@ -61,7 +61,7 @@ from hashike.proto.events import (
     PongReceived,
     UnimplementedReceived,
 )
-from hashike.proto.hostkey import PrivateKey, PublicKey
+from hashike.proto.hostkey import HostKeySigner, PublicKey
 from hashike.proto.kex import KEX_METHODS
 from hashike.proto.kex.base import exchange_hash, exchange_hash_input
 from hashike.proto.kex.exchange import Exchange, Keys
@@ -151,7 +151,7 @@ class Transport:
         rng: Callable[[int], bytes],
         deliver: Deliver,
         events: list[Event],
-        host_keys: Sequence[PrivateKey] = (),
+        host_keys: Sequence[HostKeySigner] = (),
         host_certificates: Sequence[Certificate] = (),
     ) -> None:
         self.config = config
@@ -491,6 +491,11 @@ class Transport:
         self.send(encode_byte(MsgType.PING) + encode_string(data))
 
     # ------------------------------------------------------------- rekeying
+
+    def replace_host_keys(self, signers: Sequence[HostKeySigner]) -> None:
+        """Server: sign later exchanges with stand-ins for the same host keys."""
+        by_key = {signer.public_key: signer for signer in signers}  # KeyError for one missing
+        self._host_keys = {alg: (by_key[key.public_key], k_s) for alg, (key, k_s) in self._host_keys.items()}
 
     def start_rekey(self) -> None:
         """Begin a key re-exchange (RFC 4253 §9). No-op if one is running."""

@@ -338,6 +338,7 @@ class Server:
             revoked_keys=options.revoked_keys,
             keys_command=options.keys_command,
             authorized_principals_file=options.authorized_principals_file,
+            many_accounts=options.privilege_separation,
         )
         self.connections: set[_ServerPump] = set()
         self.startups: set[_ServerPump] = set()

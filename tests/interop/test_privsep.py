@@ -341,3 +341,65 @@ def test_needs_root(accounts: Accounts, tmp_path: Path) -> None:
         == f"hashiked: PrivilegeSeparation yes needs root; hashiked runs as uid {entry.pw_uid}\n"
     )
     assert (result.returncode, result.stdout) == (255, "")
+
+
+def test_a_rekey_without_its_signer_ends_the_connection(
+    accounts: Accounts, tmp_path: Path, ssh_client: SshClient
+) -> None:
+    server = start(accounts, tmp_path, "RekeyLimit=1M")
+    name, entry = USERS[0], accounts.users[USERS[0]]
+    session = subprocess.Popen(
+        ssh_client.argv(server.port, "echo ready; cat >/dev/null", user=name, identity=accounts.client_key),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert read_line(session) == "ready\n"
+        pid = wait_for_connection_process(server, entry.pw_uid)
+        worker = parent_of(pid)
+        os.kill(worker, signal.SIGKILL)
+        eventually_sync(lambda: f"worker {worker} died with signal 9" in server.log_text(), DEADLINE)
+        # 4 MiB: hashiked's next rekey comes after 1 MiB, and nobody signs for it.
+        _, err = session.communicate("x" * (4 << 20), timeout=DEADLINE)
+        assert session.returncode == 255
+        assert "host key signer unavailable" in err, err
+        eventually_sync(lambda: not Path(f"/proc/{pid}").exists(), DEADLINE, what=f"process {pid} reaped")
+        log = server.log_text()
+        assert re.search(r"Disconnecting 127\.0\.0\.1 port \d+: host key signer unavailable\n", log), log
+        assert "Traceback" not in log, log
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.communicate(timeout=DEADLINE)
+        server.stop()
+
+
+def test_client_alive_runs_in_the_users_process(
+    accounts: Accounts, tmp_path: Path, ssh_client: SshClient
+) -> None:
+    server = start(accounts, tmp_path, "ClientAliveInterval=1", "ClientAliveCountMax=2")
+    name, entry = USERS[1], accounts.users[USERS[1]]
+    client = subprocess.Popen(
+        ssh_client.argv(server.port, user=name, identity=accounts.client_key, args=["-N"]),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        pid = wait_for_connection_process(server, entry.pw_uid)
+        os.kill(client.pid, signal.SIGSTOP)  # the socket stays open; nothing answers
+        eventually_sync(
+            lambda: f"Timeout, client not responding from user {name} 127.0.0.1 port" in server.log_text(),
+            DEADLINE,
+            what="ClientAlive's verdict",
+        )
+        eventually_sync(lambda: not Path(f"/proc/{pid}").exists(), DEADLINE, what=f"process {pid} reaped")
+        server.assert_healthy()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(client.pid, signal.SIGCONT)
+        client.kill()
+        client.wait(DEADLINE)
+        server.stop()

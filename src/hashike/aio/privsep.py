@@ -58,7 +58,7 @@ from hashike.proto.wire import Reader, encode_string
 
 from .session_server import watch_child
 
-__all__ = ["MAX_HASH", "Children", "RemoteSigner"]
+__all__ = ["MAX_HASH", "Children", "RemoteSigner", "serve_signatures"]
 
 log = logging.getLogger("hashike.server")
 
@@ -123,6 +123,31 @@ def _answer(keys: Sequence[PrivateKey], request: bytes) -> bytes:
     return b"\x00"
 
 
+def serve_signatures(channel: socket.socket, keys: Sequence[PrivateKey]) -> None:
+    """Answer a child's signing requests on ``channel`` from the running
+    loop, until the child closes it (then the channel is closed here too)."""
+    channel.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    def ready() -> None:
+        try:
+            request = channel.recv(MAX_MESSAGE)
+        except BlockingIOError:
+            return
+        except OSError:
+            request = b""
+        if not request:  # the child has gone
+            loop.remove_reader(channel)
+            channel.close()
+            return
+        try:
+            channel.send(_answer(keys, request))
+        except OSError as exc:  # the child went while we signed
+            log.debug("host key signer: %s", exc)
+
+    loop.add_reader(channel, ready)
+
+
 class Children:
     """The processes this server forked, one per authenticated connection;
     it signs for them with ``host_keys``."""
@@ -165,34 +190,12 @@ class Children:
             self._keys = ()
             _child(sock, theirs, user, lambda: prepare(signers), main)
         theirs.close()
-        self._serve_signer(ours)
+        serve_signatures(ours, self._keys)
         self._pids.add(pid)
         self._none_left.clear()
         watch_child(pid, lambda status: self._exited(pid, status))
         log.debug("connection of %s handed to process %d", escape_text(username), pid)
         return True
-
-    def _serve_signer(self, channel: socket.socket) -> None:
-        channel.setblocking(False)
-        loop = asyncio.get_running_loop()
-
-        def ready() -> None:
-            try:
-                request = channel.recv(MAX_MESSAGE)
-            except BlockingIOError:
-                return
-            except OSError:
-                request = b""
-            if not request:  # the child has gone
-                loop.remove_reader(channel)
-                channel.close()
-                return
-            try:
-                channel.send(_answer(self._keys, request))
-            except OSError as exc:  # the child went while we signed
-                log.debug("host key signer: %s", exc)
-
-        loop.add_reader(channel, ready)
 
     def _exited(self, pid: int, status: int | None) -> None:
         self._pids.discard(pid)
@@ -273,8 +276,10 @@ def _child(
         _drop_to(user)
         loop.run_until_complete(_run(main, conn))
         status = 0
+    except OSError as exc:  # a descriptor, the loop or the switch of user failed
+        log.error("connection process for %s: %s", escape_text(user.pw_name), exc)
     except BaseException:  # nothing may unwind into the parent's frames
-        log.exception("connection process for %s failed", user.pw_name)
+        log.exception("connection process for %s failed", escape_text(user.pw_name))
     finally:
         logging.shutdown()
         os._exit(status)

@@ -28,6 +28,7 @@ import pytest
 from hashike.cli.netstat import children, tcp_sockets
 from tests.helpers import eventually_sync
 from tests.interop.conftest import free_port
+from tests.interop.test_auth_openssh_to_hashiked import askpass_env, password_options
 from tests.interop.test_forward_openssh_to_hashiked import (
     BackgroundLoop,
     FarSide,
@@ -182,6 +183,42 @@ def test_each_user_is_served_by_a_process_of_their_own(
             process.communicate(timeout=DEADLINE)
     assert all(process.returncode == 0 for process in sessions.values())
     hashiked.assert_healthy()
+
+
+@pytest.mark.parametrize("method", ["password", "keyboard-interactive"])
+def test_a_password_login_drops_too(
+    accounts: Accounts, tmp_path: Path, ssh_client: SshClient, method: str
+) -> None:
+    # bcrypt runs in a worker's thread: the fork happens with that thread
+    # alive, from the task that waited for it.
+    name, entry = USERS[0], accounts.users[USERS[0]]
+    password = "Correct-Horse-7"
+    line = subprocess.run(
+        [sys.executable, "-m", "hashike.cli.keygen", "-P", name],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=True,
+    ).stdout
+    (tmp_path / "passwords").write_text(line)
+    server = start(accounts, tmp_path, f"PasswordFile={tmp_path / 'passwords'}", "PasswordAuthentication=yes")
+    try:
+        argv = ssh_client.argv(server.port, "id -u", user=name, options=password_options(method))
+        login = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **askpass_env(tmp_path, password)},
+            start_new_session=True,  # no terminal: ssh asks SSH_ASKPASS
+        )
+        assert (login.returncode, login.stdout) == (0, f"{entry.pw_uid}\n"), login.stderr
+        assert f"Accepted {method} for {name} from 127.0.0.1" in server.log_text()
+        server.assert_healthy()
+    finally:
+        server.stop()
 
 
 def test_rekeys_after_the_drop_are_signed_by_the_worker(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import os
 import pwd
 import re
@@ -440,3 +441,71 @@ def test_client_alive_runs_in_the_users_process(
         client.kill()
         client.wait(DEADLINE)
         server.stop()
+
+
+def test_one_process_forks_too(accounts: Accounts, tmp_path: Path, ssh_client: SshClient) -> None:
+    server = start_hashiked(
+        tmp_path, accounts.host_key, accounts.keys_file(), "PrivilegeSeparation=yes", "Workers=1"
+    )
+    name, entry = USERS[0], accounts.users[USERS[0]]
+    session = subprocess.Popen(
+        ssh_client.argv(server.port, "id -u; exec cat", user=name, identity=accounts.client_key),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert read_line(session) == f"{entry.pw_uid}\n"
+        pid = wait_for_connection_process(server, entry.pw_uid)
+        assert parent_of(pid) == server.process.pid
+        # It holds its connection, not the server's listener.
+        assert [s.state for s in tcp_sockets([pid])] == ["ESTABLISHED"]
+    finally:
+        session.communicate(timeout=DEADLINE)
+        server.stop()
+    assert session.returncode == 0
+    assert "Traceback" not in server.log_text()
+
+
+def test_a_draining_worker_stays_for_its_connection_processes(
+    accounts: Accounts, tmp_path: Path, ssh_client: SshClient
+) -> None:
+    server = start(accounts, tmp_path, "RekeyLimit=1M")
+    name, entry = USERS[0], accounts.users[USERS[0]]
+    session = subprocess.Popen(
+        ssh_client.argv(server.port, "echo ready; sha256sum", user=name, identity=accounts.client_key),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert session.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(session.stdout, selectors.EVENT_READ)
+            assert selector.select(DEADLINE), "no output from ssh"
+        assert session.stdout.readline() == b"ready\n"
+        pid = wait_for_connection_process(server, entry.pw_uid)
+        old, originals = parent_of(pid), set(children(server.process.pid))
+        os.kill(server.process.pid, signal.SIGHUP)
+        eventually_sync(
+            lambda: len(set(children(server.process.pid)) - originals) == 2, DEADLINE, what="two new workers"
+        )
+        assert old in children(server.process.pid)
+        # Drained of connections, the old worker still signs the rekeys of
+        # this one (after every MiB of the 4).
+        data = os.urandom(4 << 20)
+        out, err = session.communicate(data, timeout=DEADLINE)
+        assert session.returncode == 0, err
+        assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
+        eventually_sync(
+            lambda: old not in children(server.process.pid), DEADLINE, what="the old worker's exit"
+        )
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.communicate(timeout=DEADLINE)
+        server.stop()
+    log = server.log_text()
+    assert "Received SIGHUP; restarting workers." in log and "signer" not in log, log
+    assert "Traceback" not in log, log

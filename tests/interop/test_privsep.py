@@ -53,6 +53,11 @@ pytestmark = pytest.mark.interop
 DEADLINE = 30.0
 USERS = ("hashikeps1", "hashikeps2")
 NO_ACCOUNT = "hashikeps-nobody"
+# One line, the session's uid and whether it can read its parent's memory;
+# then a session that waits for its stdin's end.
+PROBE = (
+    'echo "$(id -u) $(cat /proc/$PPID/environ >/dev/null 2>&1 && echo readable || echo unreadable)"; exec cat'
+)
 
 
 @dataclass
@@ -151,7 +156,7 @@ def test_each_user_is_served_by_a_process_of_their_own(
 ) -> None:
     sessions = {
         name: subprocess.Popen(
-            ssh_client.argv(hashiked.port, "id -u; exec cat", user=name, identity=accounts.client_key),
+            ssh_client.argv(hashiked.port, PROBE, user=name, identity=accounts.client_key),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -168,7 +173,9 @@ def test_each_user_is_served_by_a_process_of_their_own(
         served: dict[str, int] = {}
         for name, process in sessions.items():
             entry = accounts.users[name]
-            assert int(read_line(process)) == entry.pw_uid  # the session's `id -u`
+            # The session's parent, the connection's process, is the user's,
+            # yet the user cannot read it: setuid made it non-dumpable.
+            assert read_line(process) == f"{entry.pw_uid} unreadable\n"
             pid = wait_for_connection_process(hashiked, entry.pw_uid)
             assert status_ids(pid) == ([entry.pw_uid] * 4, [entry.pw_gid] * 4)
             assert parent_of(pid) in workers

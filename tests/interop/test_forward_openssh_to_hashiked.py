@@ -212,6 +212,7 @@ def ssh_forwards(
     targets: Sequence[int],
     *,
     options: dict[str, str | int] | None = None,
+    user: str | None = None,
 ) -> tuple[SshProcess, list[int]]:
     """``ssh -v -N -L lp:127.0.0.1:target ...`` to hashiked at ``port``, one
     -L per target; returns once ssh listens on every local port (which are
@@ -224,7 +225,11 @@ def ssh_forwards(
         for lp, target in zip(local, targets, strict=True):
             args += ["-L", f"{lp}:127.0.0.1:{target}"]
         argv = ssh.argv(
-            port, identity=identity, options={"ExitOnForwardFailure": "yes", **(options or {})}, args=args
+            port,
+            user=user,
+            identity=identity,
+            options={"ExitOnForwardFailure": "yes", **(options or {})},
+            args=args,
         )
         process = subprocess.Popen(
             argv,

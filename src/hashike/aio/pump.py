@@ -386,6 +386,21 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
         self.core.close(description)
         self.process()
 
+    def detach(self) -> None:
+        """Forget the connection without a word to the peer: another process
+        holds the socket and goes on with it (hashiked's PrivilegeSeparation),
+        so closing our descriptor sends nothing, not even a FIN."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.set_protocol(asyncio.Protocol())  # no connection_lost for us
+            transport.abort()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
     def drop(self, description: str) -> None:
         """End a connection whose peer is gone (keepalives unanswered): the
         DISCONNECT is offered, but nothing waits for a peer that does not

@@ -47,7 +47,7 @@ from hashike.proto.events import (
     ServiceAccepted,
     UnimplementedReceived,
 )
-from hashike.proto.hostkey import PrivateKey
+from hashike.proto.hostkey import HostKeySigner, PrivateKey
 from hashike.proto.text import escape_text
 
 from .admission import Admission, drop
@@ -55,6 +55,7 @@ from .forward import address_text, connect_target
 from .keepalive import Keepalive, KeepaliveOptions
 from .keys_command import KeysCommand
 from .listen import LISTEN_BACKLOG, BindError, bind_all
+from .privsep import Children
 from .pump import CorePump, Route
 from .remote_server import RemoteForwards
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator, login_key_options
@@ -67,6 +68,8 @@ log = logging.getLogger("hashike.server")
 
 
 _PASSWORD_METHODS = ("password", "keyboard-interactive")
+CHILD_CLOSE_TIMEOUT = 5.0  # seconds a stopped PrivilegeSeparation child gives its DISCONNECT to leave
+CHILD_STOP_TIMEOUT = 10.0  # seconds a stopping server waits for those children to end
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,15 +103,19 @@ class ServerOptions:
     forwarding: ForwardingPolicy = field(default_factory=ForwardingPolicy)
     sessions: SessionPolicy = field(default_factory=SessionPolicy)
     keepalive: KeepaliveOptions = field(default_factory=KeepaliveOptions)  # ClientAlive*, TCPKeepAlive
+    # PrivilegeSeparation: a login is the OS account of its name, served by a
+    # process of its own running as that account (aio/privsep.py).
+    privilege_separation: bool = False
 
 
 class _ServerPump(CorePump[ServerConnection]):
     unhandled_open = (OpenFailureReason.UNKNOWN_CHANNEL_TYPE, "unknown channel type")
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, core: ServerConnection | None = None) -> None:
         options = server.options
         super().__init__(
-            ServerConnection(
+            core
+            or ServerConnection(
                 options.transport,
                 host_keys=server.host_keys,
                 rng=os.urandom,
@@ -141,6 +148,8 @@ class _ServerPump(CorePump[ServerConnection]):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._server.connections.add(self)
+        if self.core.authenticated:
+            return  # in a PrivilegeSeparation child: the connection goes on
         log.debug("Connection from %s port %s", *self._peer())
         grace = self._server.options.login_grace_time
         if grace > 0:
@@ -177,7 +186,52 @@ class _ServerPump(CorePump[ServerConnection]):
             self._grace.cancel()
             self._grace = None
         self._server.authenticated(self)
-        self.keepalive.start()
+        if self._server.children is not None:
+            self._hand_off(self._server.children)
+        else:
+            self.keepalive.start()
+
+    def _hand_off(self, children: Children) -> None:
+        """PrivilegeSeparation: the rest of this connection is a process's of
+        its own, running as the user (aio/privsep.py). Nothing of the
+        connection protocol has been read yet; the reply to the successful
+        request waits in the core, which the child inherits."""
+        transport = self.transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if transport is None or sock is None or transport.get_write_buffer_size() or self._ssh_write_paused:
+            # Bytes asyncio still holds would not reach the child: a client
+            # that has not read what we sent before it logged in goes.
+            self.drop("client did not read before authentication")
+            return
+        username = self.core.auth_username or ""
+
+        def prepare(signers: Sequence[HostKeySigner]) -> None:
+            self.core.replace_host_keys(signers)
+            self._server.become_child()
+
+        if children.hand_off(sock, username, prepare, self._continue_in_child):
+            self.detach()
+        else:
+            self.close("internal error")
+
+    async def _continue_in_child(self, sock: socket.socket) -> None:
+        """In the child, as the user: serve the connection on this loop until it ends."""
+        pump = _ServerPump(self._server, self.core)
+        pump.source, pump.started, pump._auth.login = self.source, self.started, self._auth.login
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: pump, sock)
+        pump.keepalive.start()
+        try:
+            await asyncio.shield(pump.closed)
+        except asyncio.CancelledError:  # SIGTERM: a worker stopping or done draining
+            pump.close("server shutting down")
+            await asyncio.wait([pump.closed], timeout=CHILD_CLOSE_TIMEOUT)
+
+    def detach(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+        self._auth.close()
+        super().detach()
+        self._server.forget(self)
 
     def _client_dead(self) -> None:
         # sshd's line; dropping the connection frees its -R listeners now.
@@ -335,6 +389,7 @@ class Server:
             revoked_keys=options.revoked_keys,
             keys_command=options.keys_command,
             authorized_principals_file=options.authorized_principals_file,
+            many_accounts=options.privilege_separation,
         )
         self.connections: set[_ServerPump] = set()
         self.startups: set[_ServerPump] = set()
@@ -345,6 +400,8 @@ class Server:
             options.penalties,
             options.penalty_exempt,
         )
+        # PrivilegeSeparation: the processes serving authenticated connections.
+        self.children = Children(self.host_keys) if options.privilege_separation else None
         self._servers: list[asyncio.Server] = []
         # RemoteForwardTakeover beyond this process: a hashiked worker asks
         # the others (hashike.cli.worker_forwards); True if it asked.
@@ -402,6 +459,19 @@ class Server:
                     escape_text(address), port, escape_text(who[0]), host, peer_port,
                 )  # fmt: skip
 
+    def become_child(self) -> None:
+        """In a PrivilegeSeparation child, before it drops root: it serves
+        one connection, so the server's keys, other connections, listeners
+        and children are not its own; nothing is reported to a supervisor."""
+        options = self.options
+        self.host_keys = ()
+        self.connections.clear()
+        self.startups.clear()
+        self._servers.clear()
+        self.children = None
+        self.take_over_elsewhere = None
+        self.admission = Admission(options.max_startups, None, options.per_source_net_block_size, None, ())
+
     def forget(self, pump: _ServerPump, penalty: str | None = None) -> None:
         """``pump``'s connection ended; charge ``penalty`` to its source."""
         self.authenticated(pump)
@@ -434,10 +504,14 @@ class Server:
             srv.close()
         for pump in list(self.connections):
             pump.close("server shutting down")
+        if self.children is not None:
+            self.children.terminate()
 
     async def wait_closed(self) -> None:
         for srv in self._servers:
             await srv.wait_closed()
+        if self.children is not None:
+            await self.children.wait(CHILD_STOP_TIMEOUT)
 
     async def __aenter__(self) -> Server:
         return self

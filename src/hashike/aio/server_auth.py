@@ -17,6 +17,12 @@ keys of its own, while the default ``.ssh/authorized_keys`` lets every admitted
 name in with the account's keys. Names that could leave a directory through
 ``%u`` (a ``/``, a leading ``.``, control characters) are never admitted.
 
+Many accounts (``PrivilegeSeparation``, see :mod:`hashike.aio.privsep`). A
+login name is the OS account of that name: ``%h`` and ``%U`` are that
+account's, and by default every name with an account may log in, except
+root's (uid 0), which never may. A name without an account, or root's,
+fails as a name AllowUsers does not admit.
+
 No user enumeration. The reply to a request depends only on its outcome, never
 on why it failed. A password attempt for a name that is not admitted, or that
 has no line in the PasswordFile, still runs bcrypt, against a dummy hash of the
@@ -92,7 +98,8 @@ class PasswordFileError(OSError):
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """The OS account the server runs as: every login maps to it."""
+    """An OS account: the one the server runs as, which every login maps to,
+    or with many accounts the one of a login's name."""
 
     name: str
     home: str
@@ -101,6 +108,15 @@ class Account:
     @classmethod
     def current(cls) -> Account:
         entry = pwd.getpwuid(os.getuid())
+        return cls(entry.pw_name, entry.pw_dir, entry.pw_uid)
+
+    @classmethod
+    def named(cls, name: str) -> Account | None:
+        """The account called ``name``, None if there is none."""
+        try:
+            entry = pwd.getpwnam(name)
+        except (KeyError, ValueError):  # ValueError: a NUL, which no name has
+            return None
         return cls(entry.pw_name, entry.pw_dir, entry.pw_uid)
 
 
@@ -193,9 +209,11 @@ class UserAuthenticator:
     which passwords. Files are read at each attempt, as sshd reads them, so
     edits apply without a restart.
 
-    ``allow_users`` are AllowUsers patterns (None: only ``account``'s name);
+    ``allow_users`` are AllowUsers patterns (None: only ``account``'s name,
+    or with ``many_accounts`` every name);
     ``authorized_keys_files`` are AuthorizedKeysFile patterns;
-    ``password_file`` is the PasswordFile path (None: no passwords)."""
+    ``password_file`` is the PasswordFile path (None: no passwords);
+    ``many_accounts``: each name is the OS account of that name (see above)."""
 
     def __init__(
         self,
@@ -208,9 +226,12 @@ class UserAuthenticator:
         account: Account | None = None,
         revoked_keys: str | None = None,
         keys_command: KeysCommand | None = None,
+        many_accounts: bool = False,
     ) -> None:
         self.account = account or Account.current()
-        self.allow_users = tuple(allow_users) if allow_users is not None else (self.account.name,)
+        self.many_accounts = many_accounts
+        default = "*" if many_accounts else self.account.name
+        self.allow_users = tuple(allow_users) if allow_users is not None else (default,)
         self.authorized_keys_files = tuple(authorized_keys_files)
         self.password_file = password_file
         self.trusted_user_ca_keys = trusted_user_ca_keys
@@ -226,6 +247,10 @@ class UserAuthenticator:
         address against HOST, a pattern list that may hold CIDR blocks."""
         if not _safe_login_name(username):
             return False
+        if self.many_accounts:
+            account = Account.named(username)
+            if account is None or account.uid == 0:
+                return False
         for pattern in self.allow_users:
             user_pattern, at, host_pattern = pattern.rpartition("@")
             if not at:
@@ -239,9 +264,14 @@ class UserAuthenticator:
             return True
         return False
 
+    def account_of(self, username: str) -> Account:
+        """The account ``username`` maps to (the server's for a name that has
+        none: a failing lookup then reads the same kind of files)."""
+        return (Account.named(username) if self.many_accounts else None) or self.account
+
     def key_files(self, username: str) -> list[str]:
         """The authorized_keys files for ``username``, tokens expanded."""
-        account = self.account
+        account = self.account_of(username)
         return [
             expand_authorized_keys_path(pattern, username, account.home, account.uid)
             for pattern in self.authorized_keys_files
@@ -271,7 +301,11 @@ class UserAuthenticator:
         if options is not None or command is None or isinstance(key, Certificate):
             return options, refusal
         output = await run_keys_command(
-            command, user=username, home=self.account.home, key=key, log=lambda line: log.error("%s", line)
+            command,
+            user=username,
+            home=self.account_of(username).home,
+            key=key,
+            log=lambda line: log.error("%s", line),
         )
         if output is None:
             return None, refusal
@@ -327,7 +361,7 @@ class UserAuthenticator:
         errors: list[str] = []
         grant = grant_from_authorized_keys(cert, username, self.key_files(username), address, now, errors)
         if grant is None and self.trusted_user_ca_keys is not None:
-            account = self.account
+            account = self.account_of(username)
             grant = grant_from_trusted_cas(
                 cert, username,
                 ca_file=self.trusted_user_ca_keys, principals_file=self.authorized_principals_file,

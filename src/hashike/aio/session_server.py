@@ -82,6 +82,7 @@ __all__ = [
     "exit_request",
     "open_session",
     "set_window_size",
+    "watch_child",
 ]
 
 log = logging.getLogger("hashike.server")
@@ -190,7 +191,7 @@ class _Pty:
 # --- reaping -------------------------------------------------------------------------
 
 
-def _watch_child(pid: int, callback: Callable[[int | None], None]) -> None:
+def watch_child(pid: int, callback: Callable[[int | None], None]) -> None:
     """Reap ``pid`` and call ``callback(wait_status)`` on the running loop
     (None if someone else reaped it). asyncio's own subprocess watcher would
     reduce the status to a return code and lose the core-dump flag."""
@@ -581,7 +582,7 @@ class ServerSession:
         finally:
             if self.pty is not None:
                 self.pty.close_slave()  # the child has it; EIO on the master once it is gone
-        _watch_child(self.process.pid, self._child_exited)
+        watch_child(self.process.pid, self._child_exited)
         self._log_start(command, forced)
         self.pump._spawn(self._connect())
         return True

@@ -196,6 +196,7 @@ def _server_options(settings: ServerSettings) -> ServerOptions:
             settings.client_alive_count_max or None,
             settings.tcp_keep_alive,
         ),
+        privilege_separation=settings.privilege_separation,
     )
 
 
@@ -219,6 +220,12 @@ def _load_host_certificates(settings: ServerSettings, keys: list[PrivateKey]) ->
     return tuple(found)
 
 
+def _check_privileges(settings: ServerSettings) -> None:
+    """PrivilegeSeparation switches to the logged-in user's account: only root can."""
+    if settings.privilege_separation and os.geteuid() != 0:
+        raise _Fatal(f"PrivilegeSeparation yes needs root; hashiked runs as uid {os.geteuid()}")
+
+
 def _full_options(settings: ServerSettings, keys: list[PrivateKey]) -> ServerOptions:
     return replace(_server_options(settings), host_certificates=_load_host_certificates(settings, keys))
 
@@ -229,6 +236,7 @@ def _reloader(args: argparse.Namespace, overrides: list[str]) -> Callable[[], tu
     def reload() -> tuple[ServerOptions, int]:
         try:
             settings = parse_server_config(args.config, overrides)
+            _check_privileges(settings)
             return _full_options(settings, _load_host_keys(settings, args.host_keys)), worker_count(settings)
         except (ConfigError, _Fatal, KeyFileError, ValueError) as exc:
             raise ReloadError(str(exc)) from None
@@ -353,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_server_config(args.config, overrides)
         if args.ctl_cmd is not None:
             return _control(settings)
+        _check_privileges(settings)
         keys = _load_host_keys(settings, args.host_keys)
         argv = sys.argv[1:] if argv is None else argv
         asyncio.run(_serve(settings, keys, argv, _reloader(args, overrides)))

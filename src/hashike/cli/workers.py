@@ -30,11 +30,19 @@ configuration that does not load keeps the running workers, with one log
 line. A worker that dies is restarted at once (after a second if it died in
 its first second, so that a worker that cannot start does not spin), and
 the connections it held no longer count as startups.
+
+PrivilegeSeparation (:mod:`hashike.aio.privsep`): a worker forks a process
+per authenticated connection, which outlives a worker killed under it. The
+supervisor is then the subreaper (PR_SET_CHILD_SUBREAPER, prctl(2)) of those
+orphans and reaps them on SIGCHLD; it tells them from its workers by their
+uid, which is never root's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -52,6 +60,7 @@ from hashike.aio.server_status import WORKER_MESSAGE, answer_on, gather
 from hashike.config.sshd_config import ServerSettings
 from hashike.proto.text import escape_text
 
+from .netstat import children
 from .worker_forwards import WorkerForwards, relay_takeover
 
 __all__ = ["ReloadError", "Supervisor", "serve_worker", "worker_channel", "worker_count"]
@@ -63,6 +72,7 @@ MESSAGE_SIZE = 512  # the longest message: "penalty" and an IPv6 address and a k
 CHANNEL_TIMEOUT = 5.0  # a worker that cannot take a message this long is stuck
 QUICK_DEATH = 1.0  # seconds: a worker dying this soon is restarted after as long
 STOP_TIMEOUT = 10.0  # at shutdown, SIGTERM'd workers get this long before SIGKILL
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 class ReloadError(Exception):
@@ -133,6 +143,7 @@ class Supervisor:
     ) -> None:
         self._argv = list(argv)
         self._count = count
+        self._privsep = options.privilege_separation
         self._reload = reload
         self.admission = _options_admission(options)
         self.workers: list[_Worker] = []
@@ -180,9 +191,21 @@ class Supervisor:
     # Workers.
 
     async def _spawn_all(self) -> None:
+        if self._privsep:
+            _become_subreaper()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGCHLD, self._reap_orphans)
         for _ in range(self._count):
             self.workers.append(await self._spawn())
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+
+    def _reap_orphans(self) -> None:
+        """Reap the exited connection processes (and what they left behind)
+        that came to us when their worker died: the processes of ours that
+        run as a user, never a worker (asyncio reaps those)."""
+        for pid in children(os.getpid()):  # an orphan goes to the thread that forked: this one
+            if _uid(pid) not in (None, 0):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # a live one stays
 
     async def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -216,6 +239,8 @@ class Supervisor:
         self.workers.remove(worker)
         for host in worker.pending:
             self.admission.ended(host)
+        if self._privsep:
+            self._reap_orphans()  # its children are ours now; some may have ended already
         if self._stopping or worker.draining:
             log.debug("worker %d exited with status %d", worker.process.pid, status)
             return
@@ -319,6 +344,24 @@ class Supervisor:
                 log.debug("worker %d: %s", worker.process.pid, exc)
 
 
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.error("prctl(PR_SET_CHILD_SUBREAPER): %s", os.strerror(ctypes.get_errno()))
+
+
+def _uid(pid: int) -> int | None:
+    """The real uid of ``pid``, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _signal(worker: _Worker, sig: signal.Signals) -> None:
     if worker.process.returncode is None:
         worker.process.send_signal(sig)
@@ -414,8 +457,12 @@ async def _drain(server: Server, stop: asyncio.Event, timeout: float) -> None:
     """Wait for the last connection to end, at most ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while server.connections and not stop.is_set():
+    # PrivilegeSeparation's children are connections of this worker too:
+    # they ask it for signatures (hashike.aio.privsep).
+    while (server.connections or server.children) and not stop.is_set():
         if loop.time() >= deadline:
-            log.info("drain timeout: closing %d connections", len(server.connections))
+            log.info(
+                "drain timeout: closing %d connections", len(server.connections) + len(server.children or ())
+            )
             return
         await asyncio.sleep(min(0.5, deadline - loop.time()))

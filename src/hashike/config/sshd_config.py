@@ -18,7 +18,8 @@ Every error is a ``ConfigError`` whose message is one line in sshd's shape:
 
 User authentication. hashiked runs as one ordinary OS user and grants logins
 to the names its configuration allows; it never switches users and never reads
-the system's password database. Its keywords:
+the system's password database, unless ``PrivilegeSeparation`` (below) is on.
+Its keywords:
 
 ``AllowUsers pattern ...``
     Login names that may authenticate (``*`` and ``?`` wildcards; ``USER@HOST``
@@ -112,6 +113,11 @@ client and drop it, with its ``-R`` listeners, when it stops answering;
 Workers (see :mod:`hashike.cli.workers`): ``Workers n|auto`` (default auto: one
 per core; ``1`` is one process) and ``WorkerDrainTimeout time`` (default
 1h): how long a worker retired by SIGHUP may keep its connections.
+
+``PrivilegeSeparation yes|no`` (hashike's own, default no; needs root): each
+login name is the OS account of that name (its home for ``%h``, its uid for
+``%U``; root may not log in), and each authenticated connection is served by
+a process of its own running as that account (see :mod:`hashike.aio.privsep`).
 
 ``StatusSocket path|none`` (hashike's own, default none): the control socket
 ``hashike status --server`` and ``hashiked -O status`` ask (see
@@ -248,6 +254,7 @@ class ServerSettings(TransportSettings):
     tcp_keep_alive: bool = True
     workers: int = 0  # 0: auto, one per core (the default), 1: one process
     worker_drain_timeout: int = 3600  # seconds
+    privilege_separation: bool = False  # PrivilegeSeparation
     status_socket: str | None = None  # StatusSocket
 
 
@@ -510,6 +517,7 @@ _KEYWORDS: dict[str, Keyword] = {
     "maxstartups": single("max_startups", _parse_max_startups),
     "workers": single("workers", _parse_workers),
     "workerdraintimeout": single("worker_drain_timeout", _parse_drain_timeout),
+    "privilegeseparation": single("privilege_separation", _parse_flag),
     "statussocket": single("status_socket", _parse_optional_path),
     "persourcemaxstartups": single("per_source_max_startups", parse_per_source_max_startups),
     "persourcenetblocksize": single("per_source_net_block_size", parse_net_block_size),

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from hashike.proto.errors import DecodeError
 from hashike.proto.hostkey import (
+    HostKeySigner,
     KeyFormatError,
     PrivateKey,
     PublicKey,
@@ -362,12 +363,12 @@ def sign_certificate(key: PublicKey, ca: PrivateKey, fields: CertificateFields) 
 
 
 def host_key_table(
-    keys: Sequence[PrivateKey], certificates: Sequence[Certificate]
-) -> dict[str, tuple[PrivateKey, bytes]]:
+    keys: Sequence[HostKeySigner], certificates: Sequence[Certificate]
+) -> dict[str, tuple[HostKeySigner, bytes]]:
     """Server: host key algorithm -> (the key that signs, the K_S blob sent).
     A certificate (sshd's HostCertificate) adds its own algorithm names for
     the key it certifies; one that certifies none of ours is left out."""
-    table: dict[str, tuple[PrivateKey, bytes]] = {}
+    table: dict[str, tuple[HostKeySigner, bytes]] = {}
     for key in keys:
         for algorithm in key.signature_algorithms():
             table.setdefault(algorithm, (key, key.public_key.blob))

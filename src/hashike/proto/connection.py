@@ -44,7 +44,7 @@ from hashike.proto.config import TransportConfig
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError, RemoteProtocolError, SSHError
 from hashike.proto.events import AuthPolicy, Event, ServiceAccepted
-from hashike.proto.hostkey import PrivateKey, PublicKey
+from hashike.proto.hostkey import HostKeySigner, PublicKey
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.transport import ENDED, EXT_MAX_PACKET, State, Transport
 from hashike.proto.wire import Reader, encode_byte, encode_string
@@ -334,7 +334,7 @@ class ServerConnection(_Connection):
         self,
         config: TransportConfig,
         *,
-        host_keys: Sequence[PrivateKey],
+        host_keys: Sequence[HostKeySigner],
         rng: Callable[[int], bytes],
         auth_methods: tuple[str, ...] = ("publickey",),
         max_auth_tries: int = 6,
@@ -386,6 +386,14 @@ class ServerConnection(_Connection):
         ``policy`` kept as :attr:`auth_policy`. A no-op once the connection is
         closed; LocalProtocolError if no request awaits a decision."""
         self._auth.accept(policy)
+
+    def replace_host_keys(self, signers: Sequence[HostKeySigner]) -> None:
+        """Sign the exchange hashes of later key exchanges (RFC 4253 §9) with
+        ``signers``: stand-ins for the same host keys, for a runtime that
+        gives the private keys away (hashiked's PrivilegeSeparation). The core
+        then holds no reference to the keys it was built with. KeyError if
+        one of them has no stand-in (same public key)."""
+        self._transport.replace_host_keys(signers)
 
     @_unless_closed
     def reject_auth(self) -> None:

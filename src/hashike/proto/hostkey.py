@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,6 +31,7 @@ from hashike.proto.wire import Reader, encode_mpint, encode_string
 __all__ = [
     "MAX_KEY_LINE",
     "RSA_MAX_BITS",
+    "HostKeySigner",
     "KeyFormatError",
     "PrivateKey",
     "PublicKey",
@@ -252,6 +253,21 @@ def parse_openssh_line(line: str) -> tuple[PublicKey, str]:
     if key.key_type != key_type:
         raise KeyFormatError(f"key type {key_type!r} does not match the key data ({key.key_type})")
     return key, comment
+
+
+class HostKeySigner(Protocol):
+    """What a server's transport signs exchange hashes with (RFC 4253 §8): a
+    :class:`PrivateKey`, or a stand-in that asks a key held elsewhere (a
+    process that dropped its privileges asks the one that kept the keys)."""
+
+    @property
+    def public_key(self) -> PublicKey: ...
+
+    def signature_algorithms(self) -> tuple[str, ...]: ...
+
+    def sign(self, data: bytes, algorithm: str) -> bytes:
+        """The RFC 4253 §6.6 signature blob, or an SSHError if none can be made."""
+        ...
 
 
 class PrivateKey:

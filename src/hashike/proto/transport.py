@@ -68,7 +68,7 @@ from hashike.proto.ext_info import (
     encode_ext_info,
     peer_max_packet,
 )
-from hashike.proto.hostkey import PrivateKey, PublicKey
+from hashike.proto.hostkey import HostKeySigner, PublicKey
 from hashike.proto.kex import KEX_METHODS
 from hashike.proto.kex.base import exchange_hash, exchange_hash_input
 from hashike.proto.kex.exchange import Exchange, Keys
@@ -156,7 +156,7 @@ class Transport:
         rng: Callable[[int], bytes],
         deliver: Deliver,
         events: list[Event],
-        host_keys: Sequence[PrivateKey] = (),
+        host_keys: Sequence[HostKeySigner] = (),
         host_certificates: Sequence[Certificate] = (),
     ) -> None:
         self.config = config
@@ -191,9 +191,7 @@ class Transport:
         # True while input waits because our output is over MAX_UNSENT_BYTES:
         # the runtime takes data_to_send(), then calls receive_data(b"").
         self.input_held = False
-        # receive_buffer()'s while the version lines are read (RFC 4253 §4.2
-        # bounds a line at 255 bytes; banner lines before it are bounded by
-        # the version reader).
+        # receive_buffer()'s while the version lines are read (RFC 4253 §4.2).
         self._scratch = bytearray(_SCRATCH)
         self._into_scratch = False
         self._enter(_Phase.INITIAL)
@@ -262,9 +260,8 @@ class Transport:
             if payload is None:
                 break
             if payload[0] == _CHANNEL_DATA and data_handler is not None and self.state is State.OPEN:
-                # The data path: CHANNEL_DATA in the OPEN state, where the
-                # table would send it to the owner, goes there directly;
-                # the rekey limit (§9) is checked once per batch.
+                # The data path: CHANNEL_DATA once OPEN goes to the owner without
+                # the table; the rekey limit (§9) is checked once per batch.
                 data_handler(payload)
                 data = True
             else:
@@ -497,6 +494,11 @@ class Transport:
         self.send(encode_byte(MsgType.PING) + encode_string(data))
 
     # ------------------------------------------------------------- rekeying
+
+    def replace_host_keys(self, signers: Sequence[HostKeySigner]) -> None:
+        """Server: sign later exchanges with stand-ins for the same host keys."""
+        by_key = {signer.public_key: signer for signer in signers}  # KeyError for one missing
+        self._host_keys = {alg: (by_key[key.public_key], k_s) for alg, (key, k_s) in self._host_keys.items()}
 
     def start_rekey(self) -> None:
         """Begin a key re-exchange (RFC 4253 §9). No-op if one is running."""

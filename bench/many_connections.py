@@ -20,7 +20,8 @@ tunnel in turn, so a noisy neighbour hurts them alike:
 
 A burst is :func:`bench.connection_setup.burst`: ``--connections`` opened at
 once from this process, each sending ``--size`` bytes, half-closing and
-reading the same bytes back before EOF. Reported per mode and pairing: the
+reading the same bytes back before EOF; the same bursts straight to the echo
+server come first, as the floor. Reported per mode and pairing: the
 median over ``--runs`` of the burst's wall time and its p50 and p99
 per-connection latency, all failures by kind (refused, reset, timed out,
 wrong data; a failed connection has no latency), and each median's ratio to
@@ -68,6 +69,7 @@ from bench.tunnel_throughput import (
 __all__ = ["Summary", "main", "markdown", "run", "summarise"]
 
 DEFAULT_CIPHER = "aes128-gcm@openssh.com"
+DIRECT = "direct (no tunnel)"  # the same bursts straight to the echo server: the floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,9 @@ def run(
     summaries: list[Summary] = []
     bursts: list[BurstResult] = []
     with echo_server(the_lab.env) as echo_port:
+        floor = [burst(DIRECT, echo_port, connections, size, timeout, n) for n in range(1, runs + 1)]
+        summaries += summarise("none", {DIRECT: floor})
+        bursts += floor
         for mode in modes:
             results = run_mode(
                 the_lab,
@@ -267,8 +272,9 @@ def markdown(summaries: Sequence[Summary]) -> str:
         if s.error:
             failures += f"; error: {s.error[:120]}"
         ratios = " / ".join(_cell(r, ".2f") for r in (s.ratio_seconds, s.ratio_p50, s.ratio_p99))
+        mode = "—" if s.pairing == DIRECT else f"-{s.mode}"
         lines.append(
-            f"| -{s.mode} | {s.pairing} | {_cell(s.seconds, '.2f')} | {_cell(s.p50_ms, '.0f')} "
+            f"| {mode} | {s.pairing} | {_cell(s.seconds, '.2f')} | {_cell(s.p50_ms, '.0f')} "
             f"| {_cell(s.p99_ms, '.0f')} | {failures} | {ratios} "
             f"| {_cell(s.client_cpu, '.2f')} | {_cell(s.server_cpu, '.2f')} |"
         )

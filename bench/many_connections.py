@@ -70,6 +70,7 @@ __all__ = ["Summary", "main", "markdown", "run", "summarise"]
 
 DEFAULT_CIPHER = "aes128-gcm@openssh.com"
 DIRECT = "direct (no tunnel)"  # the same bursts straight to the echo server: the floor
+PAST_DEADLINE = "not run: past --deadline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ def _bursts(
         for label, tunnel in tunnels.items():
             left = deadline - time.monotonic()
             if left <= 0:
-                results[label].append(_failed(label, connections, size, run_no, "not run: past --deadline"))
+                results[label].append(_failed(label, connections, size, run_no, PAST_DEADLINE))
                 continue
             result = burst(
                 label,
@@ -150,6 +151,8 @@ def run_mode(
     progress: Callable[[str], None],
 ) -> dict[str, list[BurstResult]]:
     """Every pairing's tunnel in ``mode`` started, then ``runs`` rounds of bursts."""
+    if time.monotonic() >= deadline:
+        return {_label(p): [_failed(_label(p), connections, size, 1, PAST_DEADLINE)] for p in pairings}
     tunnels: dict[str, Tunnel] = {}
     failed: dict[str, list[BurstResult]] = {}
     try:

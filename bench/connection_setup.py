@@ -78,9 +78,11 @@ __all__ = [
     "BurstResult",
     "SetupResult",
     "burst",
+    "cell",
     "echo_server",
     "main",
     "markdown",
+    "pairing_name",
     "parse_size",
     "raise_fd_limit",
     "run",
@@ -269,7 +271,8 @@ def burst(
     )
 
 
-def _label(pairing: tuple[str, str]) -> str:
+def pairing_name(pairing: tuple[str, str]) -> str:
+    """``client → server``."""
     return f"{pairing[0]} {ARROW} {pairing[1]}"
 
 
@@ -288,7 +291,7 @@ def time_to_forward(
     else:
         error = None
     return SetupResult(
-        pairing=_label(pairing),
+        pairing=pairing_name(pairing),
         median_ms=round(statistics.median(times), 1) if times else None,
         min_ms=round(min(times), 1) if times else None,
         max_ms=round(max(times), 1) if times else None,
@@ -308,7 +311,7 @@ def burst_through(
     runs: int,
 ) -> list[BurstResult]:
     """``runs`` bursts through one tunnel."""
-    label = _label(pairing)
+    label = pairing_name(pairing)
     try:
         server = start_server(the_lab, pairing[1])
         tunnel = start_tunnel(the_lab, pairing[0], server, cipher, echo_port, PROBE, PROBE)
@@ -376,7 +379,8 @@ def run(
     return setups, bursts
 
 
-def _cell(value: float | None, fmt: str) -> str:
+def cell(value: float | None, fmt: str) -> str:
+    """A table cell: ``value`` formatted, or a dash for no value."""
     return "—" if value is None else format(value, fmt)
 
 
@@ -388,8 +392,8 @@ def markdown(setups: Sequence[SetupResult], bursts: Sequence[BurstResult]) -> st
     for s in setups:
         tail = f"error: {s.error[:120]}" if s.error else ", ".join(f"{t:.0f}" for t in s.runs_ms)
         lines.append(
-            f"| {s.pairing} | {_cell(s.median_ms, '.0f')} | {_cell(s.min_ms, '.0f')} "
-            f"| {_cell(s.max_ms, '.0f')} | {tail} |"
+            f"| {s.pairing} | {cell(s.median_ms, '.0f')} | {cell(s.min_ms, '.0f')} "
+            f"| {cell(s.max_ms, '.0f')} | {tail} |"
         )
     lines += [
         "",
@@ -405,9 +409,9 @@ def markdown(setups: Sequence[SetupResult], bursts: Sequence[BurstResult]) -> st
             failures += f"; error: {b.error[:120]}"
         overflows = "—" if b.listen_overflows is None else str(b.listen_overflows)
         lines.append(
-            f"| {b.pairing} | {b.run} | {_cell(b.seconds, '.2f')} | {failures} | {overflows} "
-            f"| {_cell(b.p50_ms, '.0f')} | {_cell(b.p99_ms, '.0f')} | {_cell(b.max_ms, '.0f')} "
-            f"| {_cell(b.client_cpu, '.2f')} | {_cell(b.server_cpu, '.2f')} |"
+            f"| {b.pairing} | {b.run} | {cell(b.seconds, '.2f')} | {failures} | {overflows} "
+            f"| {cell(b.p50_ms, '.0f')} | {cell(b.p99_ms, '.0f')} | {cell(b.max_ms, '.0f')} "
+            f"| {cell(b.client_cpu, '.2f')} | {cell(b.server_cpu, '.2f')} |"
         )
     return "\n".join(lines)
 

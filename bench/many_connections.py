@@ -50,13 +50,14 @@ from bench.connection_setup import (
     PROBE,
     BurstResult,
     burst,
+    cell,
     echo_server,
+    pairing_name,
     parse_size,
     raise_fd_limit,
 )
 from bench.lab import Lab, lab, loadavg, output_options, start_server, tail
 from bench.tunnel_throughput import (
-    ARROW,
     BASELINE,
     MODES,
     Tunnel,
@@ -91,10 +92,6 @@ class Summary:
     ratio_p50: float | None = None
     ratio_p99: float | None = None
     error: str | None = None
-
-
-def _label(pairing: tuple[str, str]) -> str:
-    return f"{pairing[0]} {ARROW} {pairing[1]}"
 
 
 def _failed(label: str, connections: int, size: int, run_no: int, error: str) -> BurstResult:
@@ -152,12 +149,14 @@ def run_mode(
 ) -> dict[str, list[BurstResult]]:
     """Every pairing's tunnel in ``mode`` started, then ``runs`` rounds of bursts."""
     if time.monotonic() >= deadline:
-        return {_label(p): [_failed(_label(p), connections, size, 1, PAST_DEADLINE)] for p in pairings}
+        return {
+            pairing_name(p): [_failed(pairing_name(p), connections, size, 1, PAST_DEADLINE)] for p in pairings
+        }
     tunnels: dict[str, Tunnel] = {}
     failed: dict[str, list[BurstResult]] = {}
     try:
         for pairing in pairings:
-            label = _label(pairing)
+            label = pairing_name(pairing)
             try:
                 server = start_server(the_lab, pairing[1])
                 tunnels[label] = start_tunnel(
@@ -169,7 +168,7 @@ def run_mode(
     finally:
         for tunnel in tunnels.values():
             tunnel.stop()
-    return {_label(p): failed.get(_label(p)) or results[_label(p)] for p in pairings}
+    return {pairing_name(p): failed.get(pairing_name(p)) or results[pairing_name(p)] for p in pairings}
 
 
 def _median(values: Sequence[float | None], digits: int) -> float | None:
@@ -204,7 +203,7 @@ def summarise(mode: str, results: dict[str, list[BurstResult]]) -> list[Summary]
                 error=next((b.error for b in bursts if b.error), None),
             )
         )
-    base = next((s for s in summaries if s.pairing == _label(BASELINE)), None)
+    base = next((s for s in summaries if s.pairing == pairing_name(BASELINE)), None)
     if base is None:
         return summaries
     return [
@@ -257,12 +256,8 @@ def run(
     return summaries, bursts
 
 
-def _cell(value: float | None, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
-
-
 def markdown(summaries: Sequence[Summary]) -> str:
-    base = _label(BASELINE)
+    base = pairing_name(BASELINE)
     lines = [
         f"| mode | client → server | total s | p50 ms | p99 ms | failures | total, p50, p99 ÷ {base} "
         "| client CPU s | server CPU s |",
@@ -274,12 +269,12 @@ def markdown(summaries: Sequence[Summary]) -> str:
             failures += " (" + ", ".join(f"{k} {n}" for k, n in sorted(s.failure_kinds.items())) + ")"
         if s.error:
             failures += f"; error: {s.error[:120]}"
-        ratios = " / ".join(_cell(r, ".2f") for r in (s.ratio_seconds, s.ratio_p50, s.ratio_p99))
+        ratios = " / ".join(cell(r, ".2f") for r in (s.ratio_seconds, s.ratio_p50, s.ratio_p99))
         mode = "—" if s.pairing == DIRECT else f"-{s.mode}"
         lines.append(
-            f"| {mode} | {s.pairing} | {_cell(s.seconds, '.2f')} | {_cell(s.p50_ms, '.0f')} "
-            f"| {_cell(s.p99_ms, '.0f')} | {failures} | {ratios} "
-            f"| {_cell(s.client_cpu, '.2f')} | {_cell(s.server_cpu, '.2f')} |"
+            f"| {mode} | {s.pairing} | {cell(s.seconds, '.2f')} | {cell(s.p50_ms, '.0f')} "
+            f"| {cell(s.p99_ms, '.0f')} | {failures} | {ratios} "
+            f"| {cell(s.client_cpu, '.2f')} | {cell(s.server_cpu, '.2f')} |"
         )
     return "\n".join(lines)
 

@@ -61,9 +61,32 @@ from bench.lab import (
     tail,
     tree_cpu,
 )
-from bench.tunnel_throughput import ARROW, client_available, environment, server_available, start_tunnel
+from bench.tunnel_throughput import (
+    ARROW,
+    SOCKS5_GRANTED,
+    SOCKS5_REPLY_SIZE,
+    client_available,
+    environment,
+    server_available,
+    socks5_connect,
+    start_tunnel,
+)
 
-__all__ = ["BurstResult", "SetupResult", "burst", "main", "markdown", "run"]
+__all__ = [
+    "PAIRINGS",
+    "PROBE",
+    "BurstResult",
+    "SetupResult",
+    "burst",
+    "cell",
+    "echo_server",
+    "main",
+    "markdown",
+    "pairing_name",
+    "parse_size",
+    "raise_fd_limit",
+    "run",
+]
 
 PAIRINGS: tuple[tuple[str, str], ...] = (
     ("hashike", "hashiked"),
@@ -148,11 +171,16 @@ def echo_server(env: dict[str, str]) -> Iterator[int]:
         stop_process(process)
 
 
-async def _one(port: int, payload: bytes) -> float:
+async def _one(port: int, payload: bytes, socks_to: int | None) -> float:
     loop = asyncio.get_running_loop()
     start = loop.time()
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
+        if socks_to is not None:  # -D: a SOCKS5 CONNECT to the echo server first
+            writer.write(socks5_connect(socks_to))
+            reply = await reader.readexactly(SOCKS5_REPLY_SIZE)
+            if not reply.startswith(SOCKS5_GRANTED):
+                raise ConnectionRefusedError(f"SOCKS5 CONNECT refused: {reply!r}")
         writer.write(payload)
         await writer.drain()
         writer.write_eof()
@@ -166,11 +194,13 @@ async def _one(port: int, payload: bytes) -> float:
     return loop.time() - start
 
 
-async def _burst(port: int, connections: int, size: int, timeout: float) -> tuple[float, list[Any]]:
+async def _burst(
+    port: int, connections: int, size: int, timeout: float, socks_to: int | None
+) -> tuple[float, list[Any]]:
     payload = os.urandom(size)
     start = time.perf_counter()
     outcomes = await asyncio.gather(
-        *(asyncio.wait_for(_one(port, payload), timeout) for _ in range(connections)),
+        *(asyncio.wait_for(_one(port, payload, socks_to), timeout) for _ in range(connections)),
         return_exceptions=True,
     )
     return time.perf_counter() - start, outcomes
@@ -203,13 +233,15 @@ def burst(
     run: int = 1,
     client_pid: int | None = None,
     server_pid: int | None = None,
+    socks_to: int | None = None,
 ) -> BurstResult:
-    """``connections`` concurrent echo round trips of ``size`` bytes through ``port``."""
+    """``connections`` concurrent echo round trips of ``size`` bytes through
+    ``port``; each first asks for 127.0.0.1:``socks_to`` by SOCKS5 if given."""
     table = process_table()
     c0 = tree_cpu(client_pid, table) if client_pid is not None else None
     s0 = tree_cpu(server_pid, table) if server_pid is not None else None
     o0 = listen_overflows()
-    seconds, outcomes = asyncio.run(_burst(port, connections, size, timeout))
+    seconds, outcomes = asyncio.run(_burst(port, connections, size, timeout, socks_to))
     o1 = listen_overflows()
     table = process_table()
     c1 = tree_cpu(client_pid, table) if client_pid is not None else None
@@ -239,7 +271,8 @@ def burst(
     )
 
 
-def _label(pairing: tuple[str, str]) -> str:
+def pairing_name(pairing: tuple[str, str]) -> str:
+    """``client → server``."""
     return f"{pairing[0]} {ARROW} {pairing[1]}"
 
 
@@ -258,7 +291,7 @@ def time_to_forward(
     else:
         error = None
     return SetupResult(
-        pairing=_label(pairing),
+        pairing=pairing_name(pairing),
         median_ms=round(statistics.median(times), 1) if times else None,
         min_ms=round(min(times), 1) if times else None,
         max_ms=round(max(times), 1) if times else None,
@@ -278,7 +311,7 @@ def burst_through(
     runs: int,
 ) -> list[BurstResult]:
     """``runs`` bursts through one tunnel."""
-    label = _label(pairing)
+    label = pairing_name(pairing)
     try:
         server = start_server(the_lab, pairing[1])
         tunnel = start_tunnel(the_lab, pairing[0], server, cipher, echo_port, PROBE, PROBE)
@@ -346,7 +379,8 @@ def run(
     return setups, bursts
 
 
-def _cell(value: float | None, fmt: str) -> str:
+def cell(value: float | None, fmt: str) -> str:
+    """A table cell: ``value`` formatted, or a dash for no value."""
     return "—" if value is None else format(value, fmt)
 
 
@@ -358,8 +392,8 @@ def markdown(setups: Sequence[SetupResult], bursts: Sequence[BurstResult]) -> st
     for s in setups:
         tail = f"error: {s.error[:120]}" if s.error else ", ".join(f"{t:.0f}" for t in s.runs_ms)
         lines.append(
-            f"| {s.pairing} | {_cell(s.median_ms, '.0f')} | {_cell(s.min_ms, '.0f')} "
-            f"| {_cell(s.max_ms, '.0f')} | {tail} |"
+            f"| {s.pairing} | {cell(s.median_ms, '.0f')} | {cell(s.min_ms, '.0f')} "
+            f"| {cell(s.max_ms, '.0f')} | {tail} |"
         )
     lines += [
         "",
@@ -375,14 +409,14 @@ def markdown(setups: Sequence[SetupResult], bursts: Sequence[BurstResult]) -> st
             failures += f"; error: {b.error[:120]}"
         overflows = "—" if b.listen_overflows is None else str(b.listen_overflows)
         lines.append(
-            f"| {b.pairing} | {b.run} | {_cell(b.seconds, '.2f')} | {failures} | {overflows} "
-            f"| {_cell(b.p50_ms, '.0f')} | {_cell(b.p99_ms, '.0f')} | {_cell(b.max_ms, '.0f')} "
-            f"| {_cell(b.client_cpu, '.2f')} | {_cell(b.server_cpu, '.2f')} |"
+            f"| {b.pairing} | {b.run} | {cell(b.seconds, '.2f')} | {failures} | {overflows} "
+            f"| {cell(b.p50_ms, '.0f')} | {cell(b.p99_ms, '.0f')} | {cell(b.max_ms, '.0f')} "
+            f"| {cell(b.client_cpu, '.2f')} | {cell(b.server_cpu, '.2f')} |"
         )
     return "\n".join(lines)
 
 
-def _size(text: str) -> int:
+def parse_size(text: str) -> int:
     text = text.strip().lower()
     scale = 1
     if text.endswith(("k", "kib")):
@@ -400,7 +434,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="fresh client processes per pairing (median)")
     p.add_argument("--burst-runs", type=int, default=3, help="bursts per pairing, one tunnel (default 3)")
     p.add_argument("--connections", type=int, default=1000, help="connections in the burst (default 1000)")
-    p.add_argument("--size", type=_size, default=64 * 1024, help="bytes each burst connection echoes (64K)")
+    p.add_argument(
+        "--size", type=parse_size, default=64 * 1024, help="bytes each burst connection echoes (64K)"
+    )
     p.add_argument(
         "--cipher", default=DEFAULT_CIPHER, help=f"forced on every client (default {DEFAULT_CIPHER})"
     )
@@ -417,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_fd_limit(connections: int) -> None:
+def raise_fd_limit(connections: int) -> None:
     # Each burst connection is one descriptor here and one or two in every
     # process of the tunnel; children inherit the limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -431,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1 or args.burst_runs < 1 or not 1 <= args.connections <= 10_000 or args.timeout <= 0:
         print("--runs must be positive, --connections 1..10000, --timeout positive", file=sys.stderr)
         return 2
-    _raise_fd_limit(args.connections)
+    raise_fd_limit(args.connections)
 
     def progress(line: str) -> None:
         if not args.quiet:

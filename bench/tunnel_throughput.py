@@ -93,7 +93,10 @@ __all__ = [
     "ARROW",
     "BASELINE",
     "PAIRINGS",
+    "MODES",
     "Result",
+    "SOCKS5_GRANTED",
+    "SOCKS5_REPLY_SIZE",
     "Sink",
     "Tunnel",
     "client_argv",
@@ -104,6 +107,7 @@ __all__ = [
     "request_reply",
     "run",
     "server_available",
+    "socks5_connect",
     "start_tunnel",
     "transfer",
 ]
@@ -197,18 +201,29 @@ def client_argv(
     raise ValueError(f"unknown client {client!r}")
 
 
+# The answer to socks5_connect(): the method chosen ("no authentication") and
+# the reply "succeeded" (RFC 1928 sections 3 and 6), then the rest of that
+# reply's IPv4 bound address and port.
+SOCKS5_GRANTED = b"\x05\x00\x05\x00"
+SOCKS5_REPLY_SIZE = 12
+
+
+def socks5_connect(port: int) -> bytes:
+    """The greeting (one method: no authentication) and the CONNECT request to
+    127.0.0.1:``port``, sent at once: the server reads them in order."""
+    return b"\x05\x01\x00" + b"\x05\x01\x00\x01" + socket.inet_aton(HOST) + port.to_bytes(2, "big")
+
+
 def connect(port: int, timeout: float, socks_to: int | None = None) -> socket.socket:
     """Connect to a tunnel; through a SOCKS5 CONNECT (RFC 1928, no
     authentication) to 127.0.0.1:``socks_to`` when it is given (``-D``)."""
     s = socket.create_connection((HOST, port), timeout=timeout)
     if socks_to is not None:
-        s.sendall(
-            b"\x05\x01\x00" + b"\x05\x01\x00\x01" + socket.inet_aton(HOST) + socks_to.to_bytes(2, "big")
-        )
+        s.sendall(socks5_connect(socks_to))
         reply = b""
-        while len(reply) < 12 and (chunk := s.recv(12 - len(reply))):
+        while len(reply) < SOCKS5_REPLY_SIZE and (chunk := s.recv(SOCKS5_REPLY_SIZE - len(reply))):
             reply += chunk
-        if reply[:4] != b"\x05\x00\x05\x00":
+        if not reply.startswith(SOCKS5_GRANTED):
             s.close()
             raise ConnectionRefusedError(f"SOCKS5 CONNECT refused: {reply!r}")
     return s

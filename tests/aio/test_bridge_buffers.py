@@ -77,3 +77,18 @@ def test_a_buffer_a_transport_kept_is_not_reused() -> None:
             bridge.channel_data(memoryview(piece))
         pump.end_batch()
     assert [bytes(v) for v in kept] == [b"".join(b) for b in batches]
+
+
+def test_large_pieces_are_written_as_they_are() -> None:
+    # A hashike peer's 256 KiB packets: a write each, no copy into one.
+    pump = _Pump()
+    bridge = SocketBridge(cast(Any, pump), channel_id=0)
+    transport = _Transport()
+    bridge.transport = cast(Any, transport)
+    pieces = [os.urandom(200_000) for _ in range(3)]
+    for piece in pieces:
+        bridge.channel_data(memoryview(piece))
+    pump.end_batch()
+    assert transport.written == pieces
+    assert transport.buffers == {id(p) for p in pieces}  # the pieces' own buffers
+    assert pump.acknowledged == 600_000

@@ -38,6 +38,8 @@ log = logging.getLogger("hashike")
 # How much we read from a socket at a time is asyncio's business; how much
 # we let asyncio buffer towards a slow socket before holding credit back:
 WRITE_HIGH_WATER = 1024 * 1024
+# Pieces of a batch smaller than this on average are copied into one write.
+COALESCE_BELOW = 64 * 1024
 
 
 class SocketBridge(asyncio.BufferedProtocol):
@@ -122,20 +124,25 @@ class SocketBridge(asyncio.BufferedProtocol):
         transport = self.transport
         if not writes or transport is None or transport.is_closing():
             return
-        data = writes[0] if len(writes) == 1 else self._coalesce(writes)
-        transport.write(data)
-        n = self._credit.grant(len(data))
+        total = sum(map(len, writes))
+        if total >= COALESCE_BELOW * len(writes):
+            # Large pieces (a hashike peer's 256 KiB packets): a write each
+            # costs a system call, less than copying them together.
+            for piece in writes:
+                transport.write(piece)
+        else:
+            transport.write(self._coalesce(writes, total))
+        n = self._credit.grant(total)
         if n and self.channel_id is not None:
             self.channels.acknowledge(self.channel_id, n)
 
-    def _coalesce(self, writes: list[bytes | memoryview]) -> memoryview:
+    def _coalesce(self, writes: list[bytes | memoryview], total: int) -> memoryview:
         """The pieces, copied end to end into one reused buffer. A fresh
         ``b"".join`` per batch (256 KiB) made glibc trim and regrow the heap:
         a page-fault storm in every new process. asyncio's selector transport
         sends what it can and copies the rest, so the buffer is free again once
         ``write`` returns; a transport that kept a view makes ``exported``
         true, and this buffer is then left to it."""
-        total = sum(map(len, writes))
         buf = self._joined
         if total > len(buf) or exported(buf):
             buf = self._joined = bytearray(max(total, len(buf)))

@@ -250,6 +250,11 @@ class Transport:
                 f"peer sent {held} bytes without reading the {self._writer.pending} bytes we queued for it"
             )
 
+    @property
+    def input_buffered(self) -> int:
+        """Input bytes fed but not processed yet: a partial packet, or input held."""
+        return self._reader.buffered
+
     def receive_eof(self) -> None:
         if self.state not in ENDED:
             self.state = State.CLOSED

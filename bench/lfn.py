@@ -168,7 +168,7 @@ def measure(the_lab: Lab, args: argparse.Namespace) -> None:
             f"{'plain TCP, relayed':24} {got / seconds / 1e6:8.1f} MB/s"
             f"  ({got // MiB} MiB, RTT {2 * args.delay_ms} ms)"
         )
-        for program, name in (("hashike", "hashiked"), ("hashike", "sshd"), ("ssh", "sshd")):
+        for program, name in args.rows:
             server = start_server(the_lab, name)
             relay, port = start_relay(server.port, args.delay_ms)
             relays.append(relay)
@@ -193,10 +193,27 @@ def measure(the_lab: Lab, args: argparse.Namespace) -> None:
             stop_process(relay)
 
 
+ROWS = "hashike:hashiked,hashike:sshd,ssh:sshd"
+
+
+def _rows(text: str) -> list[tuple[str, str]]:
+    rows = [tuple(row.split(":", 1)) for row in text.split(",")]
+    for row in rows:
+        if row not in {("hashike", "hashiked"), ("hashike", "sshd"), ("ssh", "sshd"), ("ssh", "hashiked")}:
+            raise argparse.ArgumentTypeError(f"unknown row {':'.join(row)!r}")
+    return [(program, server) for program, server in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--delay-ms", type=int, default=25, help="the relay's delay each way (RTT is twice)")
+    parser.add_argument(
+        "--rows",
+        type=_rows,
+        default=ROWS,
+        help="client:server pairs to measure, comma-separated (default: %(default)s)",
+    )
     parser.add_argument(
         "--relay", type=int, metavar="PORT", help=argparse.SUPPRESS
     )  # the delay line's process

@@ -139,6 +139,18 @@ def test_a_receiver_that_never_drains_its_input_does_not_grow() -> None:
     assert rx.size(peer.cid) == START
 
 
+def test_a_stall_now_and_then_does_not_grow_the_window() -> None:
+    # A fast peer on loopback: mostly we are behind it, and once in a while
+    # we catch up exactly at the edge. Never in STREAK periods in a row.
+    rx = Receiver()
+    peer = Sender(rx, 7)
+    for i in range(40):
+        peer.burst(drained=i % 3 == 0)
+        peer.consume()
+        peer.round_trip()
+    assert rx.size(peer.cid) == START
+
+
 def test_a_sender_with_credit_left_is_not_window_limited() -> None:
     # Our adjusts arrive at once and the sender sends less than it may:
     # the window is not what limits it.

@@ -17,9 +17,10 @@ answered UNIMPLEMENTED.
 
 Window and packet sizes (RFC 4254 §5.2): every channel starts with OpenSSH's
 2 MiB window and grows it toward the path's bandwidth-delay product
-(:mod:`hashike.proto.window`). Against any peer we use 32 KiB packets; when the
-peer is hashike (it announced ``max-packet-length@hashike.dev`` in EXT_INFO)
-both sides use 256 KiB packets: fewer packets for the same data.
+(:mod:`hashike.proto.window`), up to 8 MiB against OpenSSH and 64 MiB when
+the peer is hashike (it announced ``max-packet-length@hashike.dev`` in
+EXT_INFO). Against any peer we use 32 KiB packets; against hashike both
+sides use 256 KiB packets: fewer packets for the same data.
 
 Lifecycle (as h11's ERROR state): the connection is closed once a DISCONNECT
 was sent or received, the peer hung up, or a protocol error ended it; the
@@ -48,6 +49,7 @@ from hashike.proto.events import AuthPolicy, Event, ServiceAccepted
 from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.transport import ENDED, EXT_MAX_PACKET, State, Transport
+from hashike.proto.window import MAX_CHANNEL_WINDOW, WindowTuning
 from hashike.proto.wire import Reader, encode_byte, encode_string
 
 __all__ = ["ClientConnection", "ServerConnection"]
@@ -59,12 +61,17 @@ _CONNECTION_MESSAGES = range(80, 128)  # RFC 4250 §4.1.2: connection protocol
 OPENSSH_MAX_PACKET = 32 * 1024
 # The receive window each channel starts with (RFC 4254 §5.2): OpenSSH's own
 # 2 MiB. A channel carries at most a window per round trip (2 MiB caps a
-# download at about 40 MB/s at 50 ms RTT, bench/lfn.py), so it grows toward
-# the path's bandwidth-delay product while the peer stalls on it, within
-# proto/window.py's bounds. A fixed 16 MiB made an `ssh` client sending to us
-# on loopback buffer so much that its allocator stormed (1.7M page faults per
-# GiB, a third of the speed); a receiver that is the bottleneck never grows.
+# download at about 40 MB/s at 50 ms RTT, bench/lfn.py), so the window grows
+# toward the path's bandwidth-delay product while the peer stalls on it
+# (proto/window.py), up to a maximum per peer kind. For an OpenSSH peer that
+# is 8 MiB: sshd sends no faster into a bigger one (a download at 50 ms RTT
+# fell from about 100 MB/s at 8 MiB to 50-95 at 16-64, sshd at 90% of a core
+# and 50 MiB resident instead of 30), and a fixed 16 MiB made an `ssh` client
+# sending to us on loopback buffer so much that its allocator stormed (1.7M
+# page faults per GiB, a third of the speed). A hashike sender buffers no more
+# for a bigger window, so a hashike peer gets up to 64 MiB.
 START_WINDOW = 2 * 1024 * 1024
+OPENSSH_MAX_WINDOW = 8 * 1024 * 1024
 HASHIKE_MAX_PACKET = MAX_PAYLOAD - 64  # room for the channel data header
 
 
@@ -105,6 +112,7 @@ class _Connection:
                 t.send,
                 self._events,
                 window=START_WINDOW,
+                tuning=WindowTuning(MAX_CHANNEL_WINDOW if hashike_peer else OPENSSH_MAX_WINDOW),
                 max_packet=HASHIKE_MAX_PACKET if hashike_peer else OPENSSH_MAX_PACKET,
                 peer_max_packet=t.peer_max_packet,
                 closed=lambda: self.closed,

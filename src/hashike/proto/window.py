@@ -4,8 +4,10 @@ Theory of operation. A channel carries at most one window per round trip, so
 a window smaller than the path's bandwidth-delay product caps throughput; a
 window larger than needed only lets a peer make us hold more while our
 consumer does not read. A channel starts at the connection's window and
-doubles it at a WINDOW_ADJUST (the adjust grants the extra) when, since the
-previous adjust, the peer was limited by our window and not by our consumer.
+doubles it at a WINDOW_ADJUST (the adjust grants the extra) when, in each of
+the last :data:`STREAK` periods (a period ends at the first adjust after a
+window's worth of data), the peer was limited by our window and not by our
+consumer.
 
 Limited by our window. Without a clock this is read off the input: after each
 batch the runtime says whether it read everything the socket had (no partial
@@ -20,14 +22,16 @@ window it started with.) Byte counts alone cannot tell a stall from a stream
 that merely passed the edge as our adjust arrived; the drained batch is what
 says we waited. A receiver that is itself the bottleneck always finds more to
 read, so it never grows: an OpenSSH sender buffers up to the window it is
-given, and growing it there would only cost memory on both sides. The signal
-can still fire by chance, when a drained batch happens to end at the edge;
-that costs memory within the bounds below, never correctness.
+given, and growing it there would only cost memory on both sides. Such a
+peer still stalls now and then, when we catch up with it at the edge; a path
+whose round trip the window does not cover stalls once a round trip, that is
+at least once per window of data, so in every period: hence the streak. A
+stall by chance costs memory within the bounds below, never correctness.
 
 Not limited by our consumer. If bytes from earlier batches are still
 unacknowledged when a batch ends (aio/flow.py ``Credit`` holds credit while the
-local writer is paused), the consumer is behind: no growth until the next
-adjust, since a bigger window would only buffer more.
+local writer is paused), the consumer is behind: that period breaks the streak,
+since a bigger window would only buffer more.
 
 Bounds. Growth stops at a per-channel maximum and when the windows of all a
 connection's channels together would pass its budget (:class:`WindowTuning`).
@@ -41,7 +45,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["CONNECTION_WINDOW_BUDGET", "MAX_CHANNEL_WINDOW", "ReceiveWindow", "WindowTuning"]
+__all__ = ["CONNECTION_WINDOW_BUDGET", "MAX_CHANNEL_WINDOW", "STREAK", "ReceiveWindow", "WindowTuning"]
 
 # 64 MiB fills a 50 ms path at 1.3 GB/s, beyond what one channel here moves;
 # it is also the most a stopped consumer makes us hold for one channel.
@@ -49,6 +53,12 @@ MAX_CHANNEL_WINDOW = 64 * 1024 * 1024
 # What the windows of one connection's channels may add up to through growth
 # (a channel's starting window is always granted).
 CONNECTION_WINDOW_BUDGET = 128 * 1024 * 1024
+# Stalls in this many periods in a row make a window grow (each further one
+# grows it again). A window-limited path stalls in every period; a fast
+# loopback peer stalls now and then (once per 20-60 adjusts of `ssh` sending
+# to hashiked, bench.tunnel_throughput), and growing on each of those made it
+# buffer 16 MiB and more and storm in its allocator.
+STREAK = 2
 
 
 @dataclass(slots=True, eq=False)
@@ -64,8 +74,10 @@ class ReceiveWindow:
     # bytes it could send before seeing it, the grant).
     unseen: deque[tuple[int, int]] = field(default_factory=deque)
     unseen_total: int = 0
-    limited: bool = False  # since the last adjust, the peer stalled on our window
-    behind: bool = False  # since the last adjust, the consumer held credit
+    mark: int = 0  # ``received`` when the current period began
+    limited: bool = False  # in this period, the peer stalled on our window
+    behind: bool = False  # in this period, the consumer held credit
+    streak: int = 0  # periods in a row with a stall and the consumer keeping up
 
     def batch_ended(self, drained: bool) -> None:
         if self.unacked - self.fed > self.size // 8:
@@ -117,13 +129,21 @@ class WindowTuning:
             w.batch_ended(drained)
         self._fed.clear()
 
+    def _growth(self, w: ReceiveWindow) -> int:
+        """A period ends: by how much the window grows."""
+        w.streak = w.streak + 1 if w.limited and not w.behind else 0
+        w.limited = w.behind = False
+        w.mark = w.received
+        if w.streak < STREAK:
+            return 0
+        return max(0, min(w.size, self.max_window - w.size, self.budget - self.used))
+
     def adjust(self, w: ReceiveWindow, consumed: int, window: int) -> int:
         """A WINDOW_ADJUST is due for ``consumed`` bytes with ``window`` still
-        open: the grant, which doubles the window if it limited the peer,
-        within ``max_window`` and what is left of ``budget``."""
-        grow = w.limited and not w.behind
-        extra = max(0, min(w.size, self.max_window - w.size, self.budget - self.used)) if grow else 0
-        w.limited = w.behind = False
+        open: the grant, which doubles the window if it limited the peer in
+        the last STREAK periods, within ``max_window`` and what is left of
+        ``budget``."""
+        extra = self._growth(w) if w.received - w.mark >= w.size else 0
         w.size += extra
         self.used += extra
         grant = consumed + extra

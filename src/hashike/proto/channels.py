@@ -28,8 +28,8 @@ then dropped.
 Flow control (RFC 4254 §5.2): ``local_window`` is what the peer may still send
 us; it shrinks with each data message and grows only when the runtime calls
 :meth:`Channels.acknowledge` for bytes it has written onward, batched into one
-WINDOW_ADJUST per half window, which grows toward the path's bandwidth-delay
-product within bounds (:mod:`hashike.proto.window`). ``remote_window`` is what we may send;
+WINDOW_ADJUST per eighth of the window, which grows toward the path's
+bandwidth-delay product within bounds (:mod:`hashike.proto.window`). ``remote_window`` is what we may send;
 :meth:`Channels.send_data` never sends past it and never queues the rest.
 
 What the peer may send about a channel depends on the channel's state, and
@@ -440,9 +440,9 @@ class Channels:
 
     def acknowledge(self, channel_id: int, n: int) -> None:
         """The runtime has written ``n`` received bytes onward: give the peer
-        that much window back, batched (as OpenSSH does) into one
-        WINDOW_ADJUST per half window (RFC 4254 §5.2), grown as
-        :mod:`hashike.proto.window` decides."""
+        that much window back, batched into one WINDOW_ADJUST per eighth of
+        the window (RFC 4254 §5.2), grown as :mod:`hashike.proto.window`
+        decides."""
         c = self._live(channel_id)
         if c is None:
             return
@@ -450,7 +450,7 @@ class Channels:
             raise LocalProtocolError(f"acknowledged {n} bytes, but only {c.unacked} are unacknowledged")
         c.unacked -= n
         c.consumed += n
-        if c.consumed < max(1, c.tuning.size // 2):
+        if c.consumed < c.tuning.adjust_at:
             return
         if c.state is not ChannelState.OPEN or c.eof_received:
             return  # the peer sends no more data: no credit needed

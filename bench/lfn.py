@@ -11,7 +11,8 @@ MiB from a local source through the tunnel.
 
 An SSH channel carries at most one receive window per round trip, so the
 window the client grants is what limits a download: ssh grants 2 MiB (about
-40 MB/s at 50 ms); hashike grants 16 MiB to a hashike peer. The relay's
+40 MB/s at 50 ms); hashike starts at 2 MiB and grows the window while the
+sender stalls on it (proto/window.py). ``--rows`` picks the pairs. The relay's
 plain TCP figure (no SSH) comes first, for what the delay line itself
 carries; each line then gives MB/s and the client's and the server's peak
 resident set (VmHWM, summed over the server's process tree). Bounded: every

@@ -29,8 +29,9 @@ Flow control (RFC 4254 §5.2): ``local_window`` is what the peer may still send
 us; it shrinks with each data message and grows only when the runtime calls
 :meth:`Channels.acknowledge` for bytes it has written onward, batched into one
 WINDOW_ADJUST per eighth of the window, which grows toward the path's
-bandwidth-delay product within bounds (:mod:`hashike.proto.window`). ``remote_window`` is what we may send;
-:meth:`Channels.send_data` never sends past it and never queues the rest.
+bandwidth-delay product within bounds (:mod:`hashike.proto.window`).
+``remote_window`` is what we may send; :meth:`Channels.send_data` never
+sends past it and never queues the rest.
 
 What the peer may send about a channel depends on the channel's state, and
 :data:`PEER_MAY_SEND` says it as a table: a message for a channel whose state

@@ -64,12 +64,13 @@ OPENSSH_MAX_PACKET = 32 * 1024
 # download at about 40 MB/s at 50 ms RTT, bench/lfn.py), so the window grows
 # toward the path's bandwidth-delay product while the peer stalls on it
 # (proto/window.py), up to a maximum per peer kind. For an OpenSSH peer that
-# is 8 MiB: sshd sends no faster into a bigger one (a download at 50 ms RTT
-# fell from about 100 MB/s at 8 MiB to 50-95 at 16-64, sshd at 90% of a core
-# and 50 MiB resident instead of 30), and a fixed 16 MiB made an `ssh` client
-# sending to us on loopback buffer so much that its allocator stormed (1.7M
-# page faults per GiB, a third of the speed). A hashike sender buffers no more
-# for a bigger window, so a hashike peer gets up to 64 MiB.
+# is 8 MiB: sshd buffers what a window lets it, and past 8 MiB gained little
+# for it (a download at 50 ms RTT: 128-147 MB/s at 16 MiB against 122-127,
+# sshd 50 MiB resident instead of 30; with half-window adjusts, 16-64 MiB
+# were slower than 8, sshd at 90% of a core), while a fixed 16 MiB made an
+# `ssh` client sending to us on loopback buffer so much that its allocator
+# stormed (1.7M page faults per GiB, a third of the speed). A hashike sender
+# buffers no more for a bigger window, so a hashike peer gets up to 64 MiB.
 START_WINDOW = 2 * 1024 * 1024
 OPENSSH_MAX_WINDOW = 8 * 1024 * 1024
 HASHIKE_MAX_PACKET = MAX_PAYLOAD - 64  # room for the channel data header

@@ -11,7 +11,8 @@ MiB from a local source through the tunnel.
 
 An SSH channel carries at most one receive window per round trip, so the
 window the client grants is what limits a download: ssh grants 2 MiB (about
-40 MB/s at 50 ms); hashike grants 16 MiB to a hashike peer. The relay's
+40 MB/s at 50 ms); hashike starts at 2 MiB and grows the window while the
+sender stalls on it (proto/window.py). ``--rows`` picks the pairs. The relay's
 plain TCP figure (no SSH) comes first, for what the delay line itself
 carries; each line then gives MB/s and the client's and the server's peak
 resident set (VmHWM, summed over the server's process tree). Bounded: every
@@ -168,7 +169,7 @@ def measure(the_lab: Lab, args: argparse.Namespace) -> None:
             f"{'plain TCP, relayed':24} {got / seconds / 1e6:8.1f} MB/s"
             f"  ({got // MiB} MiB, RTT {2 * args.delay_ms} ms)"
         )
-        for program, name in (("hashike", "hashiked"), ("hashike", "sshd"), ("ssh", "sshd")):
+        for program, name in args.rows:
             server = start_server(the_lab, name)
             relay, port = start_relay(server.port, args.delay_ms)
             relays.append(relay)
@@ -193,10 +194,27 @@ def measure(the_lab: Lab, args: argparse.Namespace) -> None:
             stop_process(relay)
 
 
+ROWS = "hashike:hashiked,hashike:sshd,ssh:sshd"
+
+
+def _rows(text: str) -> list[tuple[str, str]]:
+    rows = [tuple(row.split(":", 1)) for row in text.split(",")]
+    for row in rows:
+        if row not in {("hashike", "hashiked"), ("hashike", "sshd"), ("ssh", "sshd"), ("ssh", "hashiked")}:
+            raise argparse.ArgumentTypeError(f"unknown row {':'.join(row)!r}")
+    return [(program, server) for program, server in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--delay-ms", type=int, default=25, help="the relay's delay each way (RTT is twice)")
+    parser.add_argument(
+        "--rows",
+        type=_rows,
+        default=ROWS,
+        help="client:server pairs to measure, comma-separated (default: %(default)s)",
+    )
     parser.add_argument(
         "--relay", type=int, metavar="PORT", help=argparse.SUPPRESS
     )  # the delay line's process

@@ -287,16 +287,16 @@ def test_window_exhaustion_and_batched_adjust() -> None:
     assert p.a.ch.send_data(aid, b"more") == 0
     assert p.pump() == 4
     assert len(received(p.b, bid)) == 4096
-    # Acknowledging less than half the initial window sends nothing.
-    p.b.ch.acknowledge(bid, 2047)
+    # Acknowledging less than an eighth of the window sends nothing.
+    p.b.ch.acknowledge(bid, 511)
     assert p.b.sent == []
     p.b.ch.acknowledge(bid, 1)
     assert len(p.b.sent) == 1 and p.b.sent[0][0][0] == MsgType.CHANNEL_WINDOW_ADJUST
     p.pump()
-    assert p.a.take() == [ChannelWindowOpened(channel_id=aid, window=2048)]
-    assert p.b.ch.channel(bid).local_window == 2048
+    assert p.a.take() == [ChannelWindowOpened(channel_id=aid, window=512)]
+    assert p.b.ch.channel(bid).local_window == 512
     # A second adjust while the window is open emits no event.
-    p.b.ch.acknowledge(bid, 2048)
+    p.b.ch.acknowledge(bid, 3584)
     p.pump()
     assert p.a.take() == []
     assert p.a.ch.window_available(aid) == 4096

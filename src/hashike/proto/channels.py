@@ -28,8 +28,10 @@ then dropped.
 Flow control (RFC 4254 §5.2): ``local_window`` is what the peer may still send
 us; it shrinks with each data message and grows only when the runtime calls
 :meth:`Channels.acknowledge` for bytes it has written onward, batched into one
-WINDOW_ADJUST per half initial window. ``remote_window`` is what we may send;
-:meth:`Channels.send_data` never sends past it and never queues the rest.
+WINDOW_ADJUST per eighth of the window, which grows toward the path's
+bandwidth-delay product within bounds (:mod:`hashike.proto.window`).
+``remote_window`` is what we may send; :meth:`Channels.send_data` never
+sends past it and never queues the rest.
 
 What the peer may send about a channel depends on the channel's state, and
 :data:`PEER_MAY_SEND` says it as a table: a message for a channel whose state
@@ -76,6 +78,7 @@ from hashike.proto.events import (
 )
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.replies import ReplyQueue
+from hashike.proto.window import ReceiveWindow, WindowTuning
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string
 
 __all__ = [
@@ -148,7 +151,7 @@ class _Chan:
     id: int
     kind: str
     state: ChannelState
-    local_initial: int
+    tuning: ReceiveWindow  # the window's size, and what it grows on
     local_window: int
     local_max_packet: int
     remote_id: int = 0
@@ -186,6 +189,7 @@ class Channels:
         peer_max_packet: int = 35000,
         closed: Callable[[], bool] = lambda: False,
         direct: DirectSend | None = None,
+        tuning: WindowTuning | None = None,
     ) -> None:
         _check_uint32("window", window)
         self._check_max_packet(max_packet)
@@ -195,7 +199,8 @@ class Channels:
         self._direct = direct
         self._events = events
         self._closed = closed  # the connection's: see "Lifecycle" above
-        self.window = window
+        self.window = window  # each channel's start: it grows within self.tuning's bounds
+        self.tuning = WindowTuning() if tuning is None else tuning
         self.max_packet = max_packet
         self.max_channels = max_channels
         # The largest transport packet the peer accepts (RFC 4253 §6.1, or
@@ -415,8 +420,9 @@ class Channels:
 
     def acknowledge(self, channel_id: int, n: int) -> None:
         """The runtime has written ``n`` received bytes onward: give the peer
-        that much window back, batched (as OpenSSH does) into one
-        WINDOW_ADJUST per half initial window (RFC 4254 §5.2)."""
+        that much window back, batched into one WINDOW_ADJUST per eighth of
+        the window (RFC 4254 §5.2), grown as :mod:`hashike.proto.window`
+        decides."""
         c = self._live(channel_id)
         if c is None:
             return
@@ -424,11 +430,11 @@ class Channels:
             raise LocalProtocolError(f"acknowledged {n} bytes, but only {c.unacked} are unacknowledged")
         c.unacked -= n
         c.consumed += n
-        if c.consumed < max(1, c.local_initial // 2):
+        if c.consumed < c.tuning.adjust_at:
             return
         if c.state is not ChannelState.OPEN or c.eof_received:
             return  # the peer sends no more data: no credit needed
-        grant, c.consumed = c.consumed, 0
+        grant, c.consumed = self.tuning.adjust(c.tuning, c.consumed, c.local_window), 0
         c.local_window += grant
         self._send(_msg(MsgType.CHANNEL_WINDOW_ADJUST, c.remote_id, grant), b"")
 
@@ -540,6 +546,7 @@ class Channels:
             return  # §5.3: data racing our CLOSE; nobody will read it, nor acknowledge it
         if n:
             c.unacked += n
+            self.tuning.count(c.tuning, n, c.local_window, c.unacked)
             # The view is of the packet reader's arena, valid while held
             # (proto/packet.py): the data goes on uncopied.
             self._events.append(ChannelData(channel_id=cid, data=data, extended=extended))
@@ -701,12 +708,13 @@ class Channels:
         else:
             cid = self._next_id
             self._next_id += 1
-        c = _Chan(cid, kind, state, window, window, max_packet)
+        c = _Chan(cid, kind, state, self.tuning.open(window), window, max_packet)
         self._channels[cid] = c
         return c
 
     def _release(self, c: _Chan) -> None:
         del self._channels[c.id]
+        self.tuning.close(c.tuning)
         # Not reusable yet: the runtime may still hold events for this id from
         # the same batch of input (a late acknowledge would credit a stranger).
         self._released.append(c.id)

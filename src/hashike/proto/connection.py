@@ -15,10 +15,12 @@ messages 80-100 go to the channel table (:mod:`hashike.proto.channels`,
 RFC 4254), reached through :attr:`channels`; the rest of the range is
 answered UNIMPLEMENTED.
 
-Window and packet sizes (RFC 4254 §5.2): against any peer we use OpenSSH's
-2 MiB window and 32 KiB packets. When the peer is hashike (it announced
-``max-packet-length@hashike.dev`` in EXT_INFO) both sides use 16 MiB windows
-and 256 KiB packets: fewer packets and round trips for the same data.
+Window and packet sizes (RFC 4254 §5.2): every channel starts with OpenSSH's
+2 MiB window and grows it toward the path's bandwidth-delay product
+(:mod:`hashike.proto.window`), up to 8 MiB against OpenSSH and 64 MiB when
+the peer is hashike (it announced ``max-packet-length@hashike.dev`` in
+EXT_INFO). Against any peer we use 32 KiB packets; against hashike both
+sides use 256 KiB packets: fewer packets for the same data.
 
 Lifecycle (as h11's ERROR state): the connection is closed once a DISCONNECT
 was sent or received, the peer hung up, or a protocol error ended it; the
@@ -47,6 +49,7 @@ from hashike.proto.events import AuthPolicy, Event, ServiceAccepted
 from hashike.proto.hostkey import HostKeySigner, PublicKey
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.transport import ENDED, EXT_MAX_PACKET, State, Transport
+from hashike.proto.window import MAX_CHANNEL_WINDOW, WindowTuning
 from hashike.proto.wire import Reader, encode_byte, encode_string
 
 __all__ = ["ClientConnection", "ServerConnection"]
@@ -56,15 +59,20 @@ _AUTH_MESSAGES = range(50, 80)  # RFC 4250 §4.1.2: user authentication
 _CONNECTION_MESSAGES = range(80, 128)  # RFC 4250 §4.1.2: connection protocol
 
 OPENSSH_MAX_PACKET = 32 * 1024
-# The receive window we grant (RFC 4254 §5.2). A channel carries at most a
-# window per round trip: OpenSSH's own 2 MiB caps a download at about 40 MB/s
-# at 50 ms RTT (bench/lfn.py). An OpenSSH peer gets 8 MiB (79 MB/s there):
-# with 16 MiB, ssh sending to us on loopback buffered so much that its
-# allocator stormed (1.7M page faults per GiB, a third of the speed). A
-# hashike peer, with 256 KiB packets, gets 16 MiB. Either is also what one
-# channel may make us buffer while its consumer does not read.
-OPENSSH_WINDOW = 8 * 1024 * 1024
-HASHIKE_WINDOW = 16 * 1024 * 1024
+# The receive window each channel starts with (RFC 4254 §5.2): OpenSSH's own
+# 2 MiB. A channel carries at most a window per round trip (2 MiB caps a
+# download at about 40 MB/s at 50 ms RTT, bench/lfn.py), so the window grows
+# toward the path's bandwidth-delay product while the peer stalls on it
+# (proto/window.py), up to a maximum per peer kind. For an OpenSSH peer that
+# is 8 MiB: sshd buffers what a window lets it, and past 8 MiB gained little
+# for it (a download at 50 ms RTT: 128-147 MB/s at 16 MiB against 122-127,
+# sshd 50 MiB resident instead of 30; with half-window adjusts, 16-64 MiB
+# were slower than 8, sshd at 90% of a core), while a fixed 16 MiB made an
+# `ssh` client sending to us on loopback buffer so much that its allocator
+# stormed (1.7M page faults per GiB, a third of the speed). A hashike sender
+# buffers no more for a bigger window, so a hashike peer gets up to 64 MiB.
+START_WINDOW = 2 * 1024 * 1024
+OPENSSH_MAX_WINDOW = 8 * 1024 * 1024
 HASHIKE_MAX_PACKET = MAX_PAYLOAD - 64  # room for the channel data header
 
 
@@ -104,7 +112,8 @@ class _Connection:
             self._channels = Channels(
                 t.send,
                 self._events,
-                window=HASHIKE_WINDOW if hashike_peer else OPENSSH_WINDOW,
+                window=START_WINDOW,
+                tuning=WindowTuning(MAX_CHANNEL_WINDOW if hashike_peer else OPENSSH_MAX_WINDOW),
                 max_packet=HASHIKE_MAX_PACKET if hashike_peer else OPENSSH_MAX_PACKET,
                 peer_max_packet=t.peer_max_packet,
                 closed=lambda: self.closed,
@@ -132,7 +141,7 @@ class _Connection:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes from the socket. Protocol errors end in a Disconnected event."""
         self._transport.receive_data(data)
-        self._after_input()
+        self._input_ended()
 
     def receive_buffer(self) -> memoryview:
         """Free space to receive into (``recv_into``); valid until the next
@@ -142,6 +151,11 @@ class _Connection:
     def receive_into(self, n: int) -> None:
         """``n`` bytes were written at the start of the last :meth:`receive_buffer`."""
         self._transport.receive_into(n)
+        self._input_ended()
+
+    def _input_ended(self) -> None:
+        if self._channels is not None:  # window auto-tuning judges the batch (proto/window.py)
+            self._channels.tuning.input_ended(self._transport.input_buffered == 0)
         self._after_input()
 
     @_unless_closed

@@ -101,7 +101,6 @@ __all__ = [
 # stops reading its sockets while ``send_blocked`` is true, so this bound is
 # only reached by a runtime that ignores it.
 MAX_DEFERRED_BYTES = 16 * 1024 * 1024
-_SCRATCH = 4096
 _CHANNEL_DATA = int(MsgType.CHANNEL_DATA)
 # Our output the runtime has not taken (data_to_send) beyond which input is
 # held rather than processed, and the unprocessed input beyond which a peer
@@ -163,8 +162,7 @@ class Transport:
         self.is_client = is_client
         self._rng = rng
         self._deliver = deliver
-        # The owner's handler of CHANNEL_DATA once it may take it (after
-        # authentication): the data path skips the table for it.
+        # The owner's CHANNEL_DATA handler, once authenticated: the data path.
         self.data_handler: Callable[[memoryview], None] | None = None
         self._events = events
         self._host_keys = host_key_table(host_keys, host_certificates)
@@ -188,11 +186,10 @@ class Transport:
         self._deferred: list[tuple[bytes, bytes]] = []
         self._deferred_bytes = 0
         self._last_kex_at: float | None = None
-        # True while input waits because our output is over MAX_UNSENT_BYTES:
-        # the runtime takes data_to_send(), then calls receive_data(b"").
+        # Input waits while our output is over MAX_UNSENT_BYTES (see _hold_input).
         self.input_held = False
         # receive_buffer()'s while the version lines are read (RFC 4253 §4.2).
-        self._scratch = bytearray(_SCRATCH)
+        self._scratch = bytearray(4096)
         self._into_scratch = False
         self._enter(_Phase.INITIAL)
         self._start_kex()
@@ -273,11 +270,15 @@ class Transport:
         self.input_held = True
         held = self._reader.buffered
         if held > MAX_HELD_INPUT:
-            # The runtime kept feeding us although we held input: the peer
-            # overran both bounds.
+            # The runtime kept feeding us although we held input: both bounds overrun.
             raise RemoteProtocolError(
                 f"peer sent {held} bytes without reading the {self._writer.pending} bytes we queued for it"
             )
+
+    @property
+    def input_buffered(self) -> int:
+        """Input bytes fed but not processed yet: a partial packet, or input held."""
+        return self._reader.buffered
 
     def receive_eof(self) -> None:
         if self.state not in ENDED:
@@ -460,9 +461,8 @@ class Transport:
         self._maybe_rekey()
 
     def reserve(self, offset: int, n: int) -> memoryview | None:
-        """Room in the next packet's payload for the runtime to receive
-        channel data into (:meth:`PacketWriter.reserve`), or None while
-        sends are blocked (a kex queues them, RFC 4253 §7.1)."""
+        """Room in the next packet's payload (:meth:`PacketWriter.reserve`),
+        or None while sends are blocked (a kex queues them, RFC 4253 §7.1)."""
         if self.send_blocked:
             return None
         return self._writer.reserve(offset, n)

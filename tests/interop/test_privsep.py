@@ -374,12 +374,16 @@ def test_needs_root(accounts: Accounts, tmp_path: Path) -> None:
     key = tmp_path / "host_key"
     shutil.copy(accounts.host_key, key)
     os.chown(key, entry.pw_uid, entry.pw_gid)
+    # Without pytest-cov's subprocess hook: as the test user, coverage could
+    # not save its data at exit and would add a traceback to stderr.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE_", "COVERAGE_"))}
     result = subprocess.run(
         [sys.executable, "-c", drop, "-p", "0", "-h", str(key), "-o", "PrivilegeSeparation yes"],
         capture_output=True,
         text=True,
         timeout=DEADLINE,
         cwd="/",
+        env=env,
     )
     assert (
         result.stderr

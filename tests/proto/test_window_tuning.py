@@ -12,11 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashike.proto.channels import Channels
+from hashike.proto.connection import OPENSSH_CLIENT_MAX_WINDOW, OPENSSH_MAX_WINDOW, START_WINDOW
 from hashike.proto.constants import MsgType
 from hashike.proto.errors import RemoteProtocolError
 from hashike.proto.events import ChannelData, ChannelOpenRequested
-from hashike.proto.window import WindowTuning
+from hashike.proto.ext_info import EXT_MAX_PACKET
+from hashike.proto.window import MAX_CHANNEL_WINDOW, WindowTuning
 from hashike.proto.wire import encode_byte, encode_string
+from tests.proto.authkit import logged_in
 
 KIB = 1024
 START = 64 * KIB
@@ -259,3 +262,19 @@ def test_windows_stay_within_their_bounds_whatever_the_pattern(
             assert p.credit <= chan.local_window  # it never knows of more than we granted
             assert size <= 512 * KIB
         assert rx.ch.tuning.used == sum(rx.size(p.cid) for p in peers) <= 768 * KIB
+
+
+def test_how_far_windows_grow_depends_on_the_peer_and_our_role() -> None:
+    # An OpenSSH peer (no max-packet-length@hashike.dev in its EXT_INFO):
+    # a download from sshd may grow to 8 MiB; an `ssh` client sending to us
+    # gets sshd's 2 MiB (more set off its allocator on loopback). A hashike
+    # peer: 64 MiB either way.
+    for openssh in (True, False):
+        pair = logged_in()
+        if openssh:
+            pair.client.transport.peer_extensions.pop(EXT_MAX_PACKET)
+            pair.server.transport.peer_extensions.pop(EXT_MAX_PACKET)
+        client, server = pair.client.channels.tuning, pair.server.channels.tuning
+        expected = (OPENSSH_MAX_WINDOW, OPENSSH_CLIENT_MAX_WINDOW) if openssh else (MAX_CHANNEL_WINDOW,) * 2
+        assert (client.max_window, server.max_window) == expected
+    assert OPENSSH_CLIENT_MAX_WINDOW == START_WINDOW == 2 * 1024 * 1024

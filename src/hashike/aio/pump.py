@@ -239,7 +239,7 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
             ChannelOpenRequested: self._on_open_requested,
             ChannelOpenConfirmed: self._with_handler(lambda h, e: h.channel_open()),
             ChannelOpenRefused: self._on_open_refused,
-            ChannelData: self._with_handler(lambda h, e: h.channel_data(e.data, e.extended)),
+            ChannelData: self._on_channel_data,
             ChannelWindowOpened: self._with_handler(lambda h, e: h.pump_data()),
             ChannelEofReceived: self._with_handler(lambda h, e: h.channel_eof()),
             ChannelClosed: self._on_channel_closed,
@@ -261,6 +261,12 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
                 call(handler, event)
 
         return route
+
+    def _on_channel_data(self, event: ChannelData) -> None:
+        # The data path: _with_handler's route, one call shorter.
+        handler = self.bridges.get(event.channel_id)
+        if handler is not None:
+            handler.channel_data(event.data, event.extended)
 
     def _on_open_requested(self, event: ChannelOpenRequested) -> None:
         handler = self.open_handlers.get(event.kind)

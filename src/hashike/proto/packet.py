@@ -335,7 +335,8 @@ class PacketReader:
         wire = 4 + length + opener.tag_size
         if end - pos < wire:
             return 0
-        at = self._room(length + _SLACK)
+        need = length + _SLACK
+        at = self._fill if self._fill + need <= len(self._arena) else self._room(need)
         with memoryview(self._arena) as av:
             opener.open(self.seq, src[pos : pos + wire], av[at : at + length + _SLACK])
         self._payload_at = at
@@ -344,10 +345,8 @@ class PacketReader:
 
     def _room(self, need: int) -> int:
         """Where in the arena ``need`` bytes can be written without touching
-        a view that may still be held."""
+        a view that may still be held, once they do not fit after _fill."""
         arena = self._arena
-        if self._fill + need <= len(arena):
-            return self._fill
         if need <= len(arena) and not exported(arena):
             return 0
         # Too small, or full with live views: a new arena; the old one is

@@ -44,6 +44,9 @@ def test_the_key_exchange_received_in_place(seed: int) -> None:
     _pump_into(pair, random.Random(seed))
     assert pair.server.transport.state.name == "OPEN"
     assert not events_of(pair.server_events, Disconnected)
+    # An idle connection keeps no scratch and a small read buffer.
+    assert len(pair.server.transport._scratch) == 0
+    assert len(pair.server.receive_buffer()) == 4096
 
 
 def test_channel_data_received_in_place() -> None:

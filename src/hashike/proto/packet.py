@@ -59,10 +59,12 @@ _PAD_POOL = 4096
 _SHRUNK = 64 * 1024  # what a buffer shrinks back to after a burst
 _BURST = 4 * 1024 * 1024  # a buffer larger than this is given back once empty
 _INITIAL_PLAIN = 2048  # a KEXINIT fits
-# What PacketReader.buffer offers to one read: before authentication a few
-# KiB (an unauthenticated connection must stay cheap), then room for a batch
-# of packets, so that a 256 KiB read is one syscall for eight 32 KiB packets.
-_MIN_READ = 16 * 1024
+# What PacketReader.buffer offers to one read: a few KiB while packets are
+# small (an unauthenticated or idle connection must stay cheap), room for a
+# batch of packets once they are bulk data's (_BULK and more), so that a
+# 256 KiB read is one syscall for eight 32 KiB packets.
+_MIN_READ = 4 * 1024
+_BULK = 16 * 1024
 _MAX_READ = 512 * 1024
 
 
@@ -290,8 +292,8 @@ class PacketReader:
         """Free space for the runtime to receive into (``recv_into``), then
         :meth:`commit` what it wrote: wire bytes land where they are opened
         from, with no ``bytes`` object per read and no copy. Sized to the
-        packets seen so far (eight of the largest, within _MIN_READ and
-        _MAX_READ): small before authentication, one read for a batch of
+        packets seen so far (eight of the largest once they are bulk data's,
+        at most _MAX_READ): small before authentication, one read for a batch of
         packets after. Valid until the next call of any method here."""
         self._new_batch()
         if self._held is not None:
@@ -299,7 +301,7 @@ class PacketReader:
             self._held = None
         if self._start == self._end:
             self._start = self._end = 0
-        want = min(max(8 * self._largest, _MIN_READ), _MAX_READ)
+        want = min(8 * self._largest, _MAX_READ) if self._largest >= _BULK else _MIN_READ
         self._make_room(want)
         return memoryview(self._buf)[self._end : self._end + want]
 

@@ -189,7 +189,7 @@ class Transport:
         # Input waits while our output is over MAX_UNSENT_BYTES (see _hold_input).
         self.input_held = False
         # receive_buffer()'s while the version lines are read (RFC 4253 §4.2).
-        self._scratch = bytearray(4096)
+        self._scratch = bytearray()
         self._into_scratch = False
         self._enter(_Phase.INITIAL)
         self._start_kex()
@@ -212,7 +212,7 @@ class Transport:
                         banner_lines=self._peer_version.banner_lines,
                     )
                 )
-                self.state = State.KEXINIT_SENT
+                self.state, self._scratch = State.KEXINIT_SENT, bytearray()  # an idle connection keeps none
             self._reader.feed(data)
             self._process_input()
         except SSHError as exc:
@@ -222,11 +222,11 @@ class Transport:
         """Where the runtime may receive the next bytes (``recv_into``), for
         :meth:`receive_into`: packets are opened where they land. Before the
         version exchange ends (and after the end), a scratch buffer."""
-        if self.state is State.VERSION or self.state in ENDED:
-            self._into_scratch = True
-            return memoryview(self._scratch)
-        self._into_scratch = False
-        return self._reader.buffer()
+        self._into_scratch = self.state is State.VERSION or self.state in ENDED
+        if not self._into_scratch:
+            return self._reader.buffer()
+        self._scratch = self._scratch or bytearray(4096)
+        return memoryview(self._scratch)
 
     def receive_into(self, n: int) -> None:
         """``n`` bytes were written at the start of the last :meth:`receive_buffer`."""

@@ -43,6 +43,7 @@ from tests.interop.test_forward_openssh_to_hashiked import (
     start_hashiked,
     upload_and_echo,
 )
+from tests.interop.test_server_status import short_dir, status_json  # noqa: F401 (short_dir: a fixture)
 from tests.interop.test_workers import read_forward, served_by, target
 
 if TYPE_CHECKING:
@@ -302,6 +303,57 @@ def test_remote_forwards_are_the_users(hashiked: Hashiked, accounts: Accounts, s
         finally:
             client.stop()
     hashiked.assert_healthy()
+
+
+def test_status_lists_the_users_connection_processes(
+    accounts: Accounts,
+    tmp_path: Path,
+    short_dir: Path,  # noqa: F811
+    ssh_client: SshClient,
+) -> None:
+    sock = short_dir / "run" / "status"
+    server = start(accounts, tmp_path, f"StatusSocket={sock}")
+    name, entry = USERS[0], accounts.users[USERS[0]]
+    listen = free_port()
+    client = SshProcess(
+        subprocess.Popen(
+            ssh_client.argv(
+                server.port,
+                user=name,
+                identity=accounts.client_key,
+                options={"ExitOnForwardFailure": "yes"},
+                args=["-v", "-N", "-R", f"{listen}:127.0.0.1:9"],
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    )
+    try:
+        assert client.wait_for(re.escape(f"remote forward success for: listen {listen}")), client.stderr
+        pid = wait_for_connection_process(server, entry.pw_uid)
+        # Asked through the supervisor, its workers and the worker's child.
+        document = status_json(sock)
+        (connection,) = document["connections"]
+        assert (connection["pid"], connection["user"]) == (pid, name)
+        assert connection["pid"] not in document["workers"]
+        (listener,) = connection["listeners"]
+        assert f"127.0.0.1:{listen}" in listener["listen"].split(", ")
+        # A process that does not answer is left out, with a line in the log.
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stopped = status_json(sock)
+            assert (stopped["connections"], stopped["errors"]) == ([], [])  # the worker answered
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert f"status: connection process {pid}:" in server.log_text()
+        assert status_json(sock)["connections"][0]["pid"] == pid
+    finally:
+        client.stop()
+        server.stop()
+    assert "Traceback" not in server.log_text()
 
 
 @pytest.mark.parametrize("name", ["root", NO_ACCOUNT])

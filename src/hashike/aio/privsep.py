@@ -36,6 +36,11 @@ authentication, the parent cannot know H, so a child could have any 64
 bytes signed; it runs only hashiked's code, and cannot be read or traced by
 the user it runs as. If the parent is gone, the rekey fails and the
 connection ends (:class:`RemoteSigner`).
+
+Status (``hashike status --server``): a second socketpair per child carries
+the worker's ``status`` message with one descriptor, as the supervisor's
+channel to a worker does (aio/server_status.py), and the child answers its
+own connection's snapshot on it; :meth:`Children.connections` asks them all.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.text import escape_text
 from hashike.proto.wire import Reader, encode_string
 
+from .server_status import WORKER_MESSAGE, Snapshot, StatusError, answer_on, ask_over
 from .session_server import watch_child
 
 __all__ = ["MAX_HASH", "Children", "RemoteSigner", "serve_signatures"]
@@ -67,6 +73,9 @@ MAX_KEY_BLOB = 4096  # an RSA key of RSA_MAX_BITS is about 2 KiB
 MAX_ALGORITHM = 64
 MAX_MESSAGE = 8192  # a request (blob, name, H) or an answer (a signature blob)
 SIGN_TIMEOUT = 10.0  # seconds the child waits for a signature
+# Within the supervisor's wait for the worker (aio/server_status.py), so
+# that one stuck process leaves out its connection, not the worker's.
+STATUS_TIMEOUT = 2.5
 CHILD_REAP_TIME = 2.0  # seconds a child gives its sessions to exit once its connection ended
 
 # The child, once it runs as the user: serve the connection (its socket) on
@@ -155,6 +164,7 @@ class Children:
     def __init__(self, host_keys: Sequence[PrivateKey]) -> None:
         self._keys = tuple(host_keys)
         self._pids: set[int] = set()
+        self._status: dict[int, socket.socket] = {}  # pid -> its status channel
         self._none_left = asyncio.Event()
 
     def __len__(self) -> int:
@@ -166,32 +176,44 @@ class Children:
         username: str,
         prepare: Callable[[Sequence[RemoteSigner]], None],
         main: ChildMain,
+        status: Snapshot | None,
     ) -> bool:
         """Fork for an authenticated connection on ``sock``. In the parent,
         return True (the caller forgets the connection) or False if it could
         not be handed off (logged; the caller ends it). In the child,
         ``prepare(signers)`` runs before the privileges go, to swap the host
-        keys for ``signers``, and ``main(sock)`` after; the child never returns."""
+        keys for ``signers``, and ``main(sock)`` after, answering ``status``
+        on its status channel; the child never returns."""
         try:
             user = pwd.getpwnam(username)
         except KeyError:
             log.error("privilege separation: no account %s any more", escape_text(username))
             return False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        asking, answering = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()
         except OSError as exc:
             log.error("privilege separation: fork: %s", exc)
-            ours.close()
-            theirs.close()
+            for end in (ours, theirs, asking, answering):
+                end.close()
             return False
         if pid == 0:
             signers = [RemoteSigner(theirs, key) for key in self._keys]
             self._keys = ()
-            _child(sock, theirs, user, lambda: prepare(signers), main)
+            _child(
+                sock,
+                (theirs, answering),
+                user,
+                lambda: prepare(signers),
+                lambda: _answer_status(answering, status),
+                main,
+            )
         theirs.close()
+        answering.close()
         serve_signatures(ours, self._keys)
         self._pids.add(pid)
+        self._status[pid] = asking
         self._none_left.clear()
         watch_child(pid, lambda status: self._exited(pid, status))
         log.debug("connection of %s handed to process %d", escape_text(username), pid)
@@ -199,9 +221,30 @@ class Children:
 
     def _exited(self, pid: int, status: int | None) -> None:
         self._pids.discard(pid)
+        channel = self._status.pop(pid, None)
+        if channel is not None:
+            channel.close()
         if not self._pids:
             self._none_left.set()
         log.debug("connection process %d ended (status %s)", pid, status)
+
+    async def connections(self) -> list[Any]:
+        """Every child's connection, as ``hashike status --server`` lists
+        them; a child that does not answer is left out, with a log line."""
+        children = list(self._status.items())
+        answers = await asyncio.gather(
+            *(ask_over(channel, WORKER_MESSAGE, STATUS_TIMEOUT) for _, channel in children),
+            return_exceptions=True,
+        )
+        found: list[Any] = []
+        for (pid, _), answer in zip(children, answers, strict=True):
+            if isinstance(answer, StatusError):
+                log.info("status: connection process %d: %s", pid, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif isinstance(answer.get("connections"), list):
+                found += answer["connections"]
+        return found
 
     def terminate(self) -> None:
         """SIGTERM to every child: each closes its connection and exits."""
@@ -251,11 +294,39 @@ def _drop_to(user: pwd.struct_passwd) -> None:
     raise OSError("privilege separation: root could be regained")
 
 
+def _answer_status(channel: socket.socket, status: Snapshot | None) -> None:
+    """In the child: answer each ``status`` message on ``channel`` (with the
+    descriptor it carries) until the parent closes it; with no ``status``
+    (nobody serves status), the parent is never asked."""
+    if status is None:
+        return
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def message() -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(channel, len(WORKER_MESSAGE), 1)
+        except OSError:
+            data, fds = b"", []
+        for fd in fds[1:] if data == WORKER_MESSAGE else fds:
+            os.close(fd)
+        if data == WORKER_MESSAGE and fds:
+            os.set_inheritable(fds[0], False)  # SCM_RIGHTS gives no O_CLOEXEC; sessions exec here
+            task = loop.create_task(answer_on(socket.socket(fileno=fds[0]), status))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        elif not data:  # the parent is gone
+            loop.remove_reader(channel)
+
+    loop.add_reader(channel, message)
+
+
 def _child(
     sock: socket.socket,
-    signer: socket.socket,
+    channels: tuple[socket.socket, socket.socket],
     user: pwd.struct_passwd,
     prepare: Callable[[], None],
+    serve_status: Callable[[], None],
     main: ChildMain,
 ) -> None:
     """The forked process: never returns."""
@@ -267,14 +338,15 @@ def _child(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         conn = socket.socket(fileno=os.dup(sock.fileno()))
-        _keep_only({0, 1, 2, conn.fileno(), signer.fileno()})
+        signer, asked = channels
+        _keep_only({0, 1, 2, conn.fileno(), signer.fileno(), asked.fileno()})
         asyncio.events._set_running_loop(None)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         signer.settimeout(SIGN_TIMEOUT)
         prepare()
         _drop_to(user)
-        loop.run_until_complete(_run(main, conn))
+        loop.run_until_complete(_run(main, conn, serve_status))
         status = 0
     except OSError as exc:  # a descriptor, the loop or the switch of user failed
         log.error("connection process for %s: %s", escape_text(user.pw_name), exc)
@@ -285,8 +357,9 @@ def _child(
         os._exit(status)
 
 
-async def _run(main: ChildMain, conn: socket.socket) -> None:
+async def _run(main: ChildMain, conn: socket.socket, serve_status: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
+    serve_status()
     task = asyncio.current_task()
     assert task is not None
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -59,6 +59,7 @@ from .privsep import Children
 from .pump import CorePump, Route
 from .remote_server import RemoteForwards
 from .server_auth import DEFAULT_AUTHORIZED_KEYS_FILES, ConnectionAuth, UserAuthenticator, login_key_options
+from .server_status import Snapshot
 from .session_server import open_session
 from .stats import ForwardStats
 
@@ -209,7 +210,7 @@ class _ServerPump(CorePump[ServerConnection]):
             self.core.replace_host_keys(signers)
             self._server.become_child()
 
-        if children.hand_off(sock, username, prepare, self._continue_in_child):
+        if children.hand_off(sock, username, prepare, self._continue_in_child, self._server.snapshot):
             self.detach()
         else:
             self.close("internal error")
@@ -402,6 +403,9 @@ class Server:
         )
         # PrivilegeSeparation: the processes serving authenticated connections.
         self.children = Children(self.host_keys) if options.privilege_separation else None
+        # The status snapshot (aio/server_stats.py), set by whoever serves
+        # status; a PrivilegeSeparation child answers its parent with it.
+        self.snapshot: Snapshot | None = None
         self._servers: list[asyncio.Server] = []
         # RemoteForwardTakeover beyond this process: a hashiked worker asks
         # the others (hashike.cli.worker_forwards); True if it asked.

@@ -52,7 +52,11 @@ def snapshot_of(server: Server) -> Callable[[], Awaitable[dict[str, Any]]]:
     """``snapshot`` as the status socket asks for it (aio/server_status.py)."""
 
     async def take() -> dict[str, Any]:
-        return snapshot(server)
+        document = snapshot(server)
+        if server.children is not None:  # PrivilegeSeparation: each child has its connection
+            document["connections"] += await server.children.connections()
+            document["connections"].sort(key=lambda c: c.get("started", 0))
+        return document
 
     return take
 

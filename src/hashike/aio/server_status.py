@@ -138,9 +138,9 @@ async def query(path: str) -> dict[str, Any]:
     return await _exchange(reader, writer, where)
 
 
-async def ask_over(channel: socket.socket, message: bytes) -> dict[str, Any]:
+async def ask_over(channel: socket.socket, message: bytes, timeout: float = TIMEOUT / 2) -> dict[str, Any]:
     """A worker's status: ``message`` over its ``channel`` with one end of a
-    new socketpair, the reply read from the other end."""
+    new socketpair, the reply read from the other end within ``timeout``."""
     ours, theirs = socket.socketpair()
     try:
         socket.send_fds(channel, [message], [theirs.fileno()])
@@ -151,7 +151,7 @@ async def ask_over(channel: socket.socket, message: bytes) -> dict[str, Any]:
         theirs.close()
     reader, writer = await asyncio.open_unix_connection(sock=ours)
     # Within the client's own wait, so that a stuck worker is reported, not the supervisor.
-    return await _exchange(reader, writer, "worker", TIMEOUT / 2)
+    return await _exchange(reader, writer, "worker", timeout)
 
 
 async def gather(workers: list[tuple[int, socket.socket]]) -> dict[str, Any]:

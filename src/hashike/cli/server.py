@@ -24,7 +24,7 @@ from hashike.aio.listen import BindError
 from hashike.aio.server import Server, ServerOptions
 from hashike.aio.server_auth import PasswordFileError, load_password_file
 from hashike.aio.server_stats import snapshot_of
-from hashike.aio.server_status import StatusError, StatusServer
+from hashike.aio.server_status import Snapshot, StatusError, StatusServer
 from hashike.aio.service import Notifier, ServiceError, listen_sockets
 from hashike.config.sshd_config import (
     DEFAULT_LISTEN_HOSTS,
@@ -295,7 +295,11 @@ async def _status_socket(settings: ServerSettings, server: Server | Supervisor) 
     """StatusSocket, listening before the server does; the supervisor's asks its workers."""
     if settings.status_socket is None:
         return None
-    snapshot = server.status if isinstance(server, Supervisor) else snapshot_of(server)
+    snapshot: Snapshot
+    if isinstance(server, Supervisor):
+        snapshot = server.status
+    else:
+        snapshot = server.snapshot = snapshot_of(server)
     status = StatusServer(os.path.expanduser(settings.status_socket), snapshot)
     try:
         await status.start()

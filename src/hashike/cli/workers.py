@@ -409,6 +409,7 @@ async def serve_worker(channel: socket.socket, server: Server, drain_timeout: fl
     """Serve the connections the supervisor hands over ``channel`` until it
     says ``drain`` (then until they end, at most ``drain_timeout``), closes
     the channel, or SIGTERM/SIGINT."""
+    server.snapshot = snapshot = snapshot_of(server)
     server.admission = _Reporting(channel, server.options)
     forwards = WorkerForwards(channel, server, MESSAGE_SIZE)
     loop = asyncio.get_running_loop()
@@ -429,7 +430,7 @@ async def serve_worker(channel: socket.socket, server: Server, drain_timeout: fl
             os.set_inheritable(fds[0], False)  # SCM_RIGHTS gives no O_CLOEXEC
             sock = socket.socket(fileno=fds[0])
             task = loop.create_task(
-                server.serve_socket(sock) if data == b"conn" else answer_on(sock, snapshot_of(server))
+                server.serve_socket(sock) if data == b"conn" else answer_on(sock, snapshot)
             )
             tasks.add(task)
             task.add_done_callback(tasks.discard)

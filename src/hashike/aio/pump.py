@@ -174,14 +174,18 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        self._stop_tasks()
         self.core.receive_eof()  # a no-op if the core has closed already
         self._dispatch_events()
         if not self.closed.done():
             self.closed.set_result(None)
+
+    def _stop_tasks(self) -> None:
+        """The connection is gone from here: its timer and tasks end."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
 
     # driving the core ---------------------------------------------------
 
@@ -239,7 +243,7 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
             ChannelOpenRequested: self._on_open_requested,
             ChannelOpenConfirmed: self._with_handler(lambda h, e: h.channel_open()),
             ChannelOpenRefused: self._on_open_refused,
-            ChannelData: self._on_channel_data,
+            ChannelData: self._with_handler(lambda h, e: h.channel_data(e.data, e.extended)),
             ChannelWindowOpened: self._with_handler(lambda h, e: h.pump_data()),
             ChannelEofReceived: self._with_handler(lambda h, e: h.channel_eof()),
             ChannelClosed: self._on_channel_closed,
@@ -261,12 +265,6 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
                 call(handler, event)
 
         return route
-
-    def _on_channel_data(self, event: ChannelData) -> None:
-        # The data path: _with_handler's route, one call shorter.
-        handler = self.bridges.get(event.channel_id)
-        if handler is not None:
-            handler.channel_data(event.data, event.extended)
 
     def _on_open_requested(self, event: ChannelOpenRequested) -> None:
         handler = self.open_handlers.get(event.kind)
@@ -396,10 +394,7 @@ class CorePump(asyncio.BufferedProtocol, Generic[CoreT]):
         """Forget the connection without a word to the peer: another process
         holds the socket and goes on with it (hashiked's PrivilegeSeparation),
         so closing our descriptor sends nothing, not even a FIN."""
-        if self._timer is not None:
-            self._timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        self._stop_tasks()
         transport, self.transport = self.transport, None
         if transport is not None:
             transport.set_protocol(asyncio.Protocol())  # no connection_lost for us

@@ -350,7 +350,7 @@ class Channels:
         total = min(len(view), c.remote_window)
         if total == 0:
             return 0
-        chunk = min(c.remote_max_packet, self.peer_max_packet - _PACKET_OVERHEAD)
+        chunk = self._packet_limit(c)
         if chunk < 1:
             raise LocalProtocolError(f"peer's maximum packet size {self.peer_max_packet} is too small")
         send, rid = self._send, c.remote_id
@@ -375,7 +375,7 @@ class Channels:
         c = self._sendable(channel_id, "send data")
         if c is None or self._direct is None:
             return None
-        n = min(c.remote_window, c.remote_max_packet, self.peer_max_packet - _PACKET_OVERHEAD)
+        n = min(c.remote_window, self._packet_limit(c))
         if n < DIRECT_MIN:
             return None
         return self._direct.reserve(_DATA_HEAD.size, n)
@@ -385,10 +385,16 @@ class Channels:
         c = self._sendable(channel_id, "send data")
         if c is None or self._direct is None:
             raise LocalProtocolError(f"no data buffer of channel {channel_id} to send")
-        if not 0 < n <= min(c.remote_window, c.remote_max_packet):
+        if not 0 < n <= min(c.remote_window, self._packet_limit(c)):
             raise LocalProtocolError(f"cannot send {n} bytes on channel {channel_id}")
         self._direct.send_reserved(_DATA_HEAD.pack(MsgType.CHANNEL_DATA, c.remote_id, n), n)
         c.remote_window -= n
+
+    def _packet_limit(self, c: _Chan) -> int:
+        """The most data one CHANNEL_DATA of ``c`` may carry: the peer's
+        maximum for the channel, and its transport's (RFC 4253 §6.1) less
+        the worst-case packet overhead."""
+        return min(c.remote_max_packet, self.peer_max_packet - _PACKET_OVERHEAD)
 
     def send_eof(self, channel_id: int) -> None:
         """RFC 4254 §5.3: we send no more data; the peer still may."""

@@ -247,15 +247,9 @@ class SocketBridge(asyncio.BufferedProtocol):
             self.channels.send_buffer(cid, nbytes)
             self.bytes_out += nbytes
         elif self._sending() and cid is not None:
-            # Small packets: send_data copies the read into them; only what
-            # the window does not take is kept (copied: the scratch is shared).
+            # Small packets: send_data copies the read into them.
             with memoryview(self.pump.read_scratch()) as scratch:
-                data = scratch[:nbytes]
-                sent = self.channels.send_data(cid, data)
-                self.bytes_out += sent
-                if sent < nbytes:
-                    self._out.add(bytes(data[sent:]))
-                data.release()
+                self.bytes_out += self._out.offer(self.channels, cid, scratch[:nbytes])
         else:
             with memoryview(self.pump.read_scratch()) as scratch:
                 self.data_received(bytes(scratch[:nbytes]))

@@ -35,6 +35,15 @@ class Outflow:
         # but a rare leftover.
         self.pending = memoryview(data) if self.pending is None else memoryview(bytes(self.pending) + data)
 
+    def offer(self, channels: Channels, channel_id: int, data: memoryview) -> int:
+        """Send ``data`` (nothing waits before it) as far as the window
+        allows; a copy of the rest waits (``data`` is a reused buffer's).
+        The bytes sent."""
+        n = channels.send_data(channel_id, data)
+        if n < len(data):
+            self.add(bytes(data[n:]))
+        return n
+
     def send(self, channels: Channels, channel_id: int, extended: int | None = None) -> int:
         """Send what waits, as far as the window allows; the bytes sent."""
         assert self.pending is not None

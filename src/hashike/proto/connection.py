@@ -17,7 +17,8 @@ answered UNIMPLEMENTED.
 
 Window and packet sizes (RFC 4254 §5.2): every channel starts with OpenSSH's
 2 MiB window and grows it toward the path's bandwidth-delay product
-(:mod:`hashike.proto.window`), up to 8 MiB against OpenSSH and 64 MiB when
+(:mod:`hashike.proto.window`), up to 8 MiB for downloads from OpenSSH's
+sshd (an ``ssh`` client sending to us keeps sshd's 2 MiB) and 64 MiB when
 the peer is hashike (it announced ``max-packet-length@hashike.dev`` in
 EXT_INFO). Against any peer we use 32 KiB packets; against hashike both
 sides use 256 KiB packets: fewer packets for the same data.

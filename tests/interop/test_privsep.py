@@ -144,6 +144,28 @@ def wait_for_connection_process(server: Hashiked, uid: int) -> int:
     return pid
 
 
+def remote_forward(
+    ssh_client: SshClient, port: int, user: str, identity: Path, listen: int, to: int
+) -> SshProcess:
+    """``ssh -v -N -R listen:127.0.0.1:to`` as ``user``, running; the caller stops it."""
+    argv = ssh_client.argv(
+        port,
+        user=user,
+        identity=identity,
+        options={"ExitOnForwardFailure": "yes"},
+        args=["-v", "-N", "-R", f"{listen}:127.0.0.1:{to}"],
+    )
+    popen = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    return SshProcess(popen)
+
+
 def read_line(process: subprocess.Popen[str], timeout: float = DEADLINE) -> str:
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:
@@ -277,23 +299,7 @@ def test_remote_forwards_are_the_users(hashiked: Hashiked, accounts: Accounts, s
     assert "remote port forwarding failed for listen port 80" in refused.stderr
     with target(b"from far") as far:
         listen = free_port()
-        argv = ssh_client.argv(
-            hashiked.port,
-            user=USERS[0],
-            identity=accounts.client_key,
-            options={"ExitOnForwardFailure": "yes"},
-            args=["-v", "-N", "-R", f"{listen}:127.0.0.1:{far}"],
-        )
-        client = SshProcess(
-            subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
-        )
+        client = remote_forward(ssh_client, hashiked.port, USERS[0], accounts.client_key, listen, far)
         try:
             assert client.wait_for(re.escape(f"remote forward success for: listen {listen}")), client.stderr
             assert read_forward(listen) == b"from far"
@@ -315,22 +321,7 @@ def test_status_lists_the_users_connection_processes(
     server = start(accounts, tmp_path, f"StatusSocket={sock}")
     name, entry = USERS[0], accounts.users[USERS[0]]
     listen = free_port()
-    client = SshProcess(
-        subprocess.Popen(
-            ssh_client.argv(
-                server.port,
-                user=name,
-                identity=accounts.client_key,
-                options={"ExitOnForwardFailure": "yes"},
-                args=["-v", "-N", "-R", f"{listen}:127.0.0.1:9"],
-            ),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-    )
+    client = remote_forward(ssh_client, server.port, name, accounts.client_key, listen, 9)
     try:
         assert client.wait_for(re.escape(f"remote forward success for: listen {listen}")), client.stderr
         pid = wait_for_connection_process(server, entry.pw_uid)

@@ -61,7 +61,7 @@ from hashike.proto.hostkey import PrivateKey, PublicKey
 from hashike.proto.text import escape_text
 from hashike.proto.wire import Reader, encode_string
 
-from .server_status import WORKER_MESSAGE, Snapshot, StatusError, answer_on, ask_over
+from .server_status import WORKER_MESSAGE, Snapshot, answer_on, ask_each
 from .session_server import watch_child
 
 __all__ = ["MAX_HASH", "Children", "RemoteSigner", "serve_signatures"]
@@ -231,19 +231,9 @@ class Children:
     async def connections(self) -> list[Any]:
         """Every child's connection, as ``hashike status --server`` lists
         them; a child that does not answer is left out, with a log line."""
-        children = list(self._status.items())
-        answers = await asyncio.gather(
-            *(ask_over(channel, WORKER_MESSAGE, STATUS_TIMEOUT) for _, channel in children),
-            return_exceptions=True,
-        )
-        found: list[Any] = []
-        for (pid, _), answer in zip(children, answers, strict=True):
-            if isinstance(answer, StatusError):
-                log.info("status: connection process %d: %s", pid, answer)
-            elif isinstance(answer, BaseException):
-                raise answer
-            elif isinstance(answer.get("connections"), list):
-                found += answer["connections"]
+        found, errors = await ask_each(list(self._status.items()), STATUS_TIMEOUT)
+        for error in errors:
+            log.info("status: connection process %d: %s", error["pid"], error["error"])
         return found
 
     def terminate(self) -> None:

@@ -154,22 +154,30 @@ async def ask_over(channel: socket.socket, message: bytes, timeout: float = TIME
     return await _exchange(reader, writer, "worker", timeout)
 
 
-async def gather(workers: list[tuple[int, socket.socket]]) -> dict[str, Any]:
-    """The supervisor's document: every worker's connections (each says its
-    worker's ``pid``), asked at once over each (pid, channel); a worker that
-    fails to answer is listed under ``errors``."""
+async def ask_each(
+    processes: list[tuple[int, socket.socket]], timeout: float = TIMEOUT / 2
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Every process's connections, asked at once over each (pid, channel),
+    and an error for each one that failed to answer."""
     answers = await asyncio.gather(
-        *(ask_over(channel, WORKER_MESSAGE) for _, channel in workers), return_exceptions=True
+        *(ask_over(channel, WORKER_MESSAGE, timeout) for _, channel in processes), return_exceptions=True
     )
     connections: list[Any] = []
     errors = []
-    for (pid, _), answer in zip(workers, answers, strict=True):
+    for (pid, _), answer in zip(processes, answers, strict=True):
         if isinstance(answer, StatusError):
             errors.append({"pid": pid, "error": str(answer)})
         elif isinstance(answer, BaseException):
             raise answer
         elif isinstance(answer.get("connections"), list):
             connections += answer["connections"]
+    return connections, errors
+
+
+async def gather(workers: list[tuple[int, socket.socket]]) -> dict[str, Any]:
+    """The supervisor's document: every worker's connections (each says its
+    worker's ``pid``); a worker that fails to answer is listed under ``errors``."""
+    connections, errors = await ask_each(workers)
     pids = [pid for pid, _ in workers]
     return {
         "schema": SCHEMA,

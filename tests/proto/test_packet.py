@@ -340,11 +340,11 @@ def test_the_offered_room_follows_the_packets_seen() -> None:
     writer.write(b"\x5e" * 32_000)
     wire = writer.take()
     assert _receive_into(reader, wire, 1 << 20) == [b"\x5e" * 32_000]
-    # After 32 KiB packets, room for eight of them in one read; never past 512 KiB.
-    assert len(reader.buffer()) == 8 * len(wire)
+    # After 32 KiB packets, room for sixteen of them in one read; never past 1 MiB.
+    assert len(reader.buffer()) == 16 * len(wire)
     writer.write(b"\x5e" * MAX_PAYLOAD)
     assert len(_receive_into(reader, writer.take(), 1 << 20)) == 1
-    assert len(reader.buffer()) == 512 * 1024
+    assert len(reader.buffer()) == 1024 * 1024
 
 
 def test_a_held_tail_moves_into_the_buffer_first() -> None:

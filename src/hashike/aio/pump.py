@@ -58,8 +58,11 @@ log = logging.getLogger("hashike")
 
 # How often the core is told the time (RekeyLimit's time part).
 TIMER_INTERVAL = 30.0
-# The read size of read_scratch: asyncio's own for a socket.
-READ_SCRATCH = 256 * 1024
+# The read size of read_scratch: sixteen of OpenSSH's 32 KiB packets per read,
+# loop turn and send (against asyncio's 256 KiB, the client sending to sshd
+# spent 0.1 s/GiB less; 1 MiB saved more but made sshd, with its 2 MiB
+# window, spend as much more).
+READ_SCRATCH = 512 * 1024
 
 CoreT = TypeVar("CoreT", ClientConnection, ServerConnection)
 Route = Callable[[Any], None]

@@ -91,6 +91,29 @@ async def test_replies_give_a_round_trip_time(tmp_path: Path) -> None:
         assert not client.keepalive.timed_out and not client.core.closed
 
 
+async def test_both_ends_measure_the_round_trip_at_login_without_keepalives(tmp_path: Path) -> None:
+    # With no interval (the default: no keepalives), each end still sends two
+    # probes once logged in, one after the other, and the smaller round trip
+    # bounds its channels' window growth (proto/window.py). Nothing more
+    # follows: no probe timer runs.
+    async with hashike_pair(tmp_path) as (server, client):
+        (pump,) = server.connections
+        await eventually(
+            lambda: client.keepalive.rtt is not None and pump.keepalive.rtt is not None,
+            WAIT,
+            what="replies to both ends' login probes",
+        )
+        await eventually(
+            lambda: client.core.channels.tuning.rtt is not None and pump.core.channels.tuning.rtt is not None,
+            WAIT,
+            what="both ends' round trips in their window tuning",
+        )
+        for end, core in ((client.keepalive, client.core), (pump.keepalive, pump.core)):
+            rtt, last = core.channels.tuning.rtt, end.rtt
+            assert rtt is not None and last is not None and 0 < rtt <= last < WAIT
+        assert client.keepalive._timer is None and pump.keepalive._timer is None
+
+
 async def test_a_server_that_stops_answering_is_dropped(tmp_path: Path) -> None:
     async with hashike_pair(tmp_path, keepalive=FAST) as (server, client):
         (pump,) = server.connections

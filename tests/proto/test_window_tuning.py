@@ -17,7 +17,7 @@ from hashike.proto.constants import MsgType
 from hashike.proto.errors import RemoteProtocolError
 from hashike.proto.events import ChannelData, ChannelOpenRequested
 from hashike.proto.ext_info import EXT_MAX_PACKET
-from hashike.proto.window import MAX_CHANNEL_WINDOW, WindowTuning
+from hashike.proto.window import FASTEST_PATH, MAX_CHANNEL_WINDOW, WindowTuning
 from hashike.proto.wire import encode_byte, encode_string
 from tests.proto.authkit import logged_in
 
@@ -278,3 +278,49 @@ def test_how_far_windows_grow_depends_on_the_peer_and_our_role() -> None:
         expected = (OPENSSH_MAX_WINDOW, OPENSSH_CLIENT_MAX_WINDOW) if openssh else (MAX_CHANNEL_WINDOW,) * 2
         assert (client.max_window, server.max_window) == expected
     assert OPENSSH_CLIENT_MAX_WINDOW == START_WINDOW == 2 * 1024 * 1024
+
+
+def _stalled_rounds(rx: Receiver, peer: Sender, rounds: int = 30) -> None:
+    for _ in range(rounds):  # bounded: doubling from 64 KiB reaches 1 MiB in a few rounds
+        peer.burst()
+        peer.consume()
+        peer.round_trip()
+
+
+def test_the_round_trip_bounds_growth_at_the_bandwidth_delay_product() -> None:
+    # 100 µs (loopback): FASTEST_PATH covers it with 250 kB, so a 64 KiB window
+    # doubles to 128 KiB, then grows to 250 kB and no further, however often
+    # it stalls.
+    rx = Receiver(max_window=1024 * KIB)
+    rx.ch.tuning.observe_rtt(100e-6)
+    peer = Sender(rx, 7)
+    _stalled_rounds(rx, peer)
+    assert int(100e-6 * FASTEST_PATH) == 250_000
+    assert rx.size(peer.cid) == 250_000
+    # A long path: the same stalls grow it to the cap.
+    far = Receiver(max_window=1024 * KIB)
+    far.ch.tuning.observe_rtt(0.05)
+    peer = Sender(far, 7)
+    _stalled_rounds(far, peer)
+    assert far.size(peer.cid) == 1024 * KIB
+
+
+def test_the_smallest_round_trip_counts() -> None:
+    # Queues our own traffic fills add delay, not path: a later, longer sample
+    # does not let windows grow further; nonsense samples are ignored.
+    tuning = WindowTuning()
+    assert tuning.rtt is None
+    for sample in (0.04, 0.0005, 0.2, 0.0, -1.0):
+        tuning.observe_rtt(sample)
+    assert tuning.rtt == 0.0005
+
+
+def test_the_connection_passes_round_trips_to_its_channels() -> None:
+    # A sample taken before the connection layer exists (the runtime probes
+    # as soon as authentication succeeds) reaches the channels' tuning.
+    pair = logged_in()
+    pair.client.observe_rtt(0.03)
+    pair.client.observe_rtt(0.01)
+    assert pair.client.channels.tuning.rtt == 0.01
+    pair.client.observe_rtt(0.002)
+    assert pair.client.channels.tuning.rtt == 0.002

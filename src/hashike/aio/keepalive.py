@@ -14,7 +14,11 @@ seconds after the last byte it sent, as with OpenSSH.
 
 :class:`Keepalive` is the runtime half: one event-loop timer per connection,
 the probes sent through :meth:`CorePump.global_request`, the round-trip time
-of the last reply kept in :attr:`Keepalive.rtt`. TCPKeepAlive (SO_KEEPALIVE)
+of the last reply kept in :attr:`Keepalive.rtt`. One probe goes at once, when
+the connection is authenticated, whatever the interval: its round trip, the
+whole path's (through relays, proxies and jump hosts, which the kernel's TCP
+estimate does not see), bounds how far channel windows grow
+(proto/window.py); every later reply is a sample too. TCPKeepAlive (SO_KEEPALIVE)
 is the kernel's own probe, set by the pump on its socket.
 """
 
@@ -102,9 +106,13 @@ class Keepalive:
         self.on_reply: list[Callable[[float], None]] = []
 
     def start(self) -> None:
-        if self._policy.interval <= 0 or self._pump.core.closed:
+        if self._pump.core.closed:
             return
         loop = asyncio.get_running_loop()
+        if self._pump.core.authenticated:  # (one made without authentication has no connection layer)
+            self._probe(loop.time(), again=True)  # the path's round trip (see above)
+        if self._policy.interval <= 0:
+            return
         self._policy.start(loop.time())
         self._schedule()
         self._pump.closed.add_done_callback(lambda _f: self.stop())
@@ -129,14 +137,25 @@ class Keepalive:
             self._on_dead()
             return
         if verdict is Verdict.PROBE:
-            reply = self._pump.global_request(KEEPALIVE)
-            reply.add_done_callback(lambda f: self._replied(f, now))
+            self._probe(now)
         self._schedule()
 
-    def _replied(self, reply: asyncio.Future[GlobalRequestReplied], sent_at: float) -> None:
+    def _probe(self, now: float, again: bool = False) -> None:
+        reply = self._pump.global_request(KEEPALIVE)
+        reply.add_done_callback(lambda f: self._replied(f, now, again))
+
+    def _replied(self, reply: asyncio.Future[GlobalRequestReplied], sent_at: float, again: bool) -> None:
         if reply.cancelled() or reply.exception() is not None:
             return  # the connection went first
+        if again:
+            # The first reply may have waited 40 ms on Nagle's algorithm in the
+            # peer (sshd sends hostkeys-00@openssh.com after login and then
+            # holds small writes until our delayed ACK of it); our second
+            # request acknowledges everything, so its reply goes at once. The
+            # core keeps the smaller.
+            self._probe(asyncio.get_running_loop().time())
         self._policy.answered()
         self.rtt = asyncio.get_running_loop().time() - sent_at
+        self._pump.core.observe_rtt(self.rtt)
         for listener in self.on_reply:
             listener(self.rtt)

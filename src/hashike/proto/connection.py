@@ -75,6 +75,8 @@ OPENSSH_MAX_PACKET = 32 * 1024
 # 880 with no growth, bench.tunnel_throughput), so an `ssh` client gets what
 # sshd gives it, 2 MiB, and the 8 MiB are for downloads from sshd. A hashike
 # sender buffers no more for a bigger window: a hashike peer gets up to 64 MiB.
+# All of them only as far as the path's round trip needs (proto/window.py): on
+# loopback a download from sshd grew to 8 MiB and stormed sshd's allocator.
 START_WINDOW = 2 * 1024 * 1024
 OPENSSH_MAX_WINDOW = 8 * 1024 * 1024
 OPENSSH_CLIENT_MAX_WINDOW = START_WINDOW
@@ -101,6 +103,8 @@ class _Connection:
         self._events: list[Event] = []
         self._transport = transport_factory(self._events)
         self._channels: Channels | None = None
+        # Created before the channels so that it collects round-trip samples.
+        self._tuning = WindowTuning()
 
     @property
     def authenticated(self) -> bool:
@@ -115,11 +119,12 @@ class _Connection:
             t = self._transport
             hashike_peer = EXT_MAX_PACKET in t.peer_extensions
             openssh_max = OPENSSH_MAX_WINDOW if t.is_client else OPENSSH_CLIENT_MAX_WINDOW
+            self._tuning.max_window = MAX_CHANNEL_WINDOW if hashike_peer else openssh_max
             self._channels = Channels(
                 t.send,
                 self._events,
                 window=START_WINDOW,
-                tuning=WindowTuning(MAX_CHANNEL_WINDOW if hashike_peer else openssh_max),
+                tuning=self._tuning,
                 max_packet=HASHIKE_MAX_PACKET if hashike_peer else OPENSSH_MAX_PACKET,
                 peer_max_packet=t.peer_max_packet,
                 closed=lambda: self.closed,
@@ -163,6 +168,13 @@ class _Connection:
         if self._channels is not None:  # window auto-tuning judges the batch (proto/window.py)
             self._channels.tuning.input_ended(self._transport.input_buffered == 0)
         self._after_input()
+
+    def observe_rtt(self, seconds: float) -> None:
+        """The runtime's sample of the path's round trip, in seconds (the
+        time an SSH request took to be answered): channel windows grow no
+        further than the bandwidth-delay product it implies (proto/window.py).
+        Until a sample comes they may grow to their maximum."""
+        self._tuning.observe_rtt(seconds)
 
     @_unless_closed
     def receive_eof(self) -> None:

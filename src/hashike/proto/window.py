@@ -33,8 +33,16 @@ unacknowledged when a batch ends (aio/flow.py ``Credit`` holds credit while the
 local writer is paused), the consumer is behind: that period breaks the streak,
 since a bigger window would only buffer more.
 
-Bounds. Growth stops at a per-channel maximum and when the windows of all a
-connection's channels together would pass its budget (:class:`WindowTuning`).
+Bounds. Growth stops at a per-channel maximum, when the windows of all a
+connection's channels together would pass its budget (:class:`WindowTuning`),
+and at the bandwidth-delay product of the path once the runtime has measured
+its round trip (aio/keepalive.py times SSH requests: the whole path's, relays
+and jump hosts included, which the kernel's TCP estimate does not see): a
+window of :data:`FASTEST_PATH` times the round trip fills any path we can
+drive, so a stall on a shorter one is a scheduling hiccup, not latency. On
+loopback (well under a millisecond) a window never grows past the 2 MiB it
+starts with: growing to 8 MiB there made sshd, sending to us, storm in its
+allocator (150k page faults per GiB, 0.6 times the speed).
 RFC 4254 §5.2 has no way to take window back, so a window never shrinks; it
 stops growing, and data beyond it stays a protocol error. HPN-SSH's idea of
 following the TCP receive buffer is the background; the rule here is our own.
@@ -45,7 +53,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["CONNECTION_WINDOW_BUDGET", "MAX_CHANNEL_WINDOW", "STREAK", "ReceiveWindow", "WindowTuning"]
+__all__ = [
+    "CONNECTION_WINDOW_BUDGET",
+    "FASTEST_PATH",
+    "MAX_CHANNEL_WINDOW",
+    "STREAK",
+    "ReceiveWindow",
+    "WindowTuning",
+]
 
 # 64 MiB fills a 50 ms path at 1.3 GB/s, beyond what one channel here moves;
 # it is also the most a stopped consumer makes us hold for one channel.
@@ -53,6 +68,9 @@ MAX_CHANNEL_WINDOW = 64 * 1024 * 1024
 # What the windows of one connection's channels may add up to through growth
 # (a channel's starting window is always granted).
 CONNECTION_WINDOW_BUDGET = 128 * 1024 * 1024
+# Bytes per second: twice what one channel here moves at best (about 1.3 GB/s),
+# so that the window covering it at a round trip leaves credit to spare.
+FASTEST_PATH = 2_500_000_000
 # Stalls in this many periods in a row make a window grow (each further one
 # grows it again). A window-limited path stalls in every period; a fast
 # loopback peer stalls now and then (once per 20-60 adjusts of `ssh` sending
@@ -104,6 +122,7 @@ class WindowTuning:
     max_window: int = MAX_CHANNEL_WINDOW
     budget: int = CONNECTION_WINDOW_BUDGET
     used: int = 0  # the sum of the live channels' window sizes
+    rtt: float | None = None  # the path's round trip, seconds, if the runtime knows it
     _fed: list[ReceiveWindow] = field(default_factory=list)  # got data in this batch
 
     def __post_init__(self) -> None:
@@ -144,7 +163,16 @@ class WindowTuning:
         w.mark = w.received
         if w.streak < STREAK:
             return 0
-        return max(0, min(w.size, self.max_window - w.size, self.budget - self.used))
+        limit = self.max_window
+        if self.rtt is not None:
+            limit = min(limit, int(self.rtt * FASTEST_PATH))
+        return max(0, min(w.size, limit - w.size, self.budget - self.used))
+
+    def observe_rtt(self, seconds: float) -> None:
+        """A sample of the path's round trip. The smallest counts: queues
+        filled by our own traffic add delay, not path to fill."""
+        if seconds > 0 and (self.rtt is None or seconds < self.rtt):
+            self.rtt = seconds
 
     def adjust(self, w: ReceiveWindow, consumed: int, window: int) -> int:
         """A WINDOW_ADJUST is due for ``consumed`` bytes with ``window`` still

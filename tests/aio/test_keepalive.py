@@ -16,6 +16,7 @@ import pytest
 from hashike.aio.forward import Target
 from hashike.aio.keepalive import AlivePolicy, KeepaliveOptions, Verdict
 from hashike.aio.server import ServerOptions
+from hashike.proto.events import GlobalRequestReplied
 from tests.aio.forwarding import hashike_pair
 from tests.helpers import eventually
 
@@ -112,6 +113,18 @@ async def test_both_ends_measure_the_round_trip_at_login_without_keepalives(tmp_
             rtt, last = core.channels.tuning.rtt, end.rtt
             assert rtt is not None and last is not None and 0 < rtt <= last < WAIT
         assert client.keepalive._timer is None and pump.keepalive._timer is None
+
+
+async def test_a_login_probe_answered_as_the_connection_closes_sends_no_second(tmp_path: Path) -> None:
+    # The reply resolves, then the connection closes before its callback runs:
+    # the second probe must not be asked of a closed connection (it raised).
+    async with hashike_pair(tmp_path) as (_server, client):
+        await eventually(lambda: client.keepalive.rtt is not None, WAIT, what="the login probes' replies")
+        reply: asyncio.Future[GlobalRequestReplied] = asyncio.get_running_loop().create_future()
+        reply.set_result(GlobalRequestReplied(name="keepalive@openssh.com", success=False, extra=b""))
+        client.core.close()
+        client.keepalive._replied(reply, 0.0, again=True)
+        assert client.keepalive.rtt is not None and client.keepalive.rtt > 0
 
 
 async def test_a_server_that_stops_answering_is_dropped(tmp_path: Path) -> None:

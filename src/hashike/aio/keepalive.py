@@ -147,7 +147,7 @@ class Keepalive:
     def _replied(self, reply: asyncio.Future[GlobalRequestReplied], sent_at: float, again: bool) -> None:
         if reply.cancelled() or reply.exception() is not None:
             return  # the connection went first
-        if again:
+        if again and not self._pump.core.closed:  # (it may close as the reply lands)
             # The first reply may have waited 40 ms on Nagle's algorithm in the
             # peer (sshd sends hostkeys-00@openssh.com after login and then
             # holds small writes until our delayed ACK of it); our second

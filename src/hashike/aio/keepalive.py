@@ -14,12 +14,12 @@ seconds after the last byte it sent, as with OpenSSH.
 
 :class:`Keepalive` is the runtime half: one event-loop timer per connection,
 the probes sent through :meth:`CorePump.global_request`, the round-trip time
-of the last reply kept in :attr:`Keepalive.rtt`. One probe goes at once, when
-the connection is authenticated, whatever the interval: its round trip, the
-whole path's (through relays, proxies and jump hosts, which the kernel's TCP
-estimate does not see), bounds how far channel windows grow
-(proto/window.py); every later reply is a sample too. TCPKeepAlive (SO_KEEPALIVE)
-is the kernel's own probe, set by the pump on its socket.
+of the last reply kept in :attr:`Keepalive.rtt`. Two probes go, one after the
+other, as soon as the connection is authenticated, whatever the interval:
+their round trip, the whole path's (through relays, proxies and jump hosts,
+which the kernel's TCP estimate does not see), bounds how far channel windows
+grow (proto/window.py); every later reply is a sample too. TCPKeepAlive
+(SO_KEEPALIVE) is the kernel's own probe, set by the pump on its socket.
 """
 
 from __future__ import annotations

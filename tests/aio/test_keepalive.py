@@ -110,6 +110,7 @@ async def test_both_ends_measure_the_round_trip_at_login_without_keepalives(tmp_
             what="both ends' round trips in their window tuning",
         )
         for end, core in ((client.keepalive, client.core), (pump.keepalive, pump.core)):
+            assert core.channels.tuning.awaiting_rtt  # said before the probe went
             rtt, last = core.channels.tuning.rtt, end.rtt
             assert rtt is not None and last is not None and 0 < rtt <= last < WAIT
         assert client.keepalive._timer is None and pump.keepalive._timer is None

@@ -324,3 +324,18 @@ def test_the_connection_passes_round_trips_to_its_channels() -> None:
     assert pair.client.channels.tuning.rtt == 0.01
     pair.client.observe_rtt(0.002)
     assert pair.client.channels.tuning.rtt == 0.002
+
+
+def test_windows_wait_for_a_round_trip_the_runtime_is_measuring() -> None:
+    # The runtime said a sample is on its way: stalls do not grow the window
+    # until it comes, and the streak they built grows it at the next period.
+    rx = Receiver(max_window=1024 * KIB)
+    rx.ch.tuning.expect_rtt()
+    peer = Sender(rx, 7)
+    _stalled_rounds(rx, peer, rounds=12)
+    assert rx.size(peer.cid) == START
+    rx.ch.tuning.observe_rtt(0.05)
+    _stalled_rounds(rx, peer, rounds=3)
+    assert rx.size(peer.cid) > START
+    _stalled_rounds(rx, peer)
+    assert rx.size(peer.cid) == 1024 * KIB

@@ -110,6 +110,7 @@ class Keepalive:
             return
         loop = asyncio.get_running_loop()
         if self._pump.core.authenticated:  # (one made without authentication has no connection layer)
+            self._pump.core.expect_rtt()  # windows wait for it (proto/window.py)
             self._probe(loop.time(), again=True)  # the path's round trip (see above)
         if self._policy.interval <= 0:
             return

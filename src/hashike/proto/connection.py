@@ -169,11 +169,16 @@ class _Connection:
             self._channels.tuning.input_ended(self._transport.input_buffered == 0)
         self._after_input()
 
+    def expect_rtt(self) -> None:
+        """The runtime has sent a request to time the path's round trip:
+        channel windows do not grow until :meth:`observe_rtt` has a sample
+        (a runtime that never says this lets them grow to their maximum)."""
+        self._tuning.expect_rtt()
+
     def observe_rtt(self, seconds: float) -> None:
         """The runtime's sample of the path's round trip, in seconds (the
         time an SSH request took to be answered): channel windows grow no
-        further than the bandwidth-delay product it implies (proto/window.py).
-        Until a sample comes they may grow to their maximum."""
+        further than the bandwidth-delay product it implies (proto/window.py)."""
         self._tuning.observe_rtt(seconds)
 
     @_unless_closed

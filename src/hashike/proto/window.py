@@ -37,7 +37,8 @@ Bounds. Growth stops at a per-channel maximum, when the windows of all a
 connection's channels together would pass its budget (:class:`WindowTuning`),
 and at the bandwidth-delay product of the path once the runtime has measured
 its round trip (aio/keepalive.py times SSH requests: the whole path's, relays
-and jump hosts included, which the kernel's TCP estimate does not see): a
+and jump hosts included, which the kernel's TCP estimate does not see; while
+the first is on its way, windows wait for it): a
 window of :data:`FASTEST_PATH` times the round trip fills any path we can
 drive, so a stall on a shorter one is a scheduling hiccup, not latency. On
 loopback (well under a millisecond) a window never grows past the 2 MiB it
@@ -123,6 +124,7 @@ class WindowTuning:
     budget: int = CONNECTION_WINDOW_BUDGET
     used: int = 0  # the sum of the live channels' window sizes
     rtt: float | None = None  # the path's round trip, seconds, if the runtime knows it
+    awaiting_rtt: bool = False  # the runtime is measuring it: no growth until it is known
     _fed: list[ReceiveWindow] = field(default_factory=list)  # got data in this batch
 
     def __post_init__(self) -> None:
@@ -166,7 +168,13 @@ class WindowTuning:
         limit = self.max_window
         if self.rtt is not None:
             limit = min(limit, int(self.rtt * FASTEST_PATH))
+        elif self.awaiting_rtt:
+            return 0  # the streak stands: the window grows at the first period after the sample
         return max(0, min(w.size, limit - w.size, self.budget - self.used))
+
+    def expect_rtt(self) -> None:
+        """The runtime is measuring the round trip: windows wait for it."""
+        self.awaiting_rtt = True
 
     def observe_rtt(self, seconds: float) -> None:
         """A sample of the path's round trip. The smallest counts: queues

@@ -323,6 +323,35 @@ def data_msg(cid: int, data: bytes) -> bytes:
     return encode_byte(MsgType.CHANNEL_DATA) + u32(cid) + encode_string(data)
 
 
+def test_delivered_data_skips_the_event_only_while_no_event_waits() -> None:
+    # Channels.deliver: CHANNEL_DATA goes to the sink instead of a ChannelData
+    # event, in the wire's order: once an event is queued in the batch, data
+    # after it is an event too, and extended data always is. The window is
+    # counted either way.
+    p = Pair()
+    aid, bid = p.open()
+    sunk: list[bytes] = []
+    p.b.ch.deliver(bid, lambda data: sunk.append(bytes(data)))
+    p.b.feed(data_msg(bid, b"one"), data_msg(bid, b"two"))
+    assert sunk == [b"one", b"two"] and p.b.take() == []
+    ext = encode_byte(MsgType.CHANNEL_EXTENDED_DATA) + u32(bid) + u32(1) + encode_string(b"err")
+    p.b.feed(ext, data_msg(bid, b"three"))
+    assert sunk == [b"one", b"two"]
+    assert p.b.take() == [
+        ChannelData(channel_id=bid, data=b"err", extended=1),
+        ChannelData(channel_id=bid, data=b"three", extended=None),
+    ]
+    p.b.feed(data_msg(bid, b"four"))
+    assert sunk[-1] == b"four"
+    assert p.b.ch.channel(bid).local_window == 2 * 1024 * 1024 - len(b"onetwoerrthreefour")
+    # On a channel that has closed, deliver is a no-op, like every command.
+    p.a.ch.close(aid)
+    p.pump()
+    p.b.take()
+    p.a.take()
+    p.b.ch.deliver(bid, lambda data: sunk.append(bytes(data)))
+
+
 def test_data_past_window_is_a_protocol_error() -> None:
     p = Pair(b={"window": 100, "max_packet": 100})
     _, bid = p.open()

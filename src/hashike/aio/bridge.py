@@ -88,8 +88,11 @@ class SocketBridge(asyncio.BufferedProtocol):
         self.pump.bridges[channel_id] = self
 
     def channel_open(self) -> None:
-        """The channel is confirmed: start moving data."""
+        """The channel is confirmed: start moving data. Its data then comes
+        straight to the socket's batch, without an event per packet."""
         self.open = True
+        if self.channel_id is not None:
+            self.channels.deliver(self.channel_id, self._write_later)
         if self.on_open is not None and not self.on_open.done():
             self.on_open.set_result(None)
         self.pump_data()
@@ -107,6 +110,9 @@ class SocketBridge(asyncio.BufferedProtocol):
             assert self.channel_id is not None
             self.channels.acknowledge(self.channel_id, len(data))
             return
+        self._write_later(data)
+
+    def _write_later(self, data: bytes | memoryview) -> None:
         transport = self.transport
         if transport is None or transport.is_closing() or self.channel_id is None:
             return

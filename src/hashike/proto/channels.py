@@ -163,6 +163,7 @@ class _Chan:
     eof_received: bool = False
     close_sent: bool = False
     close_on_confirm: bool = False
+    sink: Callable[[memoryview], None] | None = None  # takes its CHANNEL_DATA (deliver)
     out_requests: deque[str] = field(default_factory=deque)  # our want_reply requests, oldest first
     in_requests: ReplyQueue = field(default_factory=lambda: ReplyQueue(MAX_PENDING_REQUESTS))  # the peer's
 
@@ -424,6 +425,14 @@ class Channels:
         c.in_requests.clear()  # we may not answer them any more
         self._send(_msg(MsgType.CHANNEL_CLOSE, c.remote_id), b"")
 
+    def deliver(self, channel_id: int, sink: Callable[[memoryview], None]) -> None:
+        """``channel_id``'s CHANNEL_DATA goes to ``sink``, not a ChannelData event,
+        while no event waits before it (the wire's order stays). ``sink`` runs in
+        the call that fed the input: it must not call the connection."""
+        c = self._live(channel_id)
+        if c is not None:
+            c.sink = sink
+
     def acknowledge(self, channel_id: int, n: int) -> None:
         """The runtime has written ``n`` received bytes onward: give the peer
         that much window back, batched into one WINDOW_ADJUST per eighth of
@@ -555,7 +564,10 @@ class Channels:
             self.tuning.count(c.tuning, n, c.local_window, c.unacked)
             # The view is of the packet reader's arena, valid while held
             # (proto/packet.py): the data goes on uncopied.
-            self._events.append(ChannelData(channel_id=cid, data=data, extended=extended))
+            if c.sink is not None and extended is None and not self._events:
+                c.sink(data)
+            else:
+                self._events.append(ChannelData(channel_id=cid, data=data, extended=extended))
 
     def _on_window_adjust(self, payload: memoryview) -> None:
         r = Reader(payload, 1)

@@ -7,12 +7,14 @@ import asyncio
 import getpass
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from hashike.aio.client import SSHClient, connect
 from hashike.aio.client_auth import AuthSettings, Identity
 from hashike.aio.server import Server
+from hashike.aio.tunnel import ChannelTransport
 from hashike.proto.constants import OpenFailureReason
 from hashike.proto.errors import ChannelOpenFailed, ConnectionClosed
 from tests.aio.forwarding import CLIENT_KEY, _loader, hashike_pair
@@ -102,6 +104,34 @@ async def test_outer_loss_during_the_handshake_says_so(tmp_path: Path) -> None:
             await asyncio.wait_for(pending, 10)
         del server
     mute.close()
+
+
+class _Inner:
+    """Stands for the inner connection's pump: records how its transport ended."""
+
+    def __init__(self) -> None:
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: object) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+
+
+async def test_a_channel_closed_before_its_protocol_starts_still_ends_it(tmp_path: Path) -> None:
+    # open_tunnel awaits the open; the outer connection may end before the
+    # inner protocol is started on the channel. Starting it then must report
+    # the loss, not leave the inner handshake waiting for ever.
+    async with hashike_pair(tmp_path) as (_server, outer):
+        transport = ChannelTransport(outer._pump, "127.0.0.1", 9)
+        outer.close()
+        await outer.wait_closed()
+        transport.channel_closed()
+        inner = _Inner()
+        transport.start(cast(Any, inner))
+        exc = await asyncio.wait_for(inner.lost, 10)
+        assert isinstance(exc, ConnectionClosed) and "lost with its jump host" in str(exc)
 
 
 async def test_a_closed_tunnel_is_refused_at_once(tmp_path: Path) -> None:

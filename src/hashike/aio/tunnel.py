@@ -65,6 +65,7 @@ class ChannelTransport(asyncio.Transport):
         self._closing = False  # close() was called: EOF and CLOSE once sent
         self._gone = False  # the channel is closed
         self._lost = False  # connection_lost was called
+        self._ended: tuple[Exception | None] | None = None  # the channel closed: how
 
     # --- the channel, from the outer pump (aio.handler.ChannelHandler) ------------
 
@@ -107,7 +108,8 @@ class ChannelTransport(asyncio.Transport):
         # The outer connection's end is the inner one's: say so. (A channel
         # the far side closed is an inner connection closed by its peer.)
         outer_lost = self.pump.core.closed and not self._closing
-        self._connection_lost(ConnectionClosed(self._outer_end()) if outer_lost else None)
+        self._ended = (ConnectionClosed(self._outer_end()) if outer_lost else None,)
+        self._connection_lost(self._ended[0])
 
     def channel_request(self, event: ChannelRequestReceived) -> bool:
         return False  # none apply to a tunnel
@@ -174,6 +176,10 @@ class ChannelTransport(asyncio.Transport):
         self._protocol = protocol
         protocol.connection_made(self)
         self._deliver()
+        if self._ended is not None:
+            # The channel closed between its open and now (open_tunnel's
+            # await): the protocol still learns that its connection is gone.
+            self._connection_lost(self._ended[0])
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         assert isinstance(protocol, CorePump)

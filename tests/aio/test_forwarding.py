@@ -68,6 +68,31 @@ async def test_connection_closed_before_the_channel_opens(tmp_path: Path) -> Non
 SIZE = INTEGRITY_SIZE
 
 
+async def test_flushes_asked_for_in_one_turn_leave_in_one_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CorePump.flush_soon, what a burst of accepted connections uses: their
+    # channel opens leave together once the turn of the loop is over.
+    async with hashike_pair(tmp_path) as (_server, client):
+        pump = client._pump
+        assert pump.transport is not None
+        writes: list[int] = []
+        real = pump.transport.write
+
+        def counted(data: bytes | memoryview) -> None:
+            writes.append(len(data))
+            real(data)
+
+        monkeypatch.setattr(pump.transport, "write", counted)
+        for _ in range(5):
+            pump.core.channels.global_request("nothing@hashike.test", False)
+            pump.flush_soon()
+        assert writes == []
+        await eventually(lambda: writes, 10, what="the scheduled flush")
+        await asyncio.sleep(0.05)
+        assert len(writes) == 1 and writes[0] > 5 * len("nothing@hashike.test")
+
+
 async def test_integrity_both_directions_with_half_close(tmp_path: Path) -> None:
     echo = await start_echo_server()
     port = echo.sockets[0].getsockname()[1]

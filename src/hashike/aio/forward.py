@@ -64,7 +64,7 @@ def open_channel(pump: CorePump[Any], bridge: SocketBridge, target: Target, orig
         assert target.host is not None and target.port is not None
         channel_id = channels.open_direct_tcpip(target.host, target.port, origin[0], origin[1])
     bridge.bind(channel_id)
-    pump.flush()
+    pump.flush_soon()  # with the other connections accepted in this turn
 
 
 class _ListenerBridge(SocketBridge):
@@ -220,7 +220,7 @@ async def connect_target(
         else:
             log.info("connect_to %s port %s: failed: %s", where, event.port, escape_text(reason))
         channels.reject_open(event.channel_id, OpenFailureReason.CONNECT_FAILED, reason)
-        pump.flush()
+        pump.flush_soon()
         return
     if pump.core.closed:
         if bridge.transport is not None:
@@ -231,4 +231,4 @@ async def connect_target(
     if stats is not None:
         bridge.count(stats, origin, str(Target(event.host, event.port, event.socket_path)))
     bridge.channel_open()
-    pump.flush()
+    pump.flush_soon()  # with the other connects that completed in this turn

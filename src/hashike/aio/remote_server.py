@@ -98,7 +98,7 @@ class _ForwardedBridge(SocketBridge):
             return
         self.bind(channel_id)
         self.count(self._listener_stats, address_text(peer))
-        self.pump.flush()
+        self.pump.flush_soon()  # with the other connections accepted in this turn
 
 
 class RemoteForwards:

@@ -25,7 +25,6 @@ import hashlib
 import os
 import pwd
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -313,15 +312,7 @@ def hashike_forwards(server: Hashiked, m: Matrix, key: Path) -> tuple[SshProcess
             "-L", f"{local[1]}:127.0.0.1:{m.ports['other']}",
             f"{_user()}@127.0.0.1",
         ]  # fmt: skip
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        client = SshProcess(process)
+        client = SshProcess.start(argv)
         if all(client.wait_for(rf"\[127\.0\.0\.1\]:{lp} forwarded to remote address") for lp in local):
             return client, local
         client.stop()

@@ -151,6 +151,16 @@ class SshProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    @classmethod
+    def start(cls, argv: Sequence[str]) -> SshProcess:
+        """Run ``argv`` (an ssh or hashike client) in a session of its own,
+        no standard input, its stderr read line by line."""
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        return cls(process)
+
     def _read(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
@@ -231,15 +241,7 @@ def ssh_forwards(
             options={"ExitOnForwardFailure": "yes", **(options or {})},
             args=args,
         )
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        client = SshProcess(process)
+        client = SshProcess.start(argv)
         # ssh 9.2 prints "Local forwarding listening on ..." between bind()
         # and listen(): a connection at once can be refused (seen here). It
         # enters its session loop only once every listener is set up.

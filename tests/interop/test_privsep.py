@@ -155,15 +155,7 @@ def remote_forward(
         options={"ExitOnForwardFailure": "yes"},
         args=["-v", "-N", "-R", f"{listen}:127.0.0.1:{to}"],
     )
-    popen = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    return SshProcess(popen)
+    return SshProcess.start(argv)
 
 
 def read_line(process: subprocess.Popen[str], timeout: float = DEADLINE) -> str:

@@ -113,11 +113,7 @@ def check_refusals(proxy_port: int, web_port: int) -> None:
 
 
 def start_hashike(argv: list[str], marker: str = r"forwarded to remote address socks:0") -> SshProcess:
-    process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    client = SshProcess(process)
+    client = SshProcess.start(argv)
     if not client.wait_for(marker):
         client.stop()
         raise AssertionError(f"hashike did not set up its forward:\n{client.stderr}")
@@ -202,11 +198,7 @@ def test_openssh_ssh_dynamic_through_hashiked(
     argv = ssh_client.argv(
         port, identity=key, options={"ExitOnForwardFailure": "yes"}, args=["-v", "-N", "-D", str(local)]
     )
-    process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    client = SshProcess(process)
+    client = SshProcess.start(argv)
     try:
         assert client.wait_for(r"Entering interactive session\."), client.stderr
         check_curl_modes(local, web)

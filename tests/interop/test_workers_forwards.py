@@ -7,7 +7,6 @@ the kernel (``served_by``)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,11 +30,7 @@ def remote_forward(
 ) -> SshProcess:
     """``ssh -N -R spec``, its stderr read line by line."""
     argv = ssh_client.argv(server.port, identity=key, options=options, args=["-N", "-R", spec])
-    process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    return SshProcess(process)
+    return SshProcess.start(argv)
 
 
 def test_one_remote_port_goes_to_one_worker_only(

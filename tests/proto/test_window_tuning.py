@@ -6,6 +6,7 @@ every assertion is about the wire, or the table's own accounting."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -116,15 +117,22 @@ class Sender:
         """Our WINDOW_ADJUSTs reach the sender."""
         self.credit += self.rx.grants(self.id)
 
+    def rounds(self, n: int, drained: Callable[[int], bool] = lambda i: True) -> list[int]:
+        """``n`` round trips (bounded) of a burst, its consumption and our
+        adjusts; ``drained(i)``: whether batch ``i`` ends with nothing left.
+        What each burst sent."""
+        bursts = []
+        for i in range(n):
+            bursts.append(self.burst(drained=drained(i)))
+            self.consume()
+            self.round_trip()
+        return bursts
+
 
 def test_a_sender_that_stalls_on_the_window_makes_it_grow_to_the_cap() -> None:
     rx = Receiver(max_window=1024 * KIB)
     peer = Sender(rx, 7)
-    bursts = []
-    for _ in range(30):  # bounded: doubling from 64 KiB reaches 1 MiB in a few rounds
-        bursts.append(peer.burst())
-        peer.consume()
-        peer.round_trip()
+    bursts = peer.rounds(30)  # doubling from 64 KiB reaches 1 MiB in a few rounds
     assert rx.size(peer.cid) == 1024 * KIB
     # Each stall granted more than the last until the cap; then a steady window.
     assert bursts[0] == START and max(bursts) > 8 * START
@@ -136,10 +144,7 @@ def test_a_receiver_that_never_drains_its_input_does_not_grow() -> None:
     # packet): we are the bottleneck, and a bigger window would only buffer.
     rx = Receiver()
     peer = Sender(rx, 7)
-    for _ in range(20):
-        assert peer.burst(drained=False) <= START
-        peer.consume()
-        peer.round_trip()
+    assert all(sent <= START for sent in peer.rounds(20, drained=lambda i: False))
     assert rx.size(peer.cid) == START
 
 
@@ -148,10 +153,7 @@ def test_a_stall_now_and_then_does_not_grow_the_window() -> None:
     # we catch up exactly at the edge. Never in STREAK periods in a row.
     rx = Receiver()
     peer = Sender(rx, 7)
-    for i in range(40):
-        peer.burst(drained=i % 3 == 0)
-        peer.consume()
-        peer.round_trip()
+    peer.rounds(40, drained=lambda i: i % 3 == 0)
     assert rx.size(peer.cid) == START
 
 
@@ -204,10 +206,7 @@ def test_the_connection_budget_stops_growth_across_channels() -> None:
 def test_a_closed_channel_gives_its_window_back_to_the_budget() -> None:
     rx = Receiver(max_window=1024 * KIB, budget=1024 * KIB)
     peer = Sender(rx, 7)
-    for _ in range(30):
-        peer.burst()
-        peer.consume()
-        peer.round_trip()
+    peer.rounds(30)
     assert rx.ch.tuning.used == 1024 * KIB
     close = encode_byte(MsgType.CHANNEL_CLOSE) + struct.pack(">I", peer.cid)
     rx.ch.handle(close[0], memoryview(close))
@@ -217,10 +216,7 @@ def test_a_closed_channel_gives_its_window_back_to_the_budget() -> None:
 def test_a_stopped_consumer_bounds_what_the_sender_can_make_us_hold() -> None:
     rx = Receiver(max_window=512 * KIB)
     peer = Sender(rx, 7)
-    for _ in range(20):  # grow to the cap first
-        peer.burst()
-        peer.consume()
-        peer.round_trip()
+    peer.rounds(20)  # grow to the cap first
     assert rx.size(peer.cid) == 512 * KIB
     # The consumer stops: whatever the sender does, what we hold stays within the window.
     for _ in range(20):
@@ -280,13 +276,6 @@ def test_how_far_windows_grow_depends_on_the_peer_and_our_role() -> None:
     assert OPENSSH_CLIENT_MAX_WINDOW == START_WINDOW == 2 * 1024 * 1024
 
 
-def _stalled_rounds(rx: Receiver, peer: Sender, rounds: int = 30) -> None:
-    for _ in range(rounds):  # bounded: doubling from 64 KiB reaches 1 MiB in a few rounds
-        peer.burst()
-        peer.consume()
-        peer.round_trip()
-
-
 def test_the_round_trip_bounds_growth_at_the_bandwidth_delay_product() -> None:
     # 100 µs (loopback): FASTEST_PATH covers it with 250 kB, so a 64 KiB window
     # doubles to 128 KiB, then grows to 250 kB and no further, however often
@@ -294,14 +283,14 @@ def test_the_round_trip_bounds_growth_at_the_bandwidth_delay_product() -> None:
     rx = Receiver(max_window=1024 * KIB)
     rx.ch.tuning.observe_rtt(100e-6)
     peer = Sender(rx, 7)
-    _stalled_rounds(rx, peer)
+    peer.rounds(30)
     assert int(100e-6 * FASTEST_PATH) == 250_000
     assert rx.size(peer.cid) == 250_000
     # A long path: the same stalls grow it to the cap.
     far = Receiver(max_window=1024 * KIB)
     far.ch.tuning.observe_rtt(0.05)
     peer = Sender(far, 7)
-    _stalled_rounds(far, peer)
+    peer.rounds(30)
     assert far.size(peer.cid) == 1024 * KIB
 
 
@@ -332,10 +321,10 @@ def test_windows_wait_for_a_round_trip_the_runtime_is_measuring() -> None:
     rx = Receiver(max_window=1024 * KIB)
     rx.ch.tuning.expect_rtt()
     peer = Sender(rx, 7)
-    _stalled_rounds(rx, peer, rounds=12)
+    peer.rounds(12)
     assert rx.size(peer.cid) == START
     rx.ch.tuning.observe_rtt(0.05)
-    _stalled_rounds(rx, peer, rounds=3)
+    peer.rounds(3)
     assert rx.size(peer.cid) > START
-    _stalled_rounds(rx, peer)
+    peer.rounds(30)
     assert rx.size(peer.cid) == 1024 * KIB

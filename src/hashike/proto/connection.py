@@ -165,8 +165,9 @@ class _Connection:
         self._input_ended()
 
     def _input_ended(self) -> None:
-        if self._channels is not None:  # window auto-tuning judges the batch (proto/window.py)
-            self._channels.tuning.input_ended(self._transport.input_buffered == 0)
+        # Window auto-tuning judges the batch (proto/window.py); before the
+        # channels exist no channel was fed, and it does nothing.
+        self._tuning.input_ended(self._transport.input_buffered == 0)
         self._after_input()
 
     def expect_rtt(self) -> None:

@@ -36,7 +36,8 @@ from hashike.proto.auth import _CLIENT_TABLE, _SERVER_TABLE, ClientState, Server
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.events import Disconnected, Event, PasswordAuthRequested
-from hashike.proto.transport import _TABLES, State, _Phase
+from hashike.proto.transport import _TABLES
+from hashike.proto.transport_states import Phase, State
 from hashike.proto.wire import Reader, encode_byte
 from tests.proto.authkit import (
     RawClient,
@@ -110,10 +111,10 @@ KEX_STATES = (State.KEXINIT_SENT, State.AWAIT_ECDH, State.AWAIT_NEWKEYS)
 GENERIC = (MsgType.IGNORE, MsgType.DEBUG, MsgType.UNIMPLEMENTED)  # RFC 4253 §11
 
 
-def transport_rule(is_client: bool, phase: _Phase, state: State, msg: int) -> bool:
+def transport_rule(is_client: bool, phase: Phase, state: State, msg: int) -> bool:
     """What RFC 4253 §7.1 and §11, RFC 8308 and PROTOCOL §1.9-1.10 let the
     peer send, restated from the RFCs rather than from the table."""
-    open_ = phase is _Phase.ESTABLISHED and state is State.OPEN
+    open_ = phase is Phase.ESTABLISHED and state is State.OPEN
     if msg == MsgType.DISCONNECT:
         return state in KEX_STATES or open_
     if 20 <= msg <= 49:
@@ -127,7 +128,7 @@ def transport_rule(is_client: bool, phase: _Phase, state: State, msg: int) -> bo
             State.AWAIT_NEWKEYS: {MsgType.NEWKEYS},
         }
         return msg in awaited.get(state, set())
-    if phase is _Phase.ESTABLISHED:
+    if phase is Phase.ESTABLISHED:
         # A rekey we started: the peer may not have seen our KEXINIT yet.
         if open_ or state is State.KEXINIT_SENT:
             return True
@@ -140,12 +141,12 @@ def transport_rule(is_client: bool, phase: _Phase, state: State, msg: int) -> bo
         # before USERAUTH_SUCCESS.
         inside = (MsgType.SERVICE_REQUEST, MsgType.SERVICE_ACCEPT, MsgType.EXT_INFO)
         return state in KEX_STATES and msg not in inside
-    return phase is _Phase.INITIAL and state in KEX_STATES and msg in GENERIC
+    return phase is Phase.INITIAL and state in KEX_STATES and msg in GENERIC
 
 
 @pytest.mark.parametrize("is_client", [True, False], ids=ROLES)
-@pytest.mark.parametrize("phase", list(_Phase), ids=lambda p: p.value)
-def test_transport_table_is_the_rules(is_client: bool, phase: _Phase) -> None:
+@pytest.mark.parametrize("phase", list(Phase), ids=lambda p: p.value)
+def test_transport_table_is_the_rules(is_client: bool, phase: Phase) -> None:
     table = _TABLES[is_client, phase]
     for state in State:
         for msg in range(256):
@@ -153,23 +154,23 @@ def test_transport_table_is_the_rules(is_client: bool, phase: _Phase) -> None:
     assert all(0 <= msg <= 255 for _, msg in table)
 
 
-def transport_refusal(phase: _Phase, state: State, msg: int) -> str:
+def transport_refusal(phase: Phase, state: State, msg: int) -> str:
     if 20 <= msg <= 49:
         if state is State.OPEN:
             return f"unexpected key exchange message {msg}"
         return f"unexpected key exchange message {msg} in state {state.value}"
-    if phase is _Phase.STRICT:
+    if phase is Phase.STRICT:
         return f"strict kex: unexpected message {msg} during initial key exchange"
-    if phase is _Phase.INITIAL:
+    if phase is Phase.INITIAL:
         return f"unexpected message {msg} before the first key exchange completed"
     return f"unexpected message {msg} during key exchange"
 
 
-def _at(conn: Connection, phase: _Phase, state: State) -> None:
+def _at(conn: Connection, phase: Phase, state: State) -> None:
     assert (conn.transport._phase, conn.transport.state) == (phase, state)
 
 
-def _send_now(raw: RawPeer, conn: Connection, payload: bytes, phase: _Phase, state: State) -> None:
+def _send_now(raw: RawPeer, conn: Connection, payload: bytes, phase: Phase, state: State) -> None:
     """Deliver what the raw peer has written so far, then ``payload`` on its own."""
     conn.receive_data(raw.data_to_send())
     _at(conn, phase, state)
@@ -177,11 +178,11 @@ def _send_now(raw: RawPeer, conn: Connection, payload: bytes, phase: _Phase, sta
     conn.receive_data(raw.data_to_send())
 
 
-def _drive_transport(role: str, phase: _Phase, state: State, payload: bytes) -> Outcome:
+def _drive_transport(role: str, phase: Phase, state: State, payload: bytes) -> Outcome:
     conn = new_client() if role == "client" else new_server()
-    raw = raw_for(conn, strict=phase is not _Phase.INITIAL)
+    raw = raw_for(conn, strict=phase is not Phase.INITIAL)
     events: list[Event] = []
-    if phase is _Phase.ESTABLISHED:
+    if phase is Phase.ESTABLISHED:
         pump(raw, conn, events)
         _at(conn, phase, State.OPEN)
     if state is State.AWAIT_NEWKEYS:
@@ -191,17 +192,17 @@ def _drive_transport(role: str, phase: _Phase, state: State, payload: bytes) -> 
             _send_now(raw, conn, payload, phase, state)
 
         raw.before_newkeys = before_newkeys
-        if phase is _Phase.ESTABLISHED:
+        if phase is Phase.ESTABLISHED:
             raw.send_kexinit()
         return exchange(raw, conn, events)
     if state is State.KEXINIT_SENT:
-        if phase is _Phase.ESTABLISHED:
+        if phase is Phase.ESTABLISHED:
             conn.start_rekey()  # and the peer has not answered yet
         else:
             raw.auto_kexinit = False  # its version line only
     elif state is State.AWAIT_ECDH:
         raw.hold_ecdh = True  # a raw client; a raw server answers only ECDH_INIT
-        if phase is _Phase.ESTABLISHED:
+        if phase is Phase.ESTABLISHED:
             raw.send_kexinit()
         else:
             raw.receive_data(conn.data_to_send())  # our version and KEXINIT: it sends its own
@@ -211,15 +212,15 @@ def _drive_transport(role: str, phase: _Phase, state: State, payload: bytes) -> 
 
 def _transport_targets() -> list[Target]:
     reachable = [
-        (_Phase.INITIAL, State.KEXINIT_SENT),
-        (_Phase.INITIAL, State.AWAIT_ECDH),
-        (_Phase.INITIAL, State.AWAIT_NEWKEYS),
-        (_Phase.STRICT, State.AWAIT_ECDH),  # strict is known from the peer's KEXINIT on
-        (_Phase.STRICT, State.AWAIT_NEWKEYS),
-        (_Phase.ESTABLISHED, State.OPEN),
-        (_Phase.ESTABLISHED, State.KEXINIT_SENT),
-        (_Phase.ESTABLISHED, State.AWAIT_ECDH),
-        (_Phase.ESTABLISHED, State.AWAIT_NEWKEYS),
+        (Phase.INITIAL, State.KEXINIT_SENT),
+        (Phase.INITIAL, State.AWAIT_ECDH),
+        (Phase.INITIAL, State.AWAIT_NEWKEYS),
+        (Phase.STRICT, State.AWAIT_ECDH),  # strict is known from the peer's KEXINIT on
+        (Phase.STRICT, State.AWAIT_NEWKEYS),
+        (Phase.ESTABLISHED, State.OPEN),
+        (Phase.ESTABLISHED, State.KEXINIT_SENT),
+        (Phase.ESTABLISHED, State.AWAIT_ECDH),
+        (Phase.ESTABLISHED, State.AWAIT_NEWKEYS),
     ]
     return [
         Target(

@@ -42,7 +42,6 @@ direction for the rest of the connection.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 
 from hashike.proto.certs import Certificate, host_key_table, plain_algorithm, public_key_from_blob
@@ -82,6 +81,7 @@ from hashike.proto.kex.negotiate import (
     negotiate,
 )
 from hashike.proto.packet import MAX_PAYLOAD, PacketReader, PacketWriter
+from hashike.proto.transport_states import ENDED, Phase, State
 from hashike.proto.version import PeerVersion, VersionParser, identification_line
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string, encode_uint32
 
@@ -114,34 +114,6 @@ MAX_PACKETS_DURING_REKEY = 16384
 MAX_CHATTER_DURING_KEX = 256
 
 Deliver = Callable[[int, memoryview], None]
-
-
-class State(enum.Enum):
-    VERSION = "version"
-    KEXINIT_SENT = "kexinit-sent"
-    AWAIT_ECDH = "await-ecdh"
-    AWAIT_NEWKEYS = "await-newkeys"
-    OPEN = "open"
-    CLOSED = "closed"  # a DISCONNECT was sent or received, or the peer hung up
-    ERROR = "error"  # a protocol error ended it (we sent DISCONNECT with the error's reason)
-
-    # Members are singletons: identity is their equality, so the identity
-    # hash serves, and in C. Enum's own __hash__ is Python code, run several
-    # times per packet by the dispatch table's lookups.
-    __hash__ = object.__hash__
-
-
-# The states in which nothing more is read or sent (the connection's lifecycle
-# ends in one of them, as h11's does in CLOSED or ERROR).
-ENDED = frozenset((State.CLOSED, State.ERROR))
-
-
-class _Phase(enum.Enum):
-    """Which messages may come beside an exchange's own (RFC 4253 §7.1)."""
-
-    INITIAL = "initial"  # before the first NEWKEYS: IGNORE, DEBUG, UNIMPLEMENTED
-    STRICT = "strict"  # the same under strict kex: none of them (PROTOCOL §1.10)
-    ESTABLISHED = "established"  # after the first NEWKEYS
 
 
 class Transport:
@@ -191,7 +163,7 @@ class Transport:
         # receive_buffer()'s while the version lines are read (RFC 4253 §4.2).
         self._scratch = bytearray()
         self._into_scratch = False
-        self._enter(_Phase.INITIAL)
+        self._enter(Phase.INITIAL)
         self._start_kex()
 
     # ----------------------------------------------------------------- input
@@ -333,13 +305,13 @@ class Transport:
             if self.state is State.OPEN:
                 return f"unexpected key exchange message {msg}"
             return f"unexpected key exchange message {msg} in state {self.state.value}"
-        if self._phase is _Phase.STRICT:
+        if self._phase is Phase.STRICT:
             return f"strict kex: unexpected message {msg} during initial key exchange"
-        if self._phase is _Phase.INITIAL:
+        if self._phase is Phase.INITIAL:
             return f"unexpected message {msg} before the first key exchange completed"
         return f"unexpected message {msg} during key exchange"
 
-    def _enter(self, phase: _Phase) -> None:
+    def _enter(self, phase: Phase) -> None:
         self._phase = phase
         self._table = _TABLES[self.is_client, phase]
 
@@ -571,7 +543,7 @@ class Transport:
                 # PROTOCOL §1.10: KEXINIT must be the very first packet.
                 raise RemoteProtocolError("strict kex: KEXINIT was not the first packet")
             if self.strict:
-                self._enter(_Phase.STRICT)
+                self._enter(Phase.STRICT)
         if negotiated.kex not in KEX_METHODS:
             raise KeyExchangeFailed(f"no matching key exchange method: {negotiated.kex}")
         kex.peer = peer_payload
@@ -696,7 +668,7 @@ class Transport:
         self._reader.set_opener(make_opener(cipher, mac, key, iv, mac_key), reset_seq=self.strict)
         initial = self._kex_count == 0
         if initial:
-            self._enter(_Phase.ESTABLISHED)
+            self._enter(Phase.ESTABLISHED)
         self._kex_count += 1
         self._kex = None
         self.negotiated = n
@@ -775,13 +747,13 @@ def _rekey_rows() -> _Table:
     }
 
 
-def _table(is_client: bool, phase: _Phase) -> _Table:
+def _table(is_client: bool, phase: Phase) -> _Table:
     table = _kex_rows(is_client)
-    if phase is _Phase.ESTABLISHED:
+    if phase is Phase.ESTABLISHED:
         table.update({(State.OPEN, msg): handler for msg, handler in _OPEN_ROW.items()})
         table[State.OPEN, MsgType.KEXINIT] = Transport._on_peer_kexinit  # RFC 4253 §9: the peer rekeys
         table.update(_rekey_rows())
-    elif phase is _Phase.INITIAL:
+    elif phase is Phase.INITIAL:
         table.update(
             {
                 (state, msg): _counted(MAX_CHATTER_DURING_KEX, _OPEN_ROW[msg])
@@ -794,6 +766,6 @@ def _table(is_client: bool, phase: _Phase) -> _Table:
 
 
 # (client?, phase) -> ((state, message) -> handler). A pair not listed is a protocol error.
-_TABLES: dict[tuple[bool, _Phase], _Table] = {
-    (is_client, phase): _table(is_client, phase) for is_client in (True, False) for phase in _Phase
+_TABLES: dict[tuple[bool, Phase], _Table] = {
+    (is_client, phase): _table(is_client, phase) for is_client in (True, False) for phase in Phase
 }

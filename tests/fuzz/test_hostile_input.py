@@ -25,7 +25,13 @@ from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import DecodeError, RemoteProtocolError
 from hashike.proto.events import Disconnected, Event, HostKeyReceived, KexCompleted
 from hashike.proto.kex.negotiate import KexInit
-from hashike.proto.packet import MAX_PACKET_LENGTH, MAX_PAYLOAD, PacketReader, PacketWriter
+from hashike.proto.packet import (
+    BULK_PACKET_LENGTH,
+    MAX_PACKET_LENGTH,
+    MAX_PAYLOAD,
+    PacketReader,
+    PacketWriter,
+)
 from hashike.proto.transport import State
 from hashike.proto.version import VersionParser
 from hashike.proto.wire import encode_bool, encode_byte, encode_namelist, encode_string, encode_uint32
@@ -484,16 +490,19 @@ def test_connection_odd_padding(role: str, size: int, pad: int, body: bytes) -> 
 @pytest.mark.parametrize("role", ROLES)
 def test_ping_too_large_to_answer_is_refused(role: str) -> None:
     # Regression: a PING whose PONG would not fit in one of our packets raised
-    # ValueError out of receive_data. A peer's largest packet (262144 bytes with
-    # 15 bytes of padding here) holds more payload than the largest we build,
-    # since we keep room for up to 16 bytes of padding.
+    # ValueError out of receive_data. A peer's largest packet (1 MiB once the
+    # bound is raised after authentication, with 15 bytes of padding here)
+    # holds more payload than the largest we build, since we keep room for up
+    # to 16 bytes of padding.
     conn, raw, events = _opened(role)
+    conn.transport.accept_bulk_packets()
+    raw.reader.max_length = BULK_PACKET_LENGTH  # and so does the peer's
     largest = bytes(MAX_PAYLOAD - 5)  # the largest data a PONG of ours can carry
     raw.send_packet(encode_byte(MsgType.PING) + encode_string(largest))
     pump(raw, conn, events)
     assert raw.inbox[-1] == encode_byte(MsgType.PONG) + encode_string(largest)
     too_large = encode_byte(MsgType.PING) + encode_string(bytes(MAX_PAYLOAD))
-    assert 1 + len(too_large) + 15 == MAX_PACKET_LENGTH  # a legal packet, at the limit
+    assert 1 + len(too_large) + 15 == BULK_PACKET_LENGTH  # a legal packet, at the limit
     raw.send_packet(too_large, pad=15)
     _feed(conn, raw.data_to_send(), events)
     _check_outcome(conn, events)

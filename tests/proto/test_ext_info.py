@@ -4,16 +4,27 @@ max-packet-length extension between two hashike peers."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hashike.proto.config import SUPPORTED_HOST_KEY_ALGORITHMS
 from hashike.proto.connection import ClientConnection, ServerConnection
 from hashike.proto.constants import DisconnectReason, MsgType
 from hashike.proto.errors import LocalProtocolError
-from hashike.proto.events import Disconnected, Event, ExtInfoReceived, KexCompleted, PongReceived
-from hashike.proto.packet import MAX_PACKET_LENGTH
+from hashike.proto.events import (
+    ChannelData,
+    ChannelOpenRequested,
+    Disconnected,
+    Event,
+    ExtInfoReceived,
+    KexCompleted,
+    PongReceived,
+)
+from hashike.proto.packet import BULK_PACKET_LENGTH, MAX_PACKET_LENGTH
 from hashike.proto.transport import DEFAULT_PEER_MAX_PACKET, EXT_MAX_PACKET
 from hashike.proto.wire import Reader, encode_byte, encode_string, encode_uint32
+from tests.proto.authkit import logged_in
 from tests.proto.pair import ConnectionPair, events_of
 from tests.proto.rawpeer import RawPeer, ext_info_payload, new_client, new_server, pump, raw_for
 
@@ -65,13 +76,42 @@ def test_pair_exchanges_ext_info_and_large_packets() -> None:
     assert "ping@openssh.com" not in to_server.extensions
     # Between two hashike peers both sides may send packets beyond 35000 bytes.
     for t in (pair.client.transport, pair.server.transport):
-        assert t.peer_max_packet == MAX_PACKET_LENGTH > 35_000
+        assert t.peer_max_packet == BULK_PACKET_LENGTH > 35_000
     # The client can ping the server, not the other way round.
     pair.client.transport.send_ping(b"hi")
     pair.pump()
     assert events_of(pair.client_events, PongReceived) == [PongReceived(data=b"hi")]
     with pytest.raises(LocalProtocolError):
         pair.server.transport.send_ping(b"hi")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_packets_past_openssh_s_bound_wait_for_authentication(role: str) -> None:
+    # Our EXT_INFO announces 1 MiB, but until the user is authenticated a
+    # packet larger than OpenSSH's 256 KiB ends the connection: that is all
+    # an unauthenticated peer can make us buffer.
+    conn, raw, events = _opened(role)
+    raw.reader.max_length = BULK_PACKET_LENGTH
+    raw.send(encode_byte(MsgType.IGNORE) + encode_string(bytes(MAX_PACKET_LENGTH)))
+    pump(raw, conn, events, feed_raw=False)
+    assert "bad packet length" in _refused(events).description
+
+
+def test_logged_in_hashike_peers_send_data_in_packets_past_openssh_s_bound() -> None:
+    pair = logged_in()
+    cid = pair.client.channels.open_direct_tcpip("h", 1, "o", 2)
+    pair.pump()
+    (opened,) = events_of(pair.server_events, ChannelOpenRequested)
+    pair.server.channels.accept_open(opened.channel_id)
+    pair.pump()
+    data = os.urandom(BULK_PACKET_LENGTH - 1024)
+    packets = pair.client.transport._writer.packets
+    assert pair.client.channels.send_data(cid, data) == len(data)
+    assert pair.client.transport._writer.packets == packets + 1  # in one packet
+    pair.pump()
+    received = events_of(pair.server_events, ChannelData)
+    assert [bytes(e.data) for e in received] == [data]
+    assert not events_of(pair.server_events, Disconnected)
 
 
 def test_server_sends_ext_info_right_after_first_newkeys() -> None:
@@ -83,7 +123,7 @@ def test_server_sends_ext_info_right_after_first_newkeys() -> None:
     ext = _decode_ext_info(raw.received[3])
     assert set(ext["server-sig-algs"].decode().split(",")) == set(SUPPORTED_HOST_KEY_ALGORITHMS)
     assert ext["ping@openssh.com"] == b"0"
-    assert ext[EXT_MAX_PACKET] == str(MAX_PACKET_LENGTH).encode()
+    assert ext[EXT_MAX_PACKET] == str(BULK_PACKET_LENGTH).encode()
     # Not again after a rekey.
     raw.send_kexinit()
     pump(raw, server)
@@ -170,7 +210,7 @@ def test_malformed_ext_info_disconnects(role: str, payload: bytes) -> None:
     [
         (b"100000", 100_000),
         (b"1000", DEFAULT_PEER_MAX_PACKET),  # never below RFC 4253's floor
-        (b"99999999999", MAX_PACKET_LENGTH),  # never above what we accept ourselves
+        (b"99999999999", BULK_PACKET_LENGTH),  # never above what we accept ourselves
         (b"-5", DEFAULT_PEER_MAX_PACKET),
         (b"lots", DEFAULT_PEER_MAX_PACKET),
         (b"", DEFAULT_PEER_MAX_PACKET),

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from hashike.proto.ciphers import CIPHERS, MACS, NONE_OPENER, NONE_SEALER, make_opener, make_sealer
 from hashike.proto.errors import MACError, RemoteProtocolError
-from hashike.proto.packet import MAX_PACKET_LENGTH, MAX_PAYLOAD, MIN_PACKET_LENGTH, PacketReader, PacketWriter
+from hashike.proto.packet import (
+    BULK_PACKET_LENGTH,
+    MAX_PACKET_LENGTH,
+    MAX_PAYLOAD,
+    MIN_PACKET_LENGTH,
+    PacketReader,
+    PacketWriter,
+)
 
 CIPHER_MACS = [(c, None) for c, s in CIPHERS.items() if s.aead] + [
     (c, m) for c, s in CIPHERS.items() if not s.aead for m in MACS
@@ -121,14 +128,26 @@ def test_payload_and_data_are_one_payload() -> None:
     assert a.take() == b.take()
 
 
+def _bulk_reader() -> PacketReader:
+    """A reader as it is once the user is authenticated (Transport.accept_bulk_packets)."""
+    reader = PacketReader()
+    reader.max_length = BULK_PACKET_LENGTH
+    return reader
+
+
 def test_largest_payload() -> None:
-    writer, reader = PacketWriter(os.urandom), PacketReader()
+    writer, reader = PacketWriter(os.urandom), _bulk_reader()
     payload = b"\x5e" * MAX_PAYLOAD
     writer.write(payload)
-    wire = writer.take()
-    assert len(wire) - 4 <= MAX_PACKET_LENGTH
+    wire = bytes(writer.take())
+    assert MAX_PACKET_LENGTH < len(wire) - 4 <= BULK_PACKET_LENGTH
     reader.feed(wire)
     assert _read_all(reader) == [payload]
+    # Before authentication a reader takes no more than OpenSSH's 256 KiB.
+    unauthenticated = PacketReader()
+    unauthenticated.feed(wire)
+    with pytest.raises(RemoteProtocolError, match="bad packet length"):
+        unauthenticated.next_payload()
     with pytest.raises(ValueError, match="exceeds"):
         writer.write(payload, b"x")
 
@@ -284,13 +303,13 @@ def test_the_input_buffer_compacts_and_grows() -> None:
 
 
 def test_burst_buffers_are_given_back() -> None:
-    writer, reader = PacketWriter(os.urandom), PacketReader()
+    writer, reader = PacketWriter(os.urandom), _bulk_reader()
     payload = b"\x5e" * MAX_PAYLOAD
-    for _ in range(17):  # more than 4 MiB
+    for _ in range(5):  # more than 4 MiB
         writer.write(payload)
     wire = bytes(writer.take())
     reader.feed(bytearray(wire))  # copied into the input buffer, which grows
-    assert len(_read_all(reader)) == 17
+    assert len(_read_all(reader)) == 5
     assert len(reader._buf) == 64 * 1024  # and shrank back once drained
     writer.write(b"\x02")
     assert len(writer._out) == 64 * 1024  # the output buffer shrank back at the next packet
@@ -330,7 +349,7 @@ def test_packets_received_into_the_buffer(cipher: str, mac: str | None, step: in
 
 
 def test_the_offered_room_follows_the_packets_seen() -> None:
-    writer, reader = PacketWriter(os.urandom), PacketReader()
+    writer, reader = PacketWriter(os.urandom), _bulk_reader()
     # Before any packet, and while packets are small: a few KiB, so an
     # unauthenticated or idle connection is cheap.
     assert len(reader.buffer()) == 4 * 1024

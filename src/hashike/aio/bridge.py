@@ -132,7 +132,7 @@ class SocketBridge(asyncio.BufferedProtocol):
             return
         total = sum(map(len, writes))
         if total >= COALESCE_BELOW * len(writes):
-            # Large pieces (a hashike peer's 256 KiB packets): a write each
+            # Large pieces (a hashike peer's packets of up to 1 MiB): a write each
             # costs a system call, less than copying them together.
             for piece in writes:
                 transport.write(piece)

@@ -21,7 +21,8 @@ Window and packet sizes (RFC 4254 §5.2): every channel starts with OpenSSH's
 sshd (an ``ssh`` client sending to us keeps sshd's 2 MiB) and 64 MiB when
 the peer is hashike (it announced ``max-packet-length@hashike.dev`` in
 EXT_INFO). Against any peer we use 32 KiB packets; against hashike both
-sides use 256 KiB packets: fewer packets for the same data.
+sides use packets of up to 1 MiB (packet.BULK_PACKET_LENGTH, accepted only
+once authenticated): fewer packets for the same data.
 
 Lifecycle (as h11's ERROR state): the connection is closed once a DISCONNECT
 was sent or received, the peer hung up, or a protocol error ended it; the
@@ -131,6 +132,7 @@ class _Connection:
                 direct=t,
             )
             t.data_handler = self._channels.handle_data
+            t.accept_bulk_packets()
         return self._channels
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hashike.proto.config import SUPPORTED_HOST_KEY_ALGORITHMS
 from hashike.proto.constants import MsgType
 from hashike.proto.errors import RemoteProtocolError
-from hashike.proto.packet import MAX_PACKET_LENGTH
+from hashike.proto.packet import BULK_PACKET_LENGTH
 from hashike.proto.wire import Reader, encode_byte, encode_string, encode_uint32
 
 __all__ = [
@@ -18,7 +18,8 @@ __all__ = [
 ]
 
 # Our own transport extension (RFC 8308 §2.2 naming): the largest packet we
-# accept, so two hashike peers can use packets beyond RFC 4253's 35000 bytes.
+# accept once the user is authenticated (before it, OpenSSH's 256 KiB), so two
+# hashike peers can use packets beyond RFC 4253's 35000 bytes.
 EXT_MAX_PACKET = "max-packet-length@hashike.dev"
 DEFAULT_PEER_MAX_PACKET = 35000  # RFC 4253 §6.1
 _MAX_EXTENSIONS = 64
@@ -28,7 +29,7 @@ _VALUE_LIMIT = 64 * 1024
 
 def encode_ext_info(is_client: bool) -> bytes:
     """Our EXT_INFO (RFC 8308 §2.3)."""
-    extensions: list[tuple[str, bytes]] = [(EXT_MAX_PACKET, str(MAX_PACKET_LENGTH).encode())]
+    extensions: list[tuple[str, bytes]] = [(EXT_MAX_PACKET, str(BULK_PACKET_LENGTH).encode())]
     if not is_client:
         # RFC 8308 §3.1: what user authentication accepts, which is every
         # signature algorithm we verify (never ssh-rsa).
@@ -61,4 +62,4 @@ def peer_max_packet(extensions: dict[str, bytes]) -> int:
     value = extensions.get(EXT_MAX_PACKET)
     if value is None or not value.isdigit():
         return DEFAULT_PEER_MAX_PACKET
-    return max(DEFAULT_PEER_MAX_PACKET, min(int(value), MAX_PACKET_LENGTH))
+    return max(DEFAULT_PEER_MAX_PACKET, min(int(value), BULK_PACKET_LENGTH))

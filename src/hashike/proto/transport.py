@@ -80,7 +80,7 @@ from hashike.proto.kex.negotiate import (
     Negotiated,
     negotiate,
 )
-from hashike.proto.packet import MAX_PAYLOAD, PacketReader, PacketWriter
+from hashike.proto.packet import BULK_PACKET_LENGTH, MAX_PAYLOAD, PacketReader, PacketWriter
 from hashike.proto.transport_states import ENDED, Phase, State
 from hashike.proto.version import PeerVersion, VersionParser, identification_line
 from hashike.proto.wire import Reader, encode_bool, encode_byte, encode_string, encode_uint32
@@ -251,6 +251,12 @@ class Transport:
     def input_buffered(self) -> int:
         """Input bytes fed but not processed yet: a partial packet, or input held."""
         return self._reader.buffered
+
+    def accept_bulk_packets(self) -> None:
+        """Accept packets up to BULK_PACKET_LENGTH, as our EXT_INFO announced.
+        The owner calls this once user authentication has succeeded; until then
+        the peer gets OpenSSH's bound (MAX_PACKET_LENGTH)."""
+        self._reader.max_length = BULK_PACKET_LENGTH
 
     def receive_eof(self) -> None:
         if self.state not in ENDED:

@@ -249,12 +249,16 @@ async def test_hashike_library(matrix: Matrix, config: str, key: str) -> None:
     server.assert_healthy()
 
 
-async def sync_with(server: Hashiked, m: Matrix) -> str:
-    """hashiked runs one event loop: once a later login is accepted, the
-    callbacks that handled earlier input have long returned. Its log, then."""
-    async with await hashike_login(server, m, m.keys["plain"]):
-        pass
-    return server.log_text()
+async def done_with(server: Hashiked, client: SSHClient) -> str:
+    """hashiked's log once the worker that served ``client`` has logged its
+    DISCONNECT, which it does after handling what came before it in the
+    same input (a later login is no sign: another worker may take it)."""
+    assert client.local_address is not None
+    ended = f"Received disconnect from 127.0.0.1 port {client.local_address[1]}:"
+    async with asyncio.timeout(DEADLINE):
+        while ended not in (log := server.log_text()):
+            await asyncio.sleep(0.02)
+    return log
 
 
 async def test_eof_arriving_with_disconnect(matrix: Matrix) -> None:
@@ -271,7 +275,7 @@ async def test_eof_arriving_with_disconnect(matrix: Matrix) -> None:
     client.close()  # one write: CHANNEL_EOF, then DISCONNECT
     await asyncio.wait_for(client.wait_closed(), DEADLINE)
     writer.close()
-    log = await sync_with(server, matrix)
+    log = await done_with(server, client)
     assert "Fatal error" not in log, log
     server.assert_healthy()
 
@@ -285,7 +289,7 @@ async def test_refused_open_arriving_with_disconnect(matrix: Matrix) -> None:
     client.core.channels.open_direct_tcpip("127.0.0.1", matrix.ports["port"], "127.0.0.1", 4321)
     client.close()  # one write: CHANNEL_OPEN, then DISCONNECT
     await asyncio.wait_for(client.wait_closed(), DEADLINE)
-    log = await sync_with(server, matrix)
+    log = await done_with(server, client)
     refused = f"originator 127.0.0.1 port 4321, target 127.0.0.1 port {matrix.ports['port']}"
     assert f"refused local port forward: {refused}" in log, log
     assert "Fatal error" not in log, log

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from hashike.proto.errors import ChannelOpenFailed
@@ -67,6 +68,7 @@ class SocketBridge(asyncio.BufferedProtocol):
         # valid while held (proto/packet.py), dropped once written.
         self._writes: list[bytes | memoryview] = []
         self._joined = bytearray()  # reused to make a batch's pieces one write
+        self._fd: int | None = None  # the socket's, for writev while asyncio buffers nothing
         self._direct = False  # get_buffer gave a packet's room, not the scratch
         self._closed = False
         self.bytes_in = 0
@@ -136,11 +138,30 @@ class SocketBridge(asyncio.BufferedProtocol):
             # costs a system call, less than copying them together.
             for piece in writes:
                 transport.write(piece)
+        elif self._fd is not None and not transport.get_write_buffer_size():
+            self._write_gathered(transport, self._fd, writes)
         else:
             transport.write(self._coalesce(writes, total))
         n = self._credit.grant(total)
         if n and self.channel_id is not None:
             self.channels.acknowledge(self.channel_id, n)
+
+    @staticmethod
+    def _write_gathered(transport: asyncio.Transport, fd: int, writes: list[bytes | memoryview]) -> None:
+        """The pieces in one system call, straight from the views (writev),
+        while nothing waits in asyncio's buffer, so the order stays; what the
+        socket did not take goes to the transport, which buffers it (and
+        reports the socket's errors)."""
+        try:
+            sent = os.writev(fd, writes)
+        except OSError:
+            sent = 0  # full (EAGAIN), or broken: the transport's write says which
+        for piece in writes:
+            if sent >= len(piece):
+                sent -= len(piece)
+            else:
+                transport.write(piece[sent:])
+                sent = 0
 
     def _coalesce(self, writes: list[bytes | memoryview], total: int) -> memoryview:
         """The pieces, copied end to end into one reused buffer. A fresh
@@ -225,6 +246,8 @@ class SocketBridge(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        self._fd = None if sock is None else sock.fileno()
         if not self.open:
             self._out.read(transport, False)  # until the channel is confirmed
 

@@ -66,15 +66,21 @@ from hashike.proto.events import (
     ChannelClosed,
     ChannelData,
     ChannelEofReceived,
-    ChannelEvent,
     ChannelOpenConfirmed,
     ChannelOpenRefused,
     ChannelOpenRequested,
     ChannelRequestReceived,
     ChannelRequestReplied,
     ChannelWindowOpened,
-    GlobalRequestReceived,
-    GlobalRequestReplied,
+)
+from hashike.proto.global_requests import (
+    KEEPALIVE,
+    MAX_PENDING_GLOBAL_REQUESTS,
+    NAME_LIMIT,
+    EventSink,
+    GlobalRequests,
+    Send,
+    expect_reply,
 )
 from hashike.proto.packet import MAX_PAYLOAD
 from hashike.proto.replies import ReplyQueue
@@ -95,13 +101,10 @@ __all__ = [
 ]
 
 MAX_UINT32 = 0xFFFF_FFFF
-KEEPALIVE = "keepalive@openssh.com"
-# Requests from the peer awaiting our reply, per channel and per connection.
-# Replies must go in order (RFC 4254 §4, §5.4), so an unanswered request holds
-# back every later one; this bounds what a peer can make us remember.
+# Requests from the peer awaiting our reply, per channel. Replies must go in
+# order (RFC 4254 §5.4), so an unanswered request holds back every later one;
+# this bounds what a peer can make us remember (global requests: their own).
 MAX_PENDING_REQUESTS = 256
-MAX_PENDING_GLOBAL_REQUESTS = 1024
-_NAME_LIMIT = 256  # request names and channel types are short ASCII tokens
 _DESCRIPTION_LIMIT = 4096
 # What a transport packet adds around a channel data payload, worst case:
 # packet_length (4) + padding_length (1) + padding (<= 4 + 15) + MAC (<= 64),
@@ -117,16 +120,6 @@ _U32X3 = struct.Struct(">III")
 def _msg(msg: int, *uint32s: int) -> bytes:
     """A message number followed by uint32 fields."""
     return struct.pack(f">B{len(uint32s)}I", msg, *uint32s)
-
-
-class EventSink(Protocol):
-    """Where events go: a ``list[object]``, or a connection's list of a wider
-    event union that includes :data:`ChannelEvent`."""
-
-    def append(self, event: ChannelEvent, /) -> None: ...
-
-
-Send = Callable[[bytes, bytes | memoryview], None]
 
 
 class DirectSend(Protocol):
@@ -211,12 +204,11 @@ class Channels:
         self._free: list[int] = []  # heap of freed ids below _next_id
         self._released: list[int] = []  # freed, reusable after recycle()
         self._next_id = 0
-        self._out_global: deque[str] = deque()
-        self._in_global = ReplyQueue(MAX_PENDING_GLOBAL_REQUESTS)
+        self._global = GlobalRequests(send, events, closed)
         self._handlers: dict[int, Callable[[memoryview], None]] = {
-            MsgType.GLOBAL_REQUEST: self._on_global_request,
-            MsgType.REQUEST_SUCCESS: lambda p: self._on_global_reply(p, True),
-            MsgType.REQUEST_FAILURE: lambda p: self._on_global_reply(p, False),
+            MsgType.GLOBAL_REQUEST: self._global.on_request,
+            MsgType.REQUEST_SUCCESS: lambda p: self._global.on_reply(p, True),
+            MsgType.REQUEST_FAILURE: lambda p: self._global.on_reply(p, False),
             MsgType.CHANNEL_OPEN: self._on_open,
             MsgType.CHANNEL_OPEN_CONFIRMATION: self._on_open_confirmation,
             MsgType.CHANNEL_OPEN_FAILURE: self._on_open_failure,
@@ -476,36 +468,14 @@ class Channels:
             self._flush_channel_replies(c)
 
     def global_request(self, name: str, want_reply: bool, extra: bytes = b"") -> None:
-        """RFC 4254 §4. Raises :class:`LocalProtocolError` once the connection is closed."""
-        self._check_open()
-        if want_reply:
-            self._out_global.append(name)
-        self._send(
-            encode_byte(MsgType.GLOBAL_REQUEST) + encode_string(name) + encode_bool(want_reply) + extra, b""
-        )
+        """RFC 4254 §4 (:meth:`GlobalRequests.request`)."""
+        self._global.request(name, want_reply, extra)
 
     def reply_global_request(
         self, success: bool, extra: bytes = b"", *, request_id: int | None = None
     ) -> None:
-        """Answer the :class:`GlobalRequestReceived` with this ``request_id``,
-        or the oldest unanswered one; ``extra`` is only sent with success
-        (§4). Replies still go out in request order: an answer waits for
-        the answers of every earlier request."""
-        if extra and not success:
-            raise LocalProtocolError("REQUEST_FAILURE carries no data")
-        if self._closed():
-            return
-        self._in_global.answer((success, extra), request_id, "on the connection")
-        self._flush_global_replies()
-
-    @staticmethod
-    def _expect(queue: ReplyQueue, name: str, want_reply: bool) -> int | None:
-        """Note a peer's request in its reply queue (RFC 4254 §4, §5.4): its
-        request id, if it wants a reply. A keepalive gets FAILURE at once,
-        which is what OpenSSH answers (any reply proves we are alive)."""
-        if not want_reply:
-            return None
-        return queue.expect((False, b"") if name == KEEPALIVE else None)
+        """Answer a :class:`GlobalRequestReceived` (:meth:`GlobalRequests.reply`)."""
+        self._global.reply(success, extra, request_id=request_id)
 
     # ----------------------------------------------------------- dispatch
 
@@ -601,7 +571,7 @@ class Channels:
 
     def _on_open(self, payload: memoryview) -> None:
         r = Reader(payload, 1)
-        kind = r.ascii(_NAME_LIMIT)
+        kind = r.ascii(NAME_LIMIT)
         sender, window, max_packet = r.uint32(), r.uint32(), r.uint32()
         extra = r.rest()
         r.check_end()
@@ -655,7 +625,7 @@ class Channels:
         cid, reason = r.uint32(), r.uint32()
         # Descriptions are for display: a bad one is not worth the connection.
         description = r.string(_DESCRIPTION_LIMIT).decode("utf-8", "replace")
-        r.string(_NAME_LIMIT)  # language tag
+        r.string(NAME_LIMIT)  # language tag
         r.check_end()
         c = self._peer_channel(cid, MsgType.CHANNEL_OPEN_FAILURE)
         self._release(c)
@@ -664,14 +634,14 @@ class Channels:
     def _on_request(self, payload: memoryview) -> None:
         r = Reader(payload, 1)
         cid = r.uint32()
-        name = r.ascii(_NAME_LIMIT)
+        name = r.ascii(NAME_LIMIT)
         want_reply = r.boolean()
         extra = r.rest()
         r.check_end()
         c = self._peer_channel(cid, MsgType.CHANNEL_REQUEST)
         if c.close_sent:
             return  # §5.3: we may send nothing more, not even a reply
-        self._expect(c.in_requests, name, want_reply)
+        expect_reply(c.in_requests, name, want_reply)
         if name != KEEPALIVE:
             self._events.append(
                 ChannelRequestReceived(channel_id=cid, name=name, want_reply=want_reply, extra=extra)
@@ -689,33 +659,6 @@ class Channels:
         name = c.out_requests.popleft()  # §5.4: replies come in request order
         if not c.close_sent:
             self._events.append(ChannelRequestReplied(channel_id=cid, name=name, success=success))
-
-    def _on_global_request(self, payload: memoryview) -> None:
-        r = Reader(payload, 1)
-        name = r.ascii(_NAME_LIMIT)
-        want_reply = r.boolean()
-        extra = r.rest()
-        r.check_end()
-        request_id = self._expect(self._in_global, name, want_reply)
-        if name != KEEPALIVE:
-            self._events.append(
-                GlobalRequestReceived(name=name, want_reply=want_reply, extra=extra, request_id=request_id)
-            )
-        self._flush_global_replies()
-
-    def _flush_global_replies(self) -> None:
-        for ok, data in self._in_global.ready():
-            self._send(encode_byte(MsgType.REQUEST_SUCCESS if ok else MsgType.REQUEST_FAILURE) + data, b"")
-
-    def _on_global_reply(self, payload: memoryview, success: bool) -> None:
-        # RFC 4254 §4: REQUEST_SUCCESS may carry request-specific data; FAILURE none.
-        extra = bytes(payload[1:])
-        if extra and not success:
-            raise DecodeError("REQUEST_FAILURE with data")
-        if not self._out_global:
-            raise RemoteProtocolError("reply to a global request we did not make")
-        name = self._out_global.popleft()  # §4: replies come in request order
-        self._events.append(GlobalRequestReplied(name=name, success=success, extra=extra))
 
     # ------------------------------------------------------------ helpers
 

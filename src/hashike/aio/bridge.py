@@ -139,29 +139,34 @@ class SocketBridge(asyncio.BufferedProtocol):
             for piece in writes:
                 transport.write(piece)
         elif self._fd is not None and not transport.get_write_buffer_size():
-            self._write_gathered(transport, self._fd, writes)
+            self._write_gathered(transport, self._fd, writes, total)
         else:
             transport.write(self._coalesce(writes, total))
         n = self._credit.grant(total)
         if n and self.channel_id is not None:
             self.channels.acknowledge(self.channel_id, n)
 
-    @staticmethod
-    def _write_gathered(transport: asyncio.Transport, fd: int, writes: list[bytes | memoryview]) -> None:
+    def _write_gathered(
+        self, transport: asyncio.Transport, fd: int, writes: list[bytes | memoryview], total: int
+    ) -> None:
         """The pieces in one system call, straight from the views (writev),
         while nothing waits in asyncio's buffer, so the order stays; what the
-        socket did not take goes to the transport, which buffers it (and
-        reports the socket's errors)."""
+        socket did not take goes to the transport in one write, which buffers
+        it (and reports the socket's errors)."""
         try:
             sent = os.writev(fd, writes)
         except OSError:
-            sent = 0  # full (EAGAIN), or broken: the transport's write says which
+            sent = 0  # full (EAGAIN), broken, or too many pieces: the transport's write deals
+        if sent == total:
+            return
+        rest: list[bytes | memoryview] = []
         for piece in writes:
             if sent >= len(piece):
                 sent -= len(piece)
             else:
-                transport.write(piece[sent:])
+                rest.append(piece[sent:])
                 sent = 0
+        transport.write(self._coalesce(rest, sum(map(len, rest))))
 
     def _coalesce(self, writes: list[bytes | memoryview], total: int) -> memoryview:
         """The pieces, copied end to end into one reused buffer. A fresh

@@ -1,17 +1,22 @@
 """Buffer reuse on the data path must never hand a buffer out again while its
 bytes are still on their way (proto/packet.py, aio/bridge.py): integrity over
 256 MiB each way through ``-L`` with slow and fast readers taking turns at
-both ends, and 1000 rounds of a far reader stopping and starting."""
+both ends, and 1000 rounds of a far reader stopping and starting; each with
+hashike's large packets (a write per piece, reads straight into packets) and
+with OpenSSH's 32 KiB ones (a batch of pieces in one writev, reads split
+into packets)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hashike.proto import connection
 from hashike.proto.channels import Channels
 from tests.aio.forwarding import hashike_pair
 from tests.echo import INTEGRITY_SIZE
@@ -55,7 +60,27 @@ async def _alternating_echo(reader: asyncio.StreamReader, writer: asyncio.Stream
         writer.close()
 
 
-async def test_integrity_with_slow_and_fast_readers_at_both_ends(tmp_path: Path) -> None:
+@pytest.fixture(params=["hashike", "openssh"])
+def packets(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The channels' packet size: a hashike peer's, or (both ends announcing
+    it) OpenSSH's 32 KiB. Yields the piece counts of the bridges' writevs,
+    which the small packets must have used."""
+    if request.param == "openssh":
+        monkeypatch.setattr(connection, "HASHIKE_MAX_PACKET", connection.OPENSSH_MAX_PACKET)
+    gathered: list[int] = []
+    writev = os.writev
+
+    def counted(fd: int, buffers: list[bytes | memoryview]) -> int:
+        gathered.append(len(buffers))
+        return writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", counted)
+    yield gathered
+    if request.param == "openssh":
+        assert gathered, "no batch of small pieces went out in one writev"
+
+
+async def test_integrity_with_slow_and_fast_readers_at_both_ends(tmp_path: Path, packets: list[int]) -> None:
     echo = await asyncio.start_server(_alternating_echo, "127.0.0.1", 0)
     port = echo.sockets[0].getsockname()[1]
     async with hashike_pair(tmp_path) as (_server, client):
@@ -110,7 +135,7 @@ class _StopStartSink(asyncio.Protocol):
         return False
 
 
-async def test_far_reader_stopping_and_starting_a_thousand_times(tmp_path: Path) -> None:
+async def test_far_reader_stopping_and_starting_a_thousand_times(tmp_path: Path, packets: list[int]) -> None:
     sinks: list[_StopStartSink] = []
 
     def make_sink() -> _StopStartSink:

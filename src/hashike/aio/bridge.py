@@ -159,6 +159,7 @@ class SocketBridge(asyncio.BufferedProtocol):
             sent = 0  # full (EAGAIN), broken, or too many pieces: the transport's write deals
         if sent == total:
             return
+        left = total - sent
         rest: list[bytes | memoryview] = []
         for piece in writes:
             if sent >= len(piece):
@@ -166,7 +167,7 @@ class SocketBridge(asyncio.BufferedProtocol):
             else:
                 rest.append(piece[sent:])
                 sent = 0
-        transport.write(self._coalesce(rest, sum(map(len, rest))))
+        transport.write(self._coalesce(rest, left))
 
     def _coalesce(self, writes: list[bytes | memoryview], total: int) -> memoryview:
         """The pieces, copied end to end into one reused buffer. A fresh
